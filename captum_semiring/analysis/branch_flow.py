@@ -1,0 +1,92 @@
+"""Branch flow: how much of a tensor's flow goes into each group of its consumers.
+
+For an element t and a group c of consumer ops,
+:math:`b(t, c) = \\bigoplus_{(t \\to v),\\, v \\in c} w(t, v) \\otimes B[v]`.
+Grouping by module path separates a transformer layer input's query, key and value
+projections from the residual (skip) connection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from ..semirings import Semiring
+
+if TYPE_CHECKING:
+    from .._engine import SemiringResult
+
+
+@dataclass
+class BranchFlow:
+    """Semiring flow per consumer group.
+
+    Attributes:
+        labels: one label per group (module path, or op name with ``by="op"``).
+        values: raw semiring values, shape ``(groups, S, *tensor.shape)``.
+        semiring: the semiring of the sweep.
+    """
+
+    labels: list[str]
+    values: Tensor
+    semiring: Semiring
+
+    def finalize(self) -> Tensor:
+        """Finalized flow per group: ``(groups, *tensor.shape)``."""
+        return torch.stack([self.semiring.finalize(v) for v in self.values])
+
+    def aggregate(self, dim: int | list[int]) -> Tensor:
+        """⊕ over the tensor's ``dim`` within each group, then finalize."""
+        dims = [dim] if isinstance(dim, int) else list(dim)
+        nd = self.values.dim() - 2
+        axes = [d % nd + 1 for d in dims]
+        return torch.stack([self.semiring.finalize(self.semiring.sum(v, axes)) for v in self.values])
+
+    def top_branch(self, dim: int | list[int]) -> Tensor:
+        """The paper's aggregation: per position, the group carrying the best path over
+        ``dim`` gets that path's value and the other groups get 0."""
+        per_group = self.aggregate(dim)
+        if per_group.dim() > 1 and per_group.shape[1] == self.semiring.size and self.semiring.size > 1 and not hasattr(self.semiring, "sign"):
+            per_group = per_group[:, 0]
+        winner = per_group.argmax(dim=0, keepdim=True)
+        return torch.zeros_like(per_group).scatter(0, winner, per_group.gather(0, winner))
+
+    def __repr__(self) -> str:
+        return f"BranchFlow({self.labels})"
+
+
+@torch.no_grad()
+def branch_flow(result: SemiringResult, item: Any, by: str = "module") -> BranchFlow:
+    """The flow from ``item``'s tensor into each group of its consumers.
+
+    Args:
+        result: a backward sweep.
+        item: a source, module (its output) or recorded tensor.
+        by: ``"module"`` groups consumers by the module path they ran in, ``"op"``
+            by their ATen overload.
+
+    Returns:
+        A :class:`BranchFlow`.
+    """
+    if by not in ("module", "op"):
+        raise ValueError(f"by must be 'module' or 'op', got {by!r}")
+    graph, sr = result.graph, result.semiring
+    node = graph.node_of(item)
+    groups: dict[str, Tensor] = {}
+    for record, leaf in graph.consumers.get(node, ()):
+        outs = dict(record.outputs)
+        for (map_leaf, position), local in graph.local_maps(record).items():
+            value = result.env.get(outs[position])
+            if map_leaf != leaf or value is None:
+                continue
+            label = record.module if by == "module" else record.op_name
+            flow = local.backward(sr, value).to(graph.nodes[node].dtype)
+            groups[label] = flow if label not in groups else sr.plus(groups[label], flow)
+    if not groups:
+        meta = graph.nodes[node]
+        return BranchFlow([], sr.zeros((0, *meta.shape), torch.empty((), dtype=meta.dtype)).movedim(1, 0), sr)
+    labels = list(groups)
+    return BranchFlow(labels, torch.stack([groups[k] for k in labels]), sr)

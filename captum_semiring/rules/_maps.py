@@ -1,0 +1,234 @@
+"""Local linear maps: the Jacobian of one op input, in a structured form.
+
+A rule turns a recorded op call into one map per (tracked input, output) pair. A map
+moves semiring values backward (output to input) and forward (input to output); the
+engine needs nothing else. Every map holds real edge weights only, so one map serves
+every semiring.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from ..semirings import PathCount, Semiring, SumProduct
+
+Shape = tuple[int, ...]
+
+
+def _reduced_dims(view: Sequence[int], full: Sequence[int]) -> list[int]:
+    """Value-tensor axes (semiring axis included) where ``view`` broadcasts to ``full``."""
+    return [d + 1 for d, (a, b) in enumerate(zip(view, full, strict=True)) if a == 1 and b != 1]
+
+
+class LocalMap:
+    """Base class: the edges from one op input to one op output."""
+
+    in_shape: Shape
+    out_shape: Shape
+
+    def backward(self, sr: Semiring, values: Tensor) -> Tensor:
+        """Values ``(S, *out_shape)`` to ``(S, *in_shape)``: ⊕ over out-edges."""
+        raise NotImplementedError
+
+    def forward(self, sr: Semiring, values: Tensor) -> Tensor:
+        """Values ``(S, *in_shape)`` to ``(S, *out_shape)``: ⊕ over in-edges."""
+        raise NotImplementedError
+
+    def edges_from(self, flat_index: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Flat output indices reached from input element ``flat_index``, and weights."""
+        one_hot = like.new_zeros((1, *self.in_shape))
+        one_hot.view(-1)[flat_index] = 1.0
+        weights = self.forward(SumProduct(), one_hot).reshape(-1)
+        counts = PathCount()
+        reach = counts.zeros(self.in_shape, like)
+        reach.view(-1)[flat_index] = 0.0
+        reached = ~torch.isinf(self.forward(counts, reach).reshape(-1))
+        index = reached.nonzero().flatten()
+        return index, weights[index]
+
+
+class Elementwise(LocalMap):
+    """Edges between positions that agree after broadcasting to a common shape.
+
+    Covers pointwise ops (the input broadcasts up to the output) and reductions (the
+    output broadcasts up to the input). ``weight`` has the common shape, or is None for
+    unit weights; ``mask`` (common shape) removes edges that do not exist.
+    """
+
+    def __init__(
+        self,
+        weight: Tensor | None,
+        in_shape: Shape,
+        out_shape: Shape,
+        common: Shape,
+        in_view: Shape | None = None,
+        out_view: Shape | None = None,
+        mask: Tensor | None = None,
+    ) -> None:
+        self.weight, self.mask = weight, mask
+        self.in_shape, self.out_shape, self.common = tuple(in_shape), tuple(out_shape), tuple(common)
+        pad = len(common)
+        self.in_view = tuple(in_view) if in_view is not None else (1,) * (pad - len(in_shape)) + self.in_shape
+        self.out_view = tuple(out_view) if out_view is not None else (1,) * (pad - len(out_shape)) + self.out_shape
+
+    def _apply(self, sr: Semiring, values: Tensor, src_view: Shape, dst_view: Shape, dst_shape: Shape) -> Tensor:
+        x = values.reshape(values.shape[0], *src_view)
+        if self.weight is not None:
+            x = sr.scale(x, self.weight)
+        x = x.expand(values.shape[0], *self.common)
+        if self.mask is not None:
+            x = torch.where(self.mask, x, sr.zeros(self.common, x))
+        dims = _reduced_dims(dst_view, self.common)
+        if dims:
+            x = sr.sum(x, dims)
+        return x.reshape(values.shape[0], *dst_shape)
+
+    def backward(self, sr: Semiring, values: Tensor) -> Tensor:
+        return self._apply(sr, values, self.out_view, self.in_view, self.in_shape)
+
+    def forward(self, sr: Semiring, values: Tensor) -> Tensor:
+        return self._apply(sr, values, self.in_view, self.out_view, self.out_shape)
+
+
+class Reshape(LocalMap):
+    """Element ``i`` of the input is element ``i`` of the output (view, clone, cast)."""
+
+    def __init__(self, in_shape: Shape, out_shape: Shape) -> None:
+        self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
+
+    def backward(self, sr: Semiring, values: Tensor) -> Tensor:
+        return values.reshape(values.shape[0], *self.in_shape)
+
+    def forward(self, sr: Semiring, values: Tensor) -> Tensor:
+        return values.reshape(values.shape[0], *self.out_shape)
+
+
+class Permute(LocalMap):
+    """The output is the input with its axes permuted."""
+
+    def __init__(self, in_shape: Shape, dims: Sequence[int]) -> None:
+        self.in_shape = tuple(in_shape)
+        self.dims = [d % len(in_shape) for d in dims] if in_shape else []
+        self.out_shape = tuple(self.in_shape[d] for d in self.dims)
+        self.inverse = sorted(range(len(self.dims)), key=lambda i: self.dims[i])
+
+    def backward(self, sr: Semiring, values: Tensor) -> Tensor:
+        return values.permute(0, *[d + 1 for d in self.inverse])
+
+    def forward(self, sr: Semiring, values: Tensor) -> Tensor:
+        return values.permute(0, *[d + 1 for d in self.dims])
+
+
+class IndexMap(LocalMap):
+    """Each output element copies one input element, or none (``source == -1``)."""
+
+    def __init__(self, source: Tensor, in_shape: Shape, out_shape: Shape) -> None:
+        self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
+        self.source = source.reshape(-1)
+        self.valid = self.source >= 0
+        self.all_valid = bool(self.valid.all())
+        used = self.source[self.valid]
+        self.used = used
+        in_numel = math.prod(self.in_shape)
+        self.injective = used.numel() == 0 or int(torch.bincount(used, minlength=in_numel).max()) <= 1
+
+    def backward(self, sr: Semiring, values: Tensor) -> Tensor:
+        flat = values.reshape(values.shape[0], -1)
+        if not self.all_valid:
+            flat = flat[:, self.valid]
+        in_numel = math.prod(self.in_shape)
+        if self.injective:
+            out = sr.zeros((in_numel,), values)
+            out[:, self.used] = flat
+        else:
+            out = sr.segment_sum(flat, self.used, in_numel)
+        return out.reshape(values.shape[0], *self.in_shape)
+
+    def forward(self, sr: Semiring, values: Tensor) -> Tensor:
+        flat = values.reshape(values.shape[0], -1)[:, self.source.clamp(min=0)]
+        if not self.all_valid:
+            flat = torch.where(self.valid, flat, sr.zeros(self.source.shape, flat))
+        return flat.reshape(values.shape[0], *self.out_shape)
+
+    def edges_from(self, flat_index: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        index = (self.source == flat_index).nonzero().flatten()
+        return index, like.new_ones(index.shape)
+
+
+class MatMul(LocalMap):
+    """A contraction with a fixed real matrix: ``out = x @ weight`` (``side="right"``)
+    or ``out = weight @ x`` (``side="left"``), batched, on the given views."""
+
+    def __init__(self, weight: Tensor, side: str, in_shape: Shape, out_shape: Shape, in_view: Shape, out_view: Shape) -> None:
+        self.weight, self.side = weight, side
+        self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
+        self.in_view, self.out_view = tuple(in_view), tuple(out_view)
+
+    def backward(self, sr: Semiring, values: Tensor) -> Tensor:
+        y = values.reshape(values.shape[0], *self.out_view)
+        if self.side == "right":
+            x = sr.matmul(y, self.weight.mT)
+        else:
+            x = sr.matmul(y.mT, self.weight).mT
+        return x.reshape(values.shape[0], *self.in_shape)
+
+    def forward(self, sr: Semiring, values: Tensor) -> Tensor:
+        x = values.reshape(values.shape[0], *self.in_view)
+        if self.side == "right":
+            y = sr.matmul(x, self.weight)
+        else:
+            y = sr.matmul(x.mT, self.weight.mT).mT
+        return y.reshape(values.shape[0], *self.out_shape)
+
+
+class Blockwise(LocalMap):
+    """Dense Jacobian blocks: the ``block`` axes of each row depend on each other.
+
+    ``jacobian`` has shape ``(rows, n_out, n_in)``, where rows enumerate the other axes
+    in order and ``n`` is the product of the block axes (softmax, layer norm).
+    """
+
+    def __init__(self, jacobian: Tensor, shape: Shape, block: Sequence[int]) -> None:
+        self.jacobian = jacobian
+        self.in_shape = self.out_shape = tuple(shape)
+        nd = len(shape)
+        self.block = [d % nd for d in block]
+        self.rest = [d for d in range(nd) if d not in self.block]
+        self.moved_shape = tuple(shape[d] for d in self.rest + self.block)
+
+    def _to_rows(self, values: Tensor) -> Tensor:
+        moved = values.permute(0, *[d + 1 for d in self.rest + self.block])
+        return moved.reshape(values.shape[0], self.jacobian.shape[0], 1, -1)
+
+    def _from_rows(self, rows: Tensor) -> Tensor:
+        moved = rows.reshape(rows.shape[0], *self.moved_shape)
+        order = self.rest + self.block
+        inverse = sorted(range(len(order)), key=lambda i: order[i])
+        return moved.permute(0, *[d + 1 for d in inverse])
+
+    def backward(self, sr: Semiring, values: Tensor) -> Tensor:
+        return self._from_rows(sr.matmul(self._to_rows(values), self.jacobian))
+
+    def forward(self, sr: Semiring, values: Tensor) -> Tensor:
+        return self._from_rows(sr.matmul(self._to_rows(values), self.jacobian.mT))
+
+
+class Compose(LocalMap):
+    """``second`` after ``first``: edges through an intermediate that is not a node."""
+
+    def __init__(self, first: LocalMap, second: LocalMap) -> None:
+        self.first, self.second = first, second
+        self.in_shape, self.out_shape = first.in_shape, second.out_shape
+
+    def backward(self, sr: Semiring, values: Tensor) -> Tensor:
+        return self.first.backward(sr, self.second.backward(sr, values))
+
+    def forward(self, sr: Semiring, values: Tensor) -> Tensor:
+        return self.second.forward(sr, self.first.forward(sr, values))
+
+
+__all__ = ["LocalMap", "Elementwise", "Reshape", "Permute", "IndexMap", "MatMul", "Blockwise", "Compose"]

@@ -1,0 +1,135 @@
+"""Index maps: ops whose output elements are copies of input elements.
+
+Views, casts and permutations get direct maps. Every other index map shares one rule:
+the op is run on the positions ``1, 2, ...`` of its inputs and again on ``2, 3, ...``;
+an output element that moved by one copies the input element it shows, and one that
+did not move is a constant (padding, fill).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import register_rule
+from ._maps import Elementwise, IndexMap, Permute, Reshape
+
+aten = torch.ops.aten
+
+
+@register_rule(
+    aten.view.default,
+    aten._unsafe_view.default,
+    aten.reshape.default,
+    aten.alias.default,
+    aten.clone.default,
+    aten._to_copy.default,
+    aten.lift_fresh_copy.default,
+    aten.squeeze.default,
+    aten.squeeze.dim,
+    aten.squeeze.dims,
+    aten.unsqueeze.default,
+    aten.view_as_real.default,
+    aten.contiguous.default,
+)
+def reshape_rule(call: Any) -> dict[tuple[int, int], Reshape]:
+    (i, _), = call.inputs
+    return {(i, 0): Reshape(tuple(call.leaves[i].shape), tuple(call.output(0).shape))}
+
+
+@register_rule(aten.permute.default, aten.transpose.int, aten.t.default)
+def permute_rule(call: Any) -> dict[tuple[int, int], Permute]:
+    (i, _), = call.inputs
+    x = call.leaves[i]
+    nd = x.dim()
+    if call.func is aten.permute.default:
+        dims = list(call.arg("dims"))
+    else:
+        dims = list(range(nd))
+        a, b = (call.arg("dim0"), call.arg("dim1")) if call.func is aten.transpose.int else (0, 1)
+        if nd >= 2:
+            dims[a % nd], dims[b % nd] = dims[b % nd], dims[a % nd]
+    return {(i, 0): Permute(tuple(x.shape), dims)}
+
+
+@register_rule(aten.expand.default)
+def expand_rule(call: Any) -> dict[tuple[int, int], Elementwise]:
+    (i, _), = call.inputs
+    out = tuple(call.output(0).shape)
+    return {(i, 0): Elementwise(None, tuple(call.leaves[i].shape), out, out)}
+
+
+@register_rule(
+    aten.slice.Tensor,
+    aten.select.int,
+    aten.cat.default,
+    aten.stack.default,
+    aten.split.Tensor,
+    aten.split_with_sizes.default,
+    aten.unsafe_split.Tensor,
+    aten.unsafe_split_with_sizes.default,
+    aten.unbind.int,
+    aten.narrow.default,
+    aten.index_select.default,
+    aten.gather.default,
+    aten.index.Tensor,
+    aten._unsafe_index.Tensor,
+    aten.flip.default,
+    aten.roll.default,
+    aten.repeat.default,
+    aten.unfold.default,
+    aten.diagonal.default,
+    aten.constant_pad_nd.default,
+    aten.im2col.default,
+    aten.embedding.default,
+    aten.as_strided.default,
+    aten.slice_scatter.default,
+    aten.select_scatter.default,
+    aten.copy.default,
+    aten.take.default,
+    aten.movedim.int,
+    aten.masked_select.default,
+    aten.pixel_shuffle.default,
+)
+def index_map_rule(call: Any) -> dict[tuple[int, int], IndexMap]:
+    return probe_index_map(call)
+
+
+@register_rule(aten.index_put.default, aten.scatter.src, aten.scatter.value)
+def overwrite_rule(call: Any) -> dict[tuple[int, int], IndexMap]:
+    if call.arg("accumulate", False) or call.arg("reduce") is not None:
+        from . import UnsupportedOpError
+
+        raise UnsupportedOpError(f"{call.func} with accumulation has no rule (module '{call.module}')")
+    return probe_index_map(call)
+
+
+def probe_index_map(call: Any) -> dict[tuple[int, int], IndexMap]:
+    """Find which input element each output element copies, by running the op on
+    element positions (in float64, exact up to 2**53 elements)."""
+    offsets, replace = {}, {}
+    start = 0
+    for i, _ in call.inputs:
+        offsets[i] = start
+        start += call.leaves[i].numel()
+    for i, leaf in enumerate(call.leaves):
+        if isinstance(leaf, torch.Tensor) and leaf.is_floating_point():
+            replace[i] = leaf.detach().to(torch.float64)
+    probes = []
+    for shift in (1.0, 2.0):
+        for i, _ in call.inputs:
+            leaf = call.leaves[i]
+            positions = torch.arange(leaf.numel(), dtype=torch.float64, device=leaf.device)
+            replace[i] = (positions + (offsets[i] + shift)).reshape(leaf.shape)
+        probes.append(call.rerun(replace))
+    maps = {}
+    for o, _ in call.outputs:
+        first, second = probes[0][o], probes[1][o]
+        source = torch.where(second - first == 1.0, first - 1.0, -1.0).to(torch.int64).reshape(-1)
+        for i, _ in call.inputs:
+            n = call.leaves[i].numel()
+            local = torch.where((source >= offsets[i]) & (source < offsets[i] + n), source - offsets[i], -1)
+            if bool((local >= 0).any()):
+                maps[(i, o)] = IndexMap(local, tuple(call.leaves[i].shape), tuple(call.output(o).shape))
+    return maps

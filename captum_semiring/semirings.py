@@ -1,0 +1,601 @@
+r"""Semirings for backpropagation.
+
+A semiring value is a tensor with one leading *semiring axis* of fixed size
+(:attr:`Semiring.size`), followed by the shape of the tensor it belongs to. Every
+operation below acts on the trailing axes in the same way, so the propagation rules
+are written once for all semirings.
+
+Edge weights are real tensors. :meth:`Semiring.scale` multiplies semiring values by
+lifted real weights, and :meth:`Semiring.matmul` contracts semiring values with a real
+matrix; the defaults are generic, and subclasses override them with fast kernels.
+
+Examples::
+
+    >>> import torch, captum_semiring as cs
+    >>> x = torch.tensor([0.5, -2.0], requires_grad=True)
+    >>> with cs.record(x) as graph:
+    ...     out = (x * 3.0).sum()
+    >>> graph.backward(out, cs.MaxProduct("absolute"))[x]
+    tensor([3., 3.], grad_fn=<...>)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Sequence
+
+import torch
+from torch import Tensor
+
+Dims = int | Sequence[int]
+
+# Elements per chunk of the generic (broadcasting) semiring matmul.
+_MATMUL_CHUNK_ELEMENTS = 1 << 24
+
+
+def _dims(dim: Dims) -> list[int]:
+    return [dim] if isinstance(dim, int) else list(dim)
+
+
+class Semiring:
+    r"""Base class of all semirings.
+
+    A subclass defines :attr:`size`, :meth:`zeros`, :meth:`ones`, :meth:`plus`,
+    :meth:`scale`, :meth:`sum` and :meth:`finalize`. Everything else has a generic
+    default. Values have shape ``(size, *shape)``; ``dim`` arguments index the value
+    tensor itself and are negative or at least 1.
+
+    Examples::
+
+        A min-product semiring: the smallest path product.
+
+        >>> import torch, captum_semiring as cs
+        >>> class MinProduct(cs.Semiring):
+        ...     size = 1
+        ...     def zeros(self, shape, like):
+        ...         return like.new_full((1, *shape), float("inf"))
+        ...     def ones(self, shape, like):
+        ...         return like.new_ones((1, *shape))
+        ...     def plus(self, a, b):
+        ...         return torch.minimum(a, b)
+        ...     def scale(self, x, w):
+        ...         return torch.where(torch.isinf(x), x, x * w)
+        ...     def sum(self, x, dim):
+        ...         return x.amin(dim=dim)
+        ...     def finalize(self, x):
+        ...         return torch.where(torch.isinf(x[0]), 0.0, x[0])
+        >>> w = torch.tensor([2.0, 3.0], requires_grad=True)
+        >>> with cs.record(w) as graph:
+        ...     out = (w * w.flip(0)).sum()  # two paths from each element
+        >>> graph.backward(out, MinProduct())[w].detach()
+        tensor([2., 3.])
+    """
+
+    #: Length of the leading semiring axis.
+    size: int = 1
+    #: Whether :meth:`path` can recover single paths for this semiring.
+    has_paths: bool = False
+
+    def zeros(self, shape: Sequence[int], like: Tensor) -> Tensor:
+        """The semiring zero (no path), shaped ``(size, *shape)``."""
+        raise NotImplementedError
+
+    def ones(self, shape: Sequence[int], like: Tensor) -> Tensor:
+        """The semiring one (the empty path), shaped ``(size, *shape)``."""
+        raise NotImplementedError
+
+    def plus(self, a: Tensor, b: Tensor) -> Tensor:
+        r""":math:`a \oplus b`, elementwise."""
+        raise NotImplementedError
+
+    def scale(self, x: Tensor, w: Tensor) -> Tensor:
+        r""":math:`x \otimes \mathrm{lift}(w)` for real weights ``w``, broadcasting."""
+        raise NotImplementedError
+
+    def sum(self, x: Tensor, dim: Dims) -> Tensor:
+        r""":math:`\bigoplus` over ``dim`` (axes of the value tensor)."""
+        raise NotImplementedError
+
+    def finalize(self, x: Tensor) -> Tensor:
+        """The user-facing number; shape ``x.shape[1:]`` (TopK keeps its axis)."""
+        raise NotImplementedError
+
+    def lift(self, w: Tensor) -> Tensor:
+        """A real weight as a semiring value."""
+        return self.scale(self.ones(w.shape, w), w)
+
+    def times(self, a: Tensor, b: Tensor) -> Tensor:
+        r""":math:`a \otimes b` of two semiring values; needed for flows."""
+        raise NotImplementedError(f"{type(self).__name__} does not define times")
+
+    def matmul(self, x: Tensor, w: Tensor) -> Tensor:
+        r"""Semiring product of values ``x`` (size, ..., m, n) with real ``w`` (..., n, p).
+
+        :math:`y_{ik} = \bigoplus_j x_{ij} \otimes \mathrm{lift}(w_{jk})`, batched over
+        leading axes. The default broadcasts in chunks of rows.
+        """
+        m, n, p = x.shape[-2], x.shape[-1], w.shape[-1]
+        batch = math.prod(torch.broadcast_shapes(x.shape[1:-2], w.shape[:-2]))
+        rows = max(1, _MATMUL_CHUNK_ELEMENTS // max(1, self.size * batch * n * p))
+        chunks = []
+        for start in range(0, m, rows):
+            xs = x[..., start : start + rows, :]
+            chunks.append(self.sum(self.scale(xs[..., :, :, None], w[..., None, :, :]), -2))
+        return torch.cat(chunks, dim=-2) if len(chunks) > 1 else chunks[0]
+
+    def segment_sum(self, x: Tensor, index: Tensor, size: int) -> Tensor:
+        r""":math:`\bigoplus` of the columns of ``x`` (S, n) into ``size`` buckets.
+
+        ``index`` (n,) names each column's bucket. The default pads every bucket to the
+        largest one and reduces with :meth:`sum`.
+        """
+        out = self.zeros((size,), x)
+        if index.numel() == 0:
+            return out
+        order = torch.argsort(index, stable=True)
+        sorted_index = index[order]
+        buckets, counts = torch.unique_consecutive(sorted_index, return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts
+        width = int(counts.max())
+        slot = torch.arange(width, device=x.device)
+        position = starts[:, None] + slot[None, :]
+        valid = slot[None, :] < counts[:, None]
+        gathered = x[:, order[position.clamp(max=index.numel() - 1)]]
+        padding = self.zeros(gathered.shape[1:], x)
+        gathered = torch.where(valid, gathered, padding)
+        out[:, buckets] = self.sum(gathered, -1)
+        return out
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"{self.name}()"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and vars(self) == vars(other)
+
+    def __hash__(self) -> int:
+        return hash((type(self), tuple(sorted(vars(self).items()))))
+
+
+class SumProduct(Semiring):
+    r"""The ordinary :math:`(+, \times)` semiring: the gradient.
+
+    Equals ``torch.autograd.grad`` of the output with respect to the source.
+
+    Examples::
+
+        >>> import torch, captum_semiring as cs
+        >>> x = torch.tensor([1.0, 2.0], requires_grad=True)
+        >>> with cs.record(x) as graph:
+        ...     out = (x**2).sum()
+        >>> graph.backward(out, cs.SumProduct())[x].detach()
+        tensor([2., 4.])
+    """
+
+    def zeros(self, shape: Sequence[int], like: Tensor) -> Tensor:
+        return like.new_zeros((1, *shape))
+
+    def ones(self, shape: Sequence[int], like: Tensor) -> Tensor:
+        return like.new_ones((1, *shape))
+
+    def plus(self, a: Tensor, b: Tensor) -> Tensor:
+        return a + b
+
+    def times(self, a: Tensor, b: Tensor) -> Tensor:
+        return a * b
+
+    def scale(self, x: Tensor, w: Tensor) -> Tensor:
+        return x * w
+
+    def sum(self, x: Tensor, dim: Dims) -> Tensor:
+        return x.sum(dim=_dims(dim))
+
+    def matmul(self, x: Tensor, w: Tensor) -> Tensor:
+        return torch.matmul(x, w)
+
+    def segment_sum(self, x: Tensor, index: Tensor, size: int) -> Tensor:
+        return self.zeros((size,), x).index_add_(1, index, x)
+
+    def finalize(self, x: Tensor) -> Tensor:
+        return x[0]
+
+
+Sign = Literal["positive", "negative", "absolute"]
+
+
+class MaxProduct(Semiring):
+    r"""The max-product semiring: the value of the single best path.
+
+    Each value holds the most positive and the most negative path product, as in
+    App. A of Du et al. (2023), so that a negative edge can swap them.
+    ``sign`` picks what :meth:`finalize` reports: the most positive product (the
+    paper's top gradient path), the most negative one, or the one of largest
+    magnitude, with its sign. An element with no path reports 0.
+
+    Args:
+        sign: ``"positive"``, ``"negative"`` or ``"absolute"``.
+
+    Examples::
+
+        >>> import torch, captum_semiring as cs
+        >>> x = torch.tensor([1.0], requires_grad=True)
+        >>> with cs.record(x) as graph:
+        ...     out = (3 * x - 5 * x).sum()  # paths +3 and -5
+        >>> res = graph.backward(out, cs.MaxProduct("negative"))
+        >>> res[x].detach()
+        tensor([-5.])
+    """
+
+    size = 2
+    has_paths = True
+
+    def __init__(self, sign: Sign = "positive") -> None:
+        if sign not in ("positive", "negative", "absolute"):
+            raise ValueError(
+                f"MaxProduct sign must be 'positive', 'negative' or 'absolute', "
+                f"got {sign!r}"
+            )
+        self.sign = sign
+
+    def __repr__(self) -> str:
+        return f"MaxProduct(sign={self.sign!r})"
+
+    def zeros(self, shape: Sequence[int], like: Tensor) -> Tensor:
+        out = like.new_empty((2, *shape))
+        out[0] = -math.inf
+        out[1] = math.inf
+        return out
+
+    def ones(self, shape: Sequence[int], like: Tensor) -> Tensor:
+        return like.new_ones((2, *shape))
+
+    def plus(self, a: Tensor, b: Tensor) -> Tensor:
+        return torch.stack((torch.maximum(a[0], b[0]), torch.minimum(a[1], b[1])))
+
+    def times(self, a: Tensor, b: Tensor) -> Tensor:
+        no_path = torch.isinf(a[0]) | torch.isinf(b[0])
+        a, b = torch.nan_to_num(a, posinf=0.0, neginf=0.0), b.nan_to_num(0, 0, 0)
+        cands = torch.stack((a[0] * b[0], a[0] * b[1], a[1] * b[0], a[1] * b[1]))
+        out = torch.stack((cands.amax(0), cands.amin(0)))
+        return torch.where(no_path, self.zeros(out.shape[1:], out), out)
+
+    def scale(self, x: Tensor, w: Tensor) -> Tensor:
+        pos, neg = x[0], x[1]
+        no_path = torch.isinf(pos)
+        finite_pos = torch.where(no_path, 0.0, pos)
+        finite_neg = torch.where(no_path, 0.0, neg)
+        nonneg = w >= 0
+        new_pos = torch.where(nonneg, w * finite_pos, w * finite_neg)
+        new_neg = torch.where(nonneg, w * finite_neg, w * finite_pos)
+        new_pos = torch.where(no_path, -math.inf, new_pos)
+        new_neg = torch.where(no_path, math.inf, new_neg)
+        return torch.stack((new_pos, new_neg))
+
+    def sum(self, x: Tensor, dim: Dims) -> Tensor:
+        dims = [d - 1 if d > 0 else d for d in _dims(dim)]
+        return torch.stack((x[0].amax(dim=dims), x[1].amin(dim=dims)))
+
+    def segment_sum(self, x: Tensor, index: Tensor, size: int) -> Tensor:
+        out = self.zeros((size,), x)
+        expanded = index.expand_as(x[0])
+        pos = out[0].scatter_reduce(0, expanded, x[0], "amax", include_self=True)
+        neg = out[1].scatter_reduce(0, expanded, x[1], "amin", include_self=True)
+        return torch.stack((pos, neg))
+
+    def finalize(self, x: Tensor) -> Tensor:
+        pos, neg = x[0], x[1]
+        if self.sign == "positive":
+            out = pos
+        elif self.sign == "negative":
+            out = neg
+        else:
+            out = torch.where(neg.abs() > pos.abs(), neg, pos)
+        return torch.where(torch.isinf(out), 0.0, out)
+
+    def start_state(self, x: Tensor) -> int:
+        """Which half (0 = most positive, 1 = most negative) the result reports."""
+        if self.sign == "positive":
+            return 0
+        if self.sign == "negative":
+            return 1
+        return int(bool(x[1].abs() > x[0].abs()))
+
+    def best_edge(
+        self, weights: Tensor, values: Tensor, state: int
+    ) -> tuple[int, int, float] | None:
+        """Among edges with ``weights`` into nodes with ``values`` (2, n), the one that
+        continues the best path of half ``state``: (edge, next state, path value)."""
+        extended = self.scale(values, weights)[state]
+        if state == 0:
+            finite = ~torch.isinf(extended)
+            best = int(torch.where(finite, extended, -math.inf).argmax()) if finite.any() else -1
+        else:
+            finite = ~torch.isinf(extended)
+            best = int(torch.where(finite, extended, math.inf).argmin()) if finite.any() else -1
+        if best < 0:
+            return None
+        flip = bool(weights[best] < 0)
+        return best, state ^ int(flip), float(extended[best])
+
+
+class _LogMagnitude(Semiring):
+    """Shared helpers for semirings that work with log |w| to stay in float range."""
+
+    @staticmethod
+    def _log_abs(w: Tensor) -> Tensor:
+        return torch.log(w.abs())
+
+    @staticmethod
+    def _row_scaled(log_values: Tensor) -> tuple[Tensor, Tensor]:
+        """exp(l - max_row(l)) and the row max, with empty rows scaled by 1."""
+        top = log_values.amax(dim=-1, keepdim=True)
+        top = torch.where(torch.isinf(top), 0.0, top)
+        return torch.exp(log_values - top), top
+
+
+class LogSum(_LogMagnitude):
+    r"""Log of the total absolute path flow, :math:`\log \sum_p |g(p)|`.
+
+    Kept in log space, so it does not overflow or underflow on deep models.
+    An element with no flow reports :math:`-\infty`.
+
+    Examples::
+
+        >>> import torch, captum_semiring as cs
+        >>> x = torch.tensor([1.0], requires_grad=True)
+        >>> with cs.record(x) as graph:
+        ...     out = (3 * x - 5 * x).sum()  # |3| + |-5| = 8
+        >>> graph.backward(out, "logsum")[x].exp().detach()
+        tensor([8.])
+    """
+
+    def zeros(self, shape: Sequence[int], like: Tensor) -> Tensor:
+        return like.new_full((1, *shape), -math.inf)
+
+    def ones(self, shape: Sequence[int], like: Tensor) -> Tensor:
+        return like.new_zeros((1, *shape))
+
+    def plus(self, a: Tensor, b: Tensor) -> Tensor:
+        return torch.logaddexp(a, b)
+
+    def times(self, a: Tensor, b: Tensor) -> Tensor:
+        return a + b
+
+    def _edge_log(self, w: Tensor) -> Tensor:
+        return self._log_abs(w)
+
+    def scale(self, x: Tensor, w: Tensor) -> Tensor:
+        return x + self._edge_log(w)
+
+    def sum(self, x: Tensor, dim: Dims) -> Tensor:
+        return torch.logsumexp(x, dim=_dims(dim))
+
+    def _edge_magnitude(self, w: Tensor) -> Tensor:
+        return w.abs()
+
+    def matmul(self, x: Tensor, w: Tensor) -> Tensor:
+        scaled, top = self._row_scaled(x)
+        return top + torch.log(torch.matmul(scaled, self._edge_magnitude(w)))
+
+    def segment_sum(self, x: Tensor, index: Tensor, size: int) -> Tensor:
+        top = torch.full((x.shape[0], size), -math.inf, dtype=x.dtype, device=x.device)
+        top = top.scatter_reduce(1, index.expand_as(x), x, "amax", include_self=True)
+        top = torch.where(torch.isinf(top), 0.0, top)
+        total = x.new_zeros((x.shape[0], size)).index_add_(1, index, torch.exp(x - top[:, index]))
+        return top + torch.log(total)
+
+    def finalize(self, x: Tensor) -> Tensor:
+        return x[0]
+
+
+class PathCount(LogSum):
+    r"""Log of the number of paths.
+
+    Every edge counts once, whatever its weight, so this is :class:`LogSum` with all
+    edge weights set to 1.
+
+    Examples::
+
+        >>> import torch, captum_semiring as cs
+        >>> x = torch.tensor([1.0, 2.0], requires_grad=True)
+        >>> with cs.record(x) as graph:
+        ...     out = (x * x.sum()).sum()  # x_i reaches out directly and via the sum
+        >>> graph.backward(out, "count")[x].exp().detach()
+        tensor([3., 3.])
+    """
+
+    def _edge_log(self, w: Tensor) -> Tensor:
+        return torch.zeros_like(w)
+
+    def _edge_magnitude(self, w: Tensor) -> Tensor:
+        return torch.ones_like(w)
+
+
+class Entropy(_LogMagnitude):
+    r"""Path entropy (eq. 6 of Du et al., 2023) in nats.
+
+    Paths are weighted by :math:`|g(p)| / Z`. The state per node is
+    :math:`(\log Z, E)` with :math:`E = \frac{1}{Z}\sum_p |g(p)| \log |g(p)|`, the
+    expectation semiring of Eisner (2002) kept in log space. The entropy is
+    :math:`\log Z - E`; an element with no flow (:math:`Z = 0`) has entropy 0.
+
+    Examples::
+
+        >>> import torch, captum_semiring as cs
+        >>> x = torch.tensor([1.0], requires_grad=True)
+        >>> with cs.record(x) as graph:
+        ...     out = (2 * x + 2 * x).sum()  # two equal paths: entropy log 2
+        >>> graph.backward(out, "entropy")[x].detach()
+        tensor([0.6931])
+    """
+
+    size = 2
+
+    def zeros(self, shape: Sequence[int], like: Tensor) -> Tensor:
+        out = like.new_zeros((2, *shape))
+        out[0] = -math.inf
+        return out
+
+    def ones(self, shape: Sequence[int], like: Tensor) -> Tensor:
+        return like.new_zeros((2, *shape))
+
+    @staticmethod
+    def _pack(log_z: Tensor, expectation: Tensor) -> Tensor:
+        expectation = torch.where(torch.isinf(log_z), 0.0, expectation)
+        return torch.stack((log_z, expectation))
+
+    def plus(self, a: Tensor, b: Tensor) -> Tensor:
+        log_z = torch.logaddexp(a[0], b[0])
+        safe = torch.where(torch.isinf(log_z), 0.0, log_z)
+        expectation = torch.exp(a[0] - safe) * a[1] + torch.exp(b[0] - safe) * b[1]
+        return self._pack(log_z, expectation)
+
+    def times(self, a: Tensor, b: Tensor) -> Tensor:
+        return self._pack(a[0] + b[0], a[1] + b[1])
+
+    def scale(self, x: Tensor, w: Tensor) -> Tensor:
+        log_w = self._log_abs(w)
+        return self._pack(x[0] + log_w, x[1] + log_w)
+
+    def sum(self, x: Tensor, dim: Dims) -> Tensor:
+        dims = [d - 1 if d > 0 else d for d in _dims(dim)]
+        log_z = torch.logsumexp(x[0], dim=dims)
+        safe = torch.where(torch.isinf(log_z), 0.0, log_z)
+        for d in sorted(d % x[0].dim() for d in dims):
+            safe = safe.unsqueeze(d)
+        weights = torch.exp(x[0] - safe)
+        return self._pack(log_z, (weights * x[1]).sum(dim=dims))
+
+    def matmul(self, x: Tensor, w: Tensor) -> Tensor:
+        scaled, top = self._row_scaled(x[0])
+        magnitude = w.abs()
+        magnitude_log = torch.where(magnitude > 0, magnitude * torch.log(magnitude), 0.0)
+        total = torch.matmul(scaled, magnitude)
+        weighted = torch.matmul(scaled * x[1], magnitude) + torch.matmul(scaled, magnitude_log)
+        expectation = torch.where(total > 0, weighted / total, 0.0)
+        return self._pack(top[0] + torch.log(total), expectation)
+
+    def finalize(self, x: Tensor) -> Tensor:
+        log_z, expectation = x[0], x[1]
+        return torch.where(torch.isinf(log_z), 0.0, log_z - expectation)
+
+
+class TopK(Semiring):
+    r"""The ``k`` paths of largest magnitude :math:`|g(p)|`, with their signs.
+
+    The semiring axis holds ``k`` path values, best first; ties in magnitude put the
+    larger signed value first. Internally NaN marks "no path"; :meth:`finalize`
+    reports it as 0. The finalized shape is ``(k, *x.shape)``.
+
+    Args:
+        k: number of paths to keep.
+
+    Examples::
+
+        >>> import torch, captum_semiring as cs
+        >>> x = torch.tensor([1.0], requires_grad=True)
+        >>> with cs.record(x) as graph:
+        ...     out = (3 * x - 5 * x + 0.5 * x).sum()
+        >>> graph.backward(out, cs.TopK(2))[x].detach()
+        tensor([[-5.],
+                [ 3.]])
+    """
+
+    has_paths = True
+
+    def __init__(self, k: int) -> None:
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"TopK needs an integer k >= 1, got {k!r}")
+        self.size = k
+
+    @property
+    def k(self) -> int:
+        return self.size
+
+    def __repr__(self) -> str:
+        return f"TopK({self.size})"
+
+    def zeros(self, shape: Sequence[int], like: Tensor) -> Tensor:
+        return like.new_full((self.size, *shape), math.nan)
+
+    def ones(self, shape: Sequence[int], like: Tensor) -> Tensor:
+        out = self.zeros(shape, like)
+        out[0] = 1.0
+        return out
+
+    @staticmethod
+    def order(values: Tensor, dim: int = 0) -> Tensor:
+        """Indices that sort ``values`` best first along ``dim`` (NaN last)."""
+        by_value = torch.sort(torch.nan_to_num(values, nan=-math.inf), dim=dim, descending=True, stable=True).indices
+        magnitude = torch.where(torch.isnan(values), -1.0, values.abs())
+        by_magnitude = torch.sort(magnitude.gather(dim, by_value), dim=dim, descending=True, stable=True).indices
+        return by_value.gather(dim, by_magnitude)
+
+    def _best(self, candidates: Tensor) -> Tensor:
+        """The best ``k`` along axis 0, padding with NaN."""
+        if candidates.shape[0] < self.size:
+            pad = candidates.new_full((self.size - candidates.shape[0], *candidates.shape[1:]), math.nan)
+            candidates = torch.cat((candidates, pad))
+        return candidates.gather(0, self.order(candidates)[: self.size])
+
+    def plus(self, a: Tensor, b: Tensor) -> Tensor:
+        return self._best(torch.cat((a, b)))
+
+    def times(self, a: Tensor, b: Tensor) -> Tensor:
+        pairs = a[:, None] * b[None, :]
+        return self._best(pairs.flatten(0, 1))
+
+    def scale(self, x: Tensor, w: Tensor) -> Tensor:
+        return x * w
+
+    def sum(self, x: Tensor, dim: Dims) -> Tensor:
+        dims = sorted(d % x.dim() for d in _dims(dim))
+        moved = x.movedim(dims, list(range(1, len(dims) + 1)))
+        return self._best(moved.flatten(0, len(dims)))
+
+    def finalize(self, x: Tensor) -> Tensor:
+        return torch.nan_to_num(x, nan=0.0)
+
+    def best_edge(
+        self, weights: Tensor, values: Tensor, state: int
+    ) -> tuple[int, int, float] | None:
+        """The ``state``-th best continuation over edges: (edge, next rank, value)."""
+        extended = (values * weights).T.reshape(-1)  # (edge, rank) flattened
+        ranked = self.order(extended)
+        pick = int(ranked[state]) if state < ranked.numel() else -1
+        if pick < 0 or torch.isnan(extended[pick]):
+            return None
+        return pick // self.size, pick % self.size, float(extended[pick])
+
+
+_BY_NAME = {
+    "sum": SumProduct,
+    "sumproduct": SumProduct,
+    "grad": SumProduct,
+    "max": MaxProduct,
+    "maxproduct": MaxProduct,
+    "entropy": Entropy,
+    "logsum": LogSum,
+    "count": PathCount,
+    "pathcount": PathCount,
+}
+
+
+def get_semiring(semiring: Semiring | str) -> Semiring:
+    """A semiring from an instance or a name ("sum", "max", "entropy", "logsum",
+    "count", or "topk5" for ``TopK(5)``)."""
+    if isinstance(semiring, Semiring):
+        return semiring
+    if isinstance(semiring, type) and issubclass(semiring, Semiring):
+        return semiring()
+    if isinstance(semiring, str):
+        key = semiring.lower().replace("-", "").replace("_", "")
+        if key in _BY_NAME:
+            return _BY_NAME[key]()
+        if key.startswith("topk") and key[4:].isdigit():
+            return TopK(int(key[4:]))
+    names = ", ".join(repr(n) for n in ("sum", "max", "entropy", "logsum", "count", "topk5"))
+    raise ValueError(f"unknown semiring {semiring!r}; use a Semiring instance or one of {names}")
