@@ -152,6 +152,20 @@ class OpRecord:
                     return a.default_value
         return default
 
+    def position(self, name: str) -> int:
+        """The leaf position of a tensor argument, by its schema name."""
+        args, kwargs = tree_unflatten(self.leaves, self.spec)
+        start = 0
+        for i, a in enumerate(args):
+            if self.func._schema.arguments[i].name == name:
+                return start
+            start += len(tree_flatten(a)[0])
+        for key, value in kwargs.items():
+            if key == name:
+                return start
+            start += len(tree_flatten(value)[0])
+        raise KeyError(f"{self.op_name} has no tensor argument {name!r}")
+
     def output(self, position: int = 0) -> Any:
         return self.out_leaves[position]
 
@@ -621,7 +635,10 @@ def record(*sources: Source, decompose: Iterable[Any] = ()) -> Iterator[Graph]:
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(torch.enable_grad())
-            stack.enter_context(torch.backends.mkldnn.flags(enabled=False))
+            # oneDNN's fused RNN kernel has no rule; the native kernels do.
+            mkldnn = torch._C._get_mkldnn_enabled()
+            torch._C._set_mkldnn_enabled(False)
+            stack.callback(torch._C._set_mkldnn_enabled, mkldnn)
             fastpath = torch.backends.mha.get_fastpath_enabled()
             torch.backends.mha.set_fastpath_enabled(False)
             stack.callback(torch.backends.mha.set_fastpath_enabled, fastpath)

@@ -30,16 +30,11 @@ _OPERANDS = {
 }
 
 
-def _position(call: Any, name: str) -> int:
-    target = call.arg(name)
-    return next(i for i, leaf in enumerate(call.leaves) if leaf is target)
-
-
 @register_rule(*_OPERANDS)
 def matmul_rule(call: Any) -> dict:
     """``out = beta * self + alpha * (left @ right)``; vectors are viewed as a row
     (left) or a column (right) matrix."""
-    left, right = (_position(call, name) for name in _OPERANDS[call.func])
+    left, right = (call.position(name) for name in _OPERANDS[call.func])
     a, b = call.leaves[left], call.leaves[right]
     a_view = tuple(a.shape) if a.dim() >= 2 else (1, a.shape[0])
     b_view = tuple(b.shape) if b.dim() >= 2 else (b.shape[0], 1)
@@ -55,7 +50,7 @@ def matmul_rule(call: Any) -> dict:
         weight = a.detach().reshape(a_view) * alpha
         maps[(right, 0)] = MatMul(weight, "left", tuple(b.shape), out_shape, b_view, out_view)
     if "beta" in [arg.name for arg in call.func._schema.arguments]:
-        bias = _position(call, "self")
+        bias = call.position("self")
         if bias in tracked:
             beta = call.arg("beta", 1)
             scale = None if beta == 1 else torch.tensor(float(beta), dtype=call.output(0).dtype)

@@ -21,17 +21,13 @@ aten = torch.ops.aten
 @register_rule(
     aten.view.default,
     aten._unsafe_view.default,
-    aten.reshape.default,
     aten.alias.default,
     aten.clone.default,
     aten._to_copy.default,
-    aten.lift_fresh_copy.default,
     aten.squeeze.default,
     aten.squeeze.dim,
     aten.squeeze.dims,
     aten.unsqueeze.default,
-    aten.view_as_real.default,
-    aten.contiguous.default,
 )
 def reshape_rule(call: Any) -> dict[tuple[int, int], Reshape]:
     (i, _), = call.inputs
@@ -68,9 +64,7 @@ def expand_rule(call: Any) -> dict[tuple[int, int], Elementwise]:
     aten.split.Tensor,
     aten.split_with_sizes.default,
     aten.unsafe_split.Tensor,
-    aten.unsafe_split_with_sizes.default,
     aten.unbind.int,
-    aten.narrow.default,
     aten.index_select.default,
     aten.gather.default,
     aten.index.Tensor,
@@ -88,7 +82,6 @@ def expand_rule(call: Any) -> dict[tuple[int, int], Elementwise]:
     aten.select_scatter.default,
     aten.copy.default,
     aten.take.default,
-    aten.movedim.int,
     aten.masked_select.default,
     aten.pixel_shuffle.default,
 )

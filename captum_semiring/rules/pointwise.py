@@ -39,13 +39,12 @@ def _edge_masks(call: Any) -> dict[int, torch.Tensor]:
     shape = call.output(0).shape
     if call.func in (aten.where.self, aten.where.ScalarSelf, aten.where.ScalarOther):
         condition = call.arg("condition").expand(shape)
-        masks = {}
-        for i, _ in call.inputs:
-            masks[i] = condition if call.leaves[i] is call.arg("self") else ~condition
-        return masks
+        selected = call.position("self") if call.func is not aten.where.ScalarSelf else -1
+        return {i: condition if i == selected else ~condition for i, _ in call.inputs}
     if call.func in (aten.masked_fill.Scalar, aten.masked_fill.Tensor):
         hidden = call.arg("mask").expand(shape)
-        return {i: (hidden if call.leaves[i] is call.arg("value") else ~hidden) for i, _ in call.inputs}
+        value = call.position("value") if call.func is aten.masked_fill.Tensor else -1
+        return {i: hidden if i == value else ~hidden for i, _ in call.inputs}
     return {}
 
 

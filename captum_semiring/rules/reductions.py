@@ -43,22 +43,28 @@ def _reduced_dims(call: Any, x: torch.Tensor) -> list[int]:
     aten.linalg_vector_norm.default,
     aten.var.correction,
     aten.std.correction,
+    aten.var_mean.correction,
+    aten.var_mean.dim,
+    aten.logsumexp.default,
 )
 def reduction_rule(call: Any) -> dict:
     (i, _), = call.inputs
     x = call.leaves[i]
     dims = _reduced_dims(call, x)
     keep_shape = tuple(1 if d in dims else s for d, s in enumerate(x.shape))
-    out = call.output(0)
-    if call.func in (aten.sum.default, aten.sum.dim_IntList):
-        weight = None
-    else:
-        probe = x.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            result = call.rerun({i: probe})[0]
-            (weight,) = torch.autograd.grad(result, probe, torch.ones_like(result))
     shape = tuple(x.shape)
-    return {(i, 0): Elementwise(weight, shape, tuple(out.shape), shape, shape, keep_shape)}
+    maps = {}
+    for o, _ in call.outputs:
+        out = call.output(o)
+        if call.func in (aten.sum.default, aten.sum.dim_IntList):
+            weight = None
+        else:
+            probe = x.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                result = call.rerun({i: probe})[o]
+                (weight,) = torch.autograd.grad(result, probe, torch.ones_like(result))
+        maps[(i, o)] = Elementwise(weight, shape, tuple(out.shape), shape, shape, keep_shape)
+    return maps
 
 
 @register_decomposition(aten.avg_pool2d.default)

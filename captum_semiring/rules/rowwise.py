@@ -1,4 +1,5 @@
-"""Row-wise primitives with dense per-row Jacobians: softmax, log_softmax, layer norm.
+"""Row-wise primitives with dense per-row Jacobians: softmax, log_softmax, layer
+norm, cumsum.
 
 Their Jacobians have closed forms, built here from the recorded outputs. With
 ``record(decompose=...)`` these ops are split into finer ops instead.
@@ -53,12 +54,24 @@ def layer_norm_rule(call: Any) -> dict:
     inner = eye - 1.0 / n - normalized[:, :, None] * normalized[:, None, :] / n
     jacobian = gamma * inner * rstd.reshape(rows, 1, 1)
     maps: dict = {}
-    positions = {id(leaf): p for p, leaf in enumerate(call.leaves)}
     tracked = {p for p, _ in call.inputs}
-    if positions[id(x)] in tracked:
-        maps[(positions[id(x)], 0)] = Blockwise(jacobian, shape, block)
-    bias = call.arg("bias")
-    for param, partial in ((weight, normalized.reshape(shape)), (bias, None)):
-        if param is not None and positions[id(param)] in tracked:
-            maps[(positions[id(param)], 0)] = Elementwise(partial, tuple(param.shape), shape, shape)
+    if call.position("input") in tracked:
+        maps[(call.position("input"), 0)] = Blockwise(jacobian, shape, block)
+    for name, partial in (("weight", normalized.reshape(shape)), ("bias", None)):
+        param = call.arg(name)
+        if param is not None and call.position(name) in tracked:
+            maps[(call.position(name), 0)] = Elementwise(partial, tuple(param.shape), shape, shape)
     return maps
+
+
+@register_rule(aten.cumsum.default)
+def cumsum_rule(call: Any) -> dict:
+    (i, _), = call.inputs
+    out = call.output(0)
+    if out.dim() == 0:
+        return {(i, 0): Elementwise(None, (), (), ())}
+    dim = call.arg("dim") % out.dim()
+    n = out.shape[dim]
+    rows = out.numel() // max(1, n)
+    lower = torch.ones(n, n, dtype=out.dtype, device=out.device).tril()
+    return {(i, 0): Blockwise(lower.expand(rows, n, n), tuple(out.shape), [dim])}
