@@ -469,12 +469,17 @@ class _Recorder(TorchDispatchMode):
                 f"in-place {func} (in module '{self.module}') has no out-of-place rule"
             )
         target = written[0]
-        position = next(i for i, x in enumerate(leaves) if x is target)
-        before = leaves[position].clone()
+        key = _storage_key(target)
+        copies: dict[int, Tensor] = {}
+        # Every argument that shares the written memory is saved as it was before.
+        functional_leaves = [
+            copies.setdefault(id(x), x.detach().clone())
+            if isinstance(x, Tensor) and key is not None and _storage_key(x) == key
+            else x
+            for x in leaves
+        ]
         out = func(*args, **kwargs)
         self._forget_written(target, func, func in _METADATA_INPLACE)
-        functional_leaves = list(leaves)
-        functional_leaves[position] = before
         self._record(functional, functional_leaves, spec, target, tracked, saved_out=target.detach().clone())
         return out
 
