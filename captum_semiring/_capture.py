@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -75,7 +76,11 @@ def _storage_key(t: Tensor) -> int | None:
 def _footprint(t: Tensor) -> Tensor:
     """Storage offsets of every element of ``t``."""
     size = t.untyped_storage().nbytes() // max(1, t.element_size())
-    return torch.arange(size).as_strided(t.shape, t.stride(), t.storage_offset()).reshape(-1)
+    return (
+        torch.arange(size)
+        .as_strided(t.shape, t.stride(), t.storage_offset())
+        .reshape(-1)
+    )
 
 
 def _overlaps(a: Tensor, b: Tensor) -> bool:
@@ -177,7 +182,10 @@ class OpRecord:
 
     def check_unchanged(self) -> None:
         for t in self.leaves + self.out_leaves:
-            if isinstance(t, Tensor) and self.versions.get(id(t), t._version) != t._version:
+            if (
+                isinstance(t, Tensor)
+                and self.versions.get(id(t), t._version) != t._version
+            ):
                 raise RecordingError(
                     f"a tensor read by {self.op_name} in module '{self.module}' was "
                     "changed in place after it was recorded; record again"
@@ -272,7 +280,9 @@ class Graph:
         if isinstance(item, (nn.Module, LayerInput)):
             nodes = self.sources.get(item if isinstance(item, LayerInput) else id(item))
             if not nodes:
-                raise KeyError(f"{item!r} was not a source of this recording, or never ran")
+                raise KeyError(
+                    f"{item!r} was not a source of this recording, or never ran"
+                )
             if len(nodes) > 1:
                 raise KeyError(
                     f"{item!r} ran {len(nodes)} times; name the tensor it produced instead"
@@ -314,7 +324,9 @@ class Graph:
         only after each dispatch returns, so they settle at the end)."""
         for record in self.records:
             record.versions = {
-                id(t): t._version for t in record.leaves + record.out_leaves if isinstance(t, Tensor)
+                id(t): t._version
+                for t in record.leaves + record.out_leaves
+                if isinstance(t, Tensor)
             }
 
     # ----- sweeps --------------------------------------------------------------
@@ -350,7 +362,9 @@ def _decompose_set(decompose: Iterable[Any]) -> set[Any]:
         if isinstance(item, str):
             if item not in COMPOSITE_PRIMITIVES:
                 names = ", ".join(sorted(COMPOSITE_PRIMITIVES))
-                raise ValueError(f"cannot decompose {item!r}; choose from {names} or pass an ATen overload")
+                raise ValueError(
+                    f"cannot decompose {item!r}; choose from {names} or pass an ATen overload"
+                )
             ops.update(COMPOSITE_PRIMITIVES[item])
         else:
             ops.add(item)
@@ -371,7 +385,9 @@ class _Recorder(TorchDispatchMode):
         kwargs = kwargs or {}
         graph = self.graph
         leaves, spec = tree_flatten((args, kwargs))
-        tracked = [(i, graph._lookup(x)) for i, x in enumerate(leaves) if isinstance(x, Tensor)]
+        tracked = [
+            (i, graph._lookup(x)) for i, x in enumerate(leaves) if isinstance(x, Tensor)
+        ]
         tracked = [(i, n) for i, n in tracked if n is not None]
         for x in leaves:
             if isinstance(x, Tensor) and id(x) in graph._stale:
@@ -385,9 +401,17 @@ class _Recorder(TorchDispatchMode):
             for i, a in enumerate(func._schema.arguments)
             if a.alias_info is not None and a.alias_info.is_write and i < len(args)
         ]
-        if any(a.alias_info is not None and a.alias_info.is_write and a.kwarg_only for a in func._schema.arguments) and kwargs:
+        if (
+            any(
+                a.alias_info is not None and a.alias_info.is_write and a.kwarg_only
+                for a in func._schema.arguments
+            )
+            and kwargs
+        ):
             if tracked:
-                raise RecordingError(f"{func} in module '{self.module}' writes to out=; use the functional form")
+                raise RecordingError(
+                    f"{func} in module '{self.module}' writes to out=; use the functional form"
+                )
         for t in written:
             self._copy_saved_before_write(t, metadata_only=func in _METADATA_INPLACE)
 
@@ -398,7 +422,9 @@ class _Recorder(TorchDispatchMode):
             return out
 
         if written:
-            return self._record_inplace(func, args, kwargs, leaves, spec, tracked, written)
+            return self._record_inplace(
+                func, args, kwargs, leaves, spec, tracked, written
+            )
 
         decomposition = self._decomposition(func)
         if decomposition is not None:
@@ -425,7 +451,9 @@ class _Recorder(TorchDispatchMode):
         if rules.has_rule(func):
             return None
         found = rules.decomposition_for(func) or decomposition_table.get(func)
-        if found is None and torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), "CompositeImplicitAutograd"):
+        if found is None and torch._C._dispatch_has_kernel_for_dispatch_key(
+            func.name(), "CompositeImplicitAutograd"
+        ):
             found = func.decompose
         return found
 
@@ -442,7 +470,9 @@ class _Recorder(TorchDispatchMode):
         result, whose version counter autograd bumps only after dispatch returns."""
         graph = self.graph
         out_leaves, out_spec = tree_flatten(out)
-        record = OpRecord(func, list(leaves), spec, out_leaves, out_spec, tracked, [], self.module)
+        record = OpRecord(
+            func, list(leaves), spec, out_leaves, out_spec, tracked, [], self.module
+        )
         for i, t in enumerate(out_leaves):
             if _is_tracked_dtype(t):
                 record.outputs.append((i, graph._new_node(t, record)))
@@ -450,7 +480,11 @@ class _Recorder(TorchDispatchMode):
             return record  # no float result: nothing flows through this call
         if saved_out is not None:
             record.out_leaves = [saved_out]
-        for slots in (record.leaves,) if saved_out is not None else (record.leaves, record.out_leaves):
+        for slots in (
+            (record.leaves,)
+            if saved_out is not None
+            else (record.leaves, record.out_leaves)
+        ):
             for i, t in enumerate(slots):
                 if isinstance(t, Tensor):
                     key = _storage_key(t)
@@ -464,7 +498,12 @@ class _Recorder(TorchDispatchMode):
 
     def _record_inplace(self, func, args, kwargs, leaves, spec, tracked, written):  # type: ignore[no-untyped-def]
         functional = _functional(func)
-        if functional is None or not rules.has_rule(functional) and rules.decomposition_for(functional) is None and functional not in decomposition_table:
+        if (
+            functional is None
+            or not rules.has_rule(functional)
+            and rules.decomposition_for(functional) is None
+            and functional not in decomposition_table
+        ):
             raise UnsupportedOpError(
                 f"in-place {func} (in module '{self.module}') has no out-of-place rule"
             )
@@ -480,7 +519,14 @@ class _Recorder(TorchDispatchMode):
         ]
         out = func(*args, **kwargs)
         self._forget_written(target, func, func in _METADATA_INPLACE)
-        self._record(functional, functional_leaves, spec, target, tracked, saved_out=target.detach().clone())
+        self._record(
+            functional,
+            functional_leaves,
+            spec,
+            target,
+            tracked,
+            saved_out=target.detach().clone(),
+        )
         return out
 
     def _copy_saved_before_write(self, t: Tensor, metadata_only: bool) -> None:
@@ -547,7 +593,9 @@ def _module_hooks(graph: Graph) -> list[Any]:
                 for name, sub in module.named_modules(remove_duplicate=False):
                     names.setdefault(id(sub), name)
             else:
-                names.setdefault(id(module), f"{parent}.{type(module).__name__}".lstrip("."))
+                names.setdefault(
+                    id(module), f"{parent}.{type(module).__name__}".lstrip(".")
+                )
         stack.append(names[id(module)])
 
     def post_hook(module: nn.Module, args: Any, output: Any) -> None:
@@ -630,11 +678,15 @@ def record(*sources: Source, decompose: Iterable[Any] = ()) -> Iterator[Graph]:
         elif isinstance(source, nn.Module):
 
             def post(module: nn.Module, args: Any, output: Any) -> None:
-                _mark_source(graph, id(module), output, f"output of {type(module).__name__}")
+                _mark_source(
+                    graph, id(module), output, f"output of {type(module).__name__}"
+                )
 
             handles.append(source.register_forward_hook(post))
         else:
-            raise TypeError(f"a source must be a tensor, a module or cs.layer_input(module); got {type(source).__name__}")
+            raise TypeError(
+                f"a source must be a tensor, a module or cs.layer_input(module); got {type(source).__name__}"
+            )
     handles.extend(_module_hooks(graph))
     recorder = _Recorder(graph)
     try:

@@ -6,7 +6,8 @@ entry is the symbolic zero, and ops whose outputs are all zero are skipped.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -18,7 +19,9 @@ if TYPE_CHECKING:
     from .paths import Path
 
 
-def _accumulate(sr: Semiring, env: dict[int, Tensor], node: int, value: Tensor, dtype: torch.dtype) -> None:
+def _accumulate(
+    sr: Semiring, env: dict[int, Tensor], node: int, value: Tensor, dtype: torch.dtype
+) -> None:
     value = value.to(dtype)
     previous = env.get(node)
     env[node] = value if previous is None else sr.plus(previous, value)
@@ -52,7 +55,9 @@ def backward(graph: Graph, output: Tensor, semiring: Semiring | str) -> Semiring
             value = outs.get(position)
             if value is not None:
                 node = nodes[leaf]
-                _accumulate(sr, env, node, local.backward(sr, value), graph.nodes[node].dtype)
+                _accumulate(
+                    sr, env, node, local.backward(sr, value), graph.nodes[node].dtype
+                )
     return SemiringResult(graph, sr, env, root, output)
 
 
@@ -74,7 +79,9 @@ def forward(graph: Graph, semiring: Semiring | str) -> SemiringResult:
             value = ins.get(leaf)
             if value is not None:
                 node = outs[position]
-                _accumulate(sr, env, node, local.forward(sr, value), graph.nodes[node].dtype)
+                _accumulate(
+                    sr, env, node, local.forward(sr, value), graph.nodes[node].dtype
+                )
     return SemiringResult(graph, sr, env, None, None)
 
 
@@ -99,8 +106,21 @@ class SemiringResult:
         True
     """
 
-    def __init__(self, graph: Graph, semiring: Semiring, env: dict[int, Tensor], root: int | None, output: Tensor | None) -> None:
-        self.graph, self.semiring, self.env, self.root, self.output = graph, semiring, env, root, output
+    def __init__(
+        self,
+        graph: Graph,
+        semiring: Semiring,
+        env: dict[int, Tensor],
+        root: int | None,
+        output: Tensor | None,
+    ) -> None:
+        self.graph, self.semiring, self.env, self.root, self.output = (
+            graph,
+            semiring,
+            env,
+            root,
+            output,
+        )
 
     def values(self, item: Any) -> Tensor:
         """Raw semiring values ``(S, *shape)``; the semiring zero where nothing flows."""
@@ -125,7 +145,9 @@ class SemiringResult:
     def flow(self, item: Any, forward: SemiringResult) -> Tensor:
         r"""Flow through each element: :math:`\mathrm{forward} \otimes \mathrm{backward}`,
         all paths from any source through it to the output, finalized."""
-        return self.semiring.finalize(self.semiring.times(forward.values(item), self.values(item)))
+        return self.semiring.finalize(
+            self.semiring.times(forward.values(item), self.values(item))
+        )
 
     def path(self, item: Any, index: int | Sequence[int], rank: int = 0) -> Path:
         """The best path (or the ``rank``-th best, for TopK) from one source element.
@@ -148,4 +170,3 @@ class SemiringResult:
 
     def __repr__(self) -> str:
         return f"SemiringResult({self.semiring!r}, {len(self.env)} tensors reached)"
-

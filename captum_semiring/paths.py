@@ -7,8 +7,9 @@ of the current element and picks the one whose extension reproduces the value.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -75,7 +76,9 @@ class Path:
         lines = [f"path value {self.value:.6g} from source{list(self.source)}"]
         for hop in self.hops:
             where = hop.module or "<top>"
-            lines.append(f"  -> {where:40s} {hop.op:32s} {list(hop.index)}  x {hop.weight:.4g}")
+            lines.append(
+                f"  -> {where:40s} {hop.op:32s} {list(hop.index)}  x {hop.weight:.4g}"
+            )
         return "\n".join(lines)
 
 
@@ -102,7 +105,9 @@ def _unravel(flat: int, shape: Sequence[int]) -> tuple[int, ...]:
 
 
 @torch.no_grad()
-def trace_path(result: SemiringResult, item: Any, index: int | Sequence[int], rank: int = 0) -> Path:
+def trace_path(
+    result: SemiringResult, item: Any, index: int | Sequence[int], rank: int = 0
+) -> Path:
     sr = result.semiring
     if not sr.has_paths:
         raise TypeError(f"{sr!r} does not single out paths; use MaxProduct or TopK")
@@ -111,7 +116,7 @@ def trace_path(result: SemiringResult, item: Any, index: int | Sequence[int], ra
     shape = graph.nodes[node].shape
     flat = _flat_index(index, shape)
     values = result.values(item).reshape(sr.size, -1)[:, flat]
-    state = sr.start_state(values) if hasattr(sr, "start_state") else rank
+    state = sr.start_state(values, rank)
     if not 0 <= state < sr.size:
         raise IndexError(f"rank {rank} is out of range for {sr!r}")
     path = Path(value=0.0, source=_unravel(flat, shape))
@@ -133,10 +138,14 @@ def trace_path(result: SemiringResult, item: Any, index: int | Sequence[int], ra
             weights.append(like.new_ones(1))
             candidates.append(sr.ones((1,), like))
         if not weights:
-            raise RuntimeError("no path leaves this element; its value is the semiring zero")
+            raise RuntimeError(
+                "no path leaves this element; its value is the semiring zero"
+            )
         best = sr.best_edge(torch.cat(weights), torch.cat(candidates, dim=1), state)
         if best is None:
-            raise ValueError(f"no path of rank {rank} from source element {path.source}")
+            raise ValueError(
+                f"no path of rank {rank} from source element {path.source}"
+            )
         choice, state, value = best
         if not path.hops:
             path.value = value
@@ -144,7 +153,14 @@ def trace_path(result: SemiringResult, item: Any, index: int | Sequence[int], ra
             if choice < w.numel():
                 out_flat = int(out_index[choice])
                 out_shape = graph.nodes[target].shape
-                path.hops.append(Hop(record.op_name, record.module, _unravel(out_flat, out_shape), float(w[choice])))
+                path.hops.append(
+                    Hop(
+                        record.op_name,
+                        record.module,
+                        _unravel(out_flat, out_shape),
+                        float(w[choice]),
+                    )
+                )
                 node, flat = target, out_flat
                 break
             choice -= w.numel()

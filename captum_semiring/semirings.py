@@ -22,7 +22,8 @@ Examples::
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -100,6 +101,19 @@ class Semiring:
         """The user-facing number; shape ``x.shape[1:]`` (TopK keeps its axis)."""
         raise NotImplementedError
 
+    def start_state(self, x: Tensor, rank: int) -> int:
+        """Which entry of the semiring axis a path search starts from, for one
+        element's values ``x`` (size,). Only for semirings with :attr:`has_paths`."""
+        return rank
+
+    def best_edge(
+        self, weights: Tensor, values: Tensor, state: int
+    ) -> tuple[int, int, float] | None:
+        """Among edges with real ``weights`` (n,) into nodes with ``values`` (size, n),
+        the one that continues the path at ``state``: ``(edge, next state, value)``,
+        or None when no path continues."""
+        raise NotImplementedError(f"{self.name} does not single out paths")
+
     def lift(self, w: Tensor) -> Tensor:
         """A real weight as a semiring value."""
         return self.scale(self.ones(w.shape, w), w)
@@ -120,7 +134,9 @@ class Semiring:
         chunks = []
         for start in range(0, m, rows):
             xs = x[..., start : start + rows, :]
-            chunks.append(self.sum(self.scale(xs[..., :, :, None], w[..., None, :, :]), -2))
+            chunks.append(
+                self.sum(self.scale(xs[..., :, :, None], w[..., None, :, :]), -2)
+            )
         return torch.cat(chunks, dim=-2) if len(chunks) > 1 else chunks[0]
 
     def segment_sum(self, x: Tensor, index: Tensor, size: int) -> Tensor:
@@ -295,7 +311,7 @@ class MaxProduct(Semiring):
             out = torch.where(neg.abs() > pos.abs(), neg, pos)
         return torch.where(torch.isinf(out), 0.0, out)
 
-    def start_state(self, x: Tensor) -> int:
+    def start_state(self, x: Tensor, rank: int = 0) -> int:
         """Which half (0 = most positive, 1 = most negative) the result reports."""
         if self.sign == "positive":
             return 0
@@ -306,17 +322,10 @@ class MaxProduct(Semiring):
     def best_edge(
         self, weights: Tensor, values: Tensor, state: int
     ) -> tuple[int, int, float] | None:
-        """Among edges with ``weights`` into nodes with ``values`` (2, n), the one that
-        continues the best path of half ``state``: (edge, next state, path value)."""
         extended = self.scale(values, weights)[state]
-        if state == 0:
-            finite = ~torch.isinf(extended)
-            best = int(torch.where(finite, extended, -math.inf).argmax()) if finite.any() else -1
-        else:
-            finite = ~torch.isinf(extended)
-            best = int(torch.where(finite, extended, math.inf).argmin()) if finite.any() else -1
-        if best < 0:
-            return None
+        if bool(torch.isinf(extended).all()):
+            return None  # only the semiring zero: no path continues
+        best = int(extended.argmax() if state == 0 else extended.argmin())
         flip = bool(weights[best] < 0)
         return best, state ^ int(flip), float(extended[best])
 
@@ -384,7 +393,9 @@ class LogSum(_LogMagnitude):
         top = torch.full((x.shape[0], size), -math.inf, dtype=x.dtype, device=x.device)
         top = top.scatter_reduce(1, index.expand_as(x), x, "amax", include_self=True)
         top = torch.where(torch.isinf(top), 0.0, top)
-        total = x.new_zeros((x.shape[0], size)).index_add_(1, index, torch.exp(x - top[:, index]))
+        total = x.new_zeros((x.shape[0], size)).index_add_(
+            1, index, torch.exp(x - top[:, index])
+        )
         return top + torch.log(total)
 
     def finalize(self, x: Tensor) -> Tensor:
@@ -472,9 +483,13 @@ class Entropy(_LogMagnitude):
     def matmul(self, x: Tensor, w: Tensor) -> Tensor:
         scaled, top = self._row_scaled(x[0])
         magnitude = w.abs()
-        magnitude_log = torch.where(magnitude > 0, magnitude * torch.log(magnitude), 0.0)
+        magnitude_log = torch.where(
+            magnitude > 0, magnitude * torch.log(magnitude), 0.0
+        )
         total = torch.matmul(scaled, magnitude)
-        weighted = torch.matmul(scaled * x[1], magnitude) + torch.matmul(scaled, magnitude_log)
+        weighted = torch.matmul(scaled * x[1], magnitude) + torch.matmul(
+            scaled, magnitude_log
+        )
         expectation = torch.where(total > 0, weighted / total, 0.0)
         return self._pack(top[0] + torch.log(total), expectation)
 
@@ -529,15 +544,24 @@ class TopK(Semiring):
     @staticmethod
     def order(values: Tensor, dim: int = 0) -> Tensor:
         """Indices that sort ``values`` best first along ``dim`` (NaN last)."""
-        by_value = torch.sort(torch.nan_to_num(values, nan=-math.inf), dim=dim, descending=True, stable=True).indices
+        by_value = torch.sort(
+            torch.nan_to_num(values, nan=-math.inf),
+            dim=dim,
+            descending=True,
+            stable=True,
+        ).indices
         magnitude = torch.where(torch.isnan(values), -1.0, values.abs())
-        by_magnitude = torch.sort(magnitude.gather(dim, by_value), dim=dim, descending=True, stable=True).indices
+        by_magnitude = torch.sort(
+            magnitude.gather(dim, by_value), dim=dim, descending=True, stable=True
+        ).indices
         return by_value.gather(dim, by_magnitude)
 
     def _best(self, candidates: Tensor) -> Tensor:
         """The best ``k`` along axis 0, padding with NaN."""
         if candidates.shape[0] < self.size:
-            pad = candidates.new_full((self.size - candidates.shape[0], *candidates.shape[1:]), math.nan)
+            pad = candidates.new_full(
+                (self.size - candidates.shape[0], *candidates.shape[1:]), math.nan
+            )
             candidates = torch.cat((candidates, pad))
         return candidates.gather(0, self.order(candidates)[: self.size])
 
@@ -597,5 +621,9 @@ def get_semiring(semiring: Semiring | str) -> Semiring:
             return _BY_NAME[key]()
         if key.startswith("topk") and key[4:].isdigit():
             return TopK(int(key[4:]))
-    names = ", ".join(repr(n) for n in ("sum", "max", "entropy", "logsum", "count", "topk5"))
-    raise ValueError(f"unknown semiring {semiring!r}; use a Semiring instance or one of {names}")
+    names = ", ".join(
+        repr(n) for n in ("sum", "max", "entropy", "logsum", "count", "topk5")
+    )
+    raise ValueError(
+        f"unknown semiring {semiring!r}; use a Semiring instance or one of {names}"
+    )

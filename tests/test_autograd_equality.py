@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from zoo import CASES
 
 import captum_semiring as cs
-
-from zoo import CASES
 
 
 def _autograd(model, inputs, output_fn, sources):
@@ -18,8 +17,10 @@ def _autograd(model, inputs, output_fn, sources):
     grads_of = []
     for s in sources:
         if isinstance(s, nn.Module):
+
             def hook(module, args, out, key=s):
                 captured[key] = out
+
             handles.append(s.register_forward_hook(hook))
         else:
             s.requires_grad_(True)
@@ -55,7 +56,9 @@ def test_batch_examples_do_not_mix(name):
         out = output_fn(model(*inputs))
     batched = graph.backward(out, "sum")[sources[0]]
     single_inputs = tuple(t[:1] for t in inputs)
-    single_sources = tuple(s if isinstance(s, nn.Module) else single_inputs[0] for s in sources[:1])
+    single_sources = tuple(
+        s if isinstance(s, nn.Module) else single_inputs[0] for s in sources[:1]
+    )
     with cs.record(*single_sources) as graph:
         out = output_fn(model(*single_inputs))
     alone = graph.backward(out, "sum")[single_sources[0]]

@@ -14,7 +14,10 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 import captum_semiring as cs
 
 LOG_SEMIRINGS = [cs.Entropy(), cs.LogSum(), cs.PathCount()]
-NUMERIC_SEMIRINGS = LOG_SEMIRINGS + [cs.MaxProduct("positive"), cs.MaxProduct("absolute")]
+NUMERIC_SEMIRINGS = LOG_SEMIRINGS + [
+    cs.MaxProduct("positive"),
+    cs.MaxProduct("absolute"),
+]
 
 
 def _global_hooks():
@@ -34,16 +37,26 @@ def _deep_tanh_mlp(depth=24, width=16):
 def _compare_precisions(model, inputs, sources32, sources64, output_fn):
     model64 = copy.deepcopy(model).double()
     results = {}
-    for precision, m, srcs in (("32", model.float(), sources32(model)), ("64", model64, sources64(model64))):
-        ins = tuple(t.double() if precision == "64" and t.is_floating_point() else t for t in inputs)
+    for precision, m, srcs in (
+        ("32", model.float(), sources32(model)),
+        ("64", model64, sources64(model64)),
+    ):
+        ins = tuple(
+            t.double() if precision == "64" and t.is_floating_point() else t
+            for t in inputs
+        )
         ins_src = list(srcs) or [ins[0]]
         with cs.record(*ins_src) as graph:
             out = output_fn(m(*ins))
         key = ins_src[0]
         results[precision] = [graph.backward(out, sr)[key] for sr in NUMERIC_SEMIRINGS]
-    for sr, r32, r64 in zip(NUMERIC_SEMIRINGS, results["32"], results["64"], strict=True):
+    for sr, r32, r64 in zip(
+        NUMERIC_SEMIRINGS, results["32"], results["64"], strict=True
+    ):
         assert torch.isfinite(r32).all(), f"{sr!r} is not finite in float32"
-        torch.testing.assert_close(r32.double(), r64, rtol=1e-3, atol=1e-30, msg=f"{sr!r}")
+        torch.testing.assert_close(
+            r32.double(), r64, rtol=1e-3, atol=1e-30, msg=f"{sr!r}"
+        )
 
 
 def test_float32_deep_tanh_mlp_matches_float64():
@@ -56,12 +69,24 @@ def test_float32_twelve_layer_bert_matches_float64():
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=50, hidden_size=64, num_hidden_layers=12, num_attention_heads=4,
-                        intermediate_size=128, max_position_embeddings=16, attn_implementation="eager")
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=64,
+        num_hidden_layers=12,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=16,
+        attn_implementation="eager",
+    )
     model = BertModel(config).eval()
     ids = torch.tensor([[2, 7, 11, 5, 3]])
-    _compare_precisions(model, (ids,), lambda m: [m.embeddings], lambda m: [m.embeddings],
-                        lambda out: out.last_hidden_state[:, 0, 0])
+    _compare_precisions(
+        model,
+        (ids,),
+        lambda m: [m.embeddings],
+        lambda m: [m.embeddings],
+        lambda out: out.last_hidden_state[:, 0, 0],
+    )
 
 
 def test_log_space_semirings_survive_underflowing_paths():
@@ -73,8 +98,12 @@ def test_log_space_semirings_survive_underflowing_paths():
             y = y * 1e-3  # each path product is 1e-120, which underflows float32
         out = y.sum()
     expected = 40 * math.log(1e-3)
-    torch.testing.assert_close(graph.backward(out, "logsum")[x], torch.full((2,), expected), rtol=1e-5, atol=0)
-    torch.testing.assert_close(graph.backward(out, "entropy")[x], torch.zeros(2), atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        graph.backward(out, "logsum")[x], torch.full((2,), expected), rtol=1e-5, atol=0
+    )
+    torch.testing.assert_close(
+        graph.backward(out, "entropy")[x], torch.zeros(2), atol=1e-3, rtol=0
+    )
     torch.testing.assert_close(graph.backward(out, "count")[x], torch.zeros(2))
 
 
@@ -90,7 +119,9 @@ def test_entropy_of_zero_flow_and_zero_weight_edges():
 
 def _two_layer():
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 5), nn.ReLU(), nn.Linear(5, 1)).double()
+    net = nn.Sequential(
+        nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 5), nn.ReLU(), nn.Linear(5, 1)
+    ).double()
     x = torch.randn(3, 4, dtype=torch.float64)
     return net, x
 
@@ -102,11 +133,15 @@ def test_flow_through_a_cut_sums_to_the_gradient():
         out = net[2:](hidden)[:, 0]
     grad = graph.backward(out, "sum")
     fwd = graph.forward("sum")
-    torch.testing.assert_close(grad.flow(hidden, fwd).sum(), grad[x].sum(), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(
+        grad.flow(hidden, fwd).sum(), grad[x].sum(), rtol=1e-9, atol=1e-12
+    )
 
     best = graph.backward(out, "max")
     best_fwd = graph.forward("max")
-    torch.testing.assert_close(best.flow(hidden, best_fwd).max(), best[x].max(), rtol=1e-9, atol=0)
+    torch.testing.assert_close(
+        best.flow(hidden, best_fwd).max(), best[x].max(), rtol=1e-9, atol=0
+    )
 
 
 def test_forward_sweep_counts_paths_from_sources():
@@ -114,7 +149,9 @@ def test_forward_sweep_counts_paths_from_sources():
     with cs.record(x) as graph:
         y = x.sum() * x  # y_i is reached from x_i twice and from each x_j once
     counts = graph.forward("count")
-    torch.testing.assert_close(counts.values(y)[0].exp(), torch.full((3,), 4.0, dtype=torch.float64))
+    torch.testing.assert_close(
+        counts.values(y)[0].exp(), torch.full((3,), 4.0, dtype=torch.float64)
+    )
 
 
 def test_aggregate_is_plus_before_finalize():
@@ -123,7 +160,9 @@ def test_aggregate_is_plus_before_finalize():
         out = (2 * x).sum(-1)  # one path of weight 2 per element
     res = graph.backward(out, "entropy")
     assert res[x].tolist() == [[0.0, 0.0]]
-    torch.testing.assert_close(res.aggregate(x, dim=-1), torch.tensor([math.log(2)], dtype=torch.float64))
+    torch.testing.assert_close(
+        res.aggregate(x, dim=-1), torch.tensor([math.log(2)], dtype=torch.float64)
+    )
 
 
 def test_max_path_multiplies_out_and_matches_result():
@@ -134,7 +173,9 @@ def test_max_path_multiplies_out_and_matches_result():
         res = graph.backward(out, cs.MaxProduct(sign))
         for index in [(0, 0), (2, 3)]:
             path = res.path(x, index)
-            assert path.value == pytest.approx(float(res[x][index]), rel=1e-9, abs=1e-15)
+            assert path.value == pytest.approx(
+                float(res[x][index]), rel=1e-9, abs=1e-15
+            )
             assert path.product() == pytest.approx(path.value, rel=1e-9, abs=1e-15)
             assert path.hops[-1].op == "aten.select.int"
             assert str(path).startswith("path value")
@@ -164,8 +205,14 @@ def test_branch_flow_groups_by_consumer_module():
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=16, attn_implementation="eager")
+    config = BertConfig(
+        vocab_size=30,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        attn_implementation="eager",
+    )
     model = BertModel(config).double().eval()
     layer = model.encoder.layer[0]
     ids = torch.tensor([[1, 5, 7, 3]])
@@ -174,13 +221,20 @@ def test_branch_flow_groups_by_consumer_module():
     for semiring in ("sum", "max"):
         res = graph.backward(out, semiring)
         flow = res.branch_flow(cs.layer_input(layer))
-        suffixes = sorted(label.rsplit(".", 2)[-2] + "." + label.rsplit(".", 1)[-1] for label in flow.labels)
+        suffixes = sorted(
+            label.rsplit(".", 2)[-2] + "." + label.rsplit(".", 1)[-1]
+            for label in flow.labels
+        )
         assert suffixes == ["attention.output", "self.key", "self.query", "self.value"]
         total = flow.values[0]
         for v in flow.values[1:]:
             total = res.semiring.plus(total, v)
-        torch.testing.assert_close(res.semiring.finalize(total), res[cs.layer_input(layer)])
-    top = graph.backward(out, "max").branch_flow(cs.layer_input(layer)).top_branch(dim=-1)
+        torch.testing.assert_close(
+            res.semiring.finalize(total), res[cs.layer_input(layer)]
+        )
+    top = (
+        graph.backward(out, "max").branch_flow(cs.layer_input(layer)).top_branch(dim=-1)
+    )
     assert ((top != 0).sum(0) <= 1).all()  # one branch per token carries the top path
 
 
@@ -193,7 +247,9 @@ def test_unsupported_op_names_overload_and_module():
     model = nn.Sequential(nn.Linear(3, 3), Block())
     x = torch.randn(3, 3)
     before = _global_hooks()
-    with pytest.raises(cs.UnsupportedOpError, match=r"aten\._linalg_svd\.default.*module '1'"):
+    with pytest.raises(
+        cs.UnsupportedOpError, match=r"aten\._linalg_svd\.default.*module '1'"
+    ):
         with cs.record(x):
             model(x)
     assert _global_hooks() == before
@@ -263,13 +319,16 @@ def test_inplace_on_recorded_tensor_is_exact():
         out = (z + y).sum()
     leaf = x.detach().requires_grad_(True)
     y2 = leaf * 2
-    expected, = torch.autograd.grad((y2 * 3 + y2 * y2).sum(), leaf)
+    (expected,) = torch.autograd.grad((y2 * 3 + y2 * y2).sum(), leaf)
     torch.testing.assert_close(graph.backward(out, "sum")[x], expected)
 
 
 def test_inplace_through_an_alias_then_read_is_an_error():
     x = torch.randn(2, 3)
-    with pytest.raises(cs.RecordingError, match=r"changed in place through an alias \(aten\.add_\.Tensor"):
+    with pytest.raises(
+        cs.RecordingError,
+        match=r"changed in place through an alias \(aten\.add_\.Tensor",
+    ):
         with cs.record(x):
             y = x * 2
             row = y[0]
@@ -283,7 +342,9 @@ def test_mutation_after_recording_is_detected():
     with cs.record(x) as graph:
         out = (x * w).sum()
     w.add_(1.0)
-    with pytest.raises(cs.RecordingError, match="changed in place after it was recorded"):
+    with pytest.raises(
+        cs.RecordingError, match="changed in place after it was recorded"
+    ):
         graph.backward(out, "sum")
 
 
@@ -292,8 +353,10 @@ def test_nan_in_forward_warns_with_op_name():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with cs.record(x) as graph:
-            out = torch.sqrt(x).sum()
-    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+            torch.sqrt(x).sum()
+    messages = [
+        str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)
+    ]
     assert any("aten.sqrt.default" in m for m in messages)
     assert graph.records
 

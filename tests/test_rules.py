@@ -21,40 +21,241 @@ _MASK = torch.tensor([[True, False, True, True], [False, True, False, True]])
 # name -> (function of the tracked inputs, inputs). Each returns a tensor; the test
 # sweeps from its sum (times fixed random weights, so every element matters).
 OPS = {
-    "arith": (lambda a, b: (a + b) * (a - b) / (b.abs() + 1) + a**2 - 3 * b, (_r(3, 4), _r(4))),
-    "unary": (lambda a: torch.exp(a).log1p() + a.sin() + a.tanh() + a.sigmoid() + torch.erf(a) + a.clamp(-0.5, 0.5) + F.softplus(a) + a.abs().rsqrt() + F.leaky_relu(a) + F.elu(a) + F.hardtanh(a) + F.mish(a), (_r(2, 5),)),
-    "activations": (lambda a: F.relu(a) + F.gelu(a) + F.silu(a) + F.gelu(a, approximate="tanh"), (_r(3, 3),)),
-    "where_mask": (lambda a, b: torch.where(a > 0, a, b) + a.masked_fill(b > 0, -1.0), (_r(3, 4), _r(3, 4))),
+    "arith": (
+        lambda a, b: (a + b) * (a - b) / (b.abs() + 1) + a**2 - 3 * b,
+        (_r(3, 4), _r(4)),
+    ),
+    "unary": (
+        lambda a: (
+            torch.exp(a).log1p()
+            + a.sin()
+            + a.tanh()
+            + a.sigmoid()
+            + torch.erf(a)
+            + a.clamp(-0.5, 0.5)
+            + F.softplus(a)
+            + a.abs().rsqrt()
+            + F.leaky_relu(a)
+            + F.elu(a)
+            + F.hardtanh(a)
+            + F.mish(a)
+        ),
+        (_r(2, 5),),
+    ),
+    "activations": (
+        lambda a: F.relu(a) + F.gelu(a) + F.silu(a) + F.gelu(a, approximate="tanh"),
+        (_r(3, 3),),
+    ),
+    "where_mask": (
+        lambda a, b: torch.where(a > 0, a, b) + a.masked_fill(b > 0, -1.0),
+        (_r(3, 4), _r(3, 4)),
+    ),
     "scalar_tensor": (lambda a, s: a * s + s, (_r(3), _r(()))),
-    "views": (lambda a: a.view(6, 4).t().reshape(2, 12).unsqueeze(0).squeeze(0).permute(1, 0).contiguous().flatten(), (_r(2, 3, 4),)),
-    "transpose_expand": (lambda a: a.transpose(0, 1).expand(3, 2, 4) * torch.arange(3.0, dtype=torch.float64)[:, None, None], (_r(2, 1, 4),)),
-    "slicing": (lambda a: torch.cat([a[:, 1:3], a[:, ::2], a.select(1, 0)[:, None], a.narrow(0, 0, 1).expand(2, -1)], 1), (_r(2, 4),)),
-    "split_stack": (lambda a: torch.stack([*a.split(2, 0), *a.chunk(2, 0)]) + torch.stack(a.unbind(0)[:2]).sum(), (_r(4, 3),)),
-    "gather_index": (lambda a: a.gather(1, torch.tensor([[0, 0], [2, 1]])).sum() + a[torch.tensor([1, 0, 1])].sum() + a.index_select(1, torch.tensor([2, 2])) .sum() + a[a > 0].sum(), (_r(2, 3),)),
-    "flip_roll_repeat": (lambda a: a.flip(0).roll(1, 1).repeat(2, 1) + a.diagonal().sum() + a.unfold(1, 2, 1).sum() + a.movedim(0, 1).sum(), (_r(3, 3),)),
-    "more_views": (lambda a: torch.ops.aten.alias(a).as_strided((2, 2), (1, 3)).sum() + a[None, :, None].squeeze() .sum() + a[None, None].squeeze((0, 1)).sum() + sum(p.sum() for p in a.split([1, 2], 1)) + sum(p.sum() for p in torch.ops.aten.unsafe_split(a, 2, 1)), (_r(3, 3),)),
-    "selections": (lambda a: a.masked_select(_MASK).sum() + a.take(torch.tensor([0, 4, 4])).sum() + F.pixel_shuffle(a.reshape(1, 4, 1, 2), 2).sum() + torch.ops.aten._unsafe_index(a, [torch.tensor([1, 1])]).sum(), (_r(2, 4),)),
-    "scatters": (lambda a, b: a.scatter(0, torch.tensor([[1, 0]]), 1.0) + torch.select_scatter(a, b[0], 0, 1) + torch.slice_scatter(a, b, 0, 0, 1), (_r(2, 2), _r(1, 2))),
-    "var_mean": (lambda a: torch.var_mean(a, 1)[0] * torch.var_mean(a, 1)[1] + torch.var(a, 1, unbiased=False) + torch.ops.aten.var_mean.dim(a, [1], False)[0], (_r(2, 5),)),
+    "views": (
+        lambda a: (
+            a.view(6, 4)
+            .t()
+            .reshape(2, 12)
+            .unsqueeze(0)
+            .squeeze(0)
+            .permute(1, 0)
+            .contiguous()
+            .flatten()
+        ),
+        (_r(2, 3, 4),),
+    ),
+    "transpose_expand": (
+        lambda a: (
+            a.transpose(0, 1).expand(3, 2, 4)
+            * torch.arange(3.0, dtype=torch.float64)[:, None, None]
+        ),
+        (_r(2, 1, 4),),
+    ),
+    "slicing": (
+        lambda a: torch.cat(
+            [
+                a[:, 1:3],
+                a[:, ::2],
+                a.select(1, 0)[:, None],
+                a.narrow(0, 0, 1).expand(2, -1),
+            ],
+            1,
+        ),
+        (_r(2, 4),),
+    ),
+    "split_stack": (
+        lambda a: (
+            torch.stack([*a.split(2, 0), *a.chunk(2, 0)])
+            + torch.stack(a.unbind(0)[:2]).sum()
+        ),
+        (_r(4, 3),),
+    ),
+    "gather_index": (
+        lambda a: (
+            a.gather(1, torch.tensor([[0, 0], [2, 1]])).sum()
+            + a[torch.tensor([1, 0, 1])].sum()
+            + a.index_select(1, torch.tensor([2, 2])).sum()
+            + a[a > 0].sum()
+        ),
+        (_r(2, 3),),
+    ),
+    "flip_roll_repeat": (
+        lambda a: (
+            a.flip(0).roll(1, 1).repeat(2, 1)
+            + a.diagonal().sum()
+            + a.unfold(1, 2, 1).sum()
+            + a.movedim(0, 1).sum()
+        ),
+        (_r(3, 3),),
+    ),
+    "more_views": (
+        lambda a: (
+            torch.ops.aten.alias(a).as_strided((2, 2), (1, 3)).sum()
+            + a[None, :, None].squeeze().sum()
+            + a[None, None].squeeze((0, 1)).sum()
+            + sum(p.sum() for p in a.split([1, 2], 1))
+            + sum(p.sum() for p in torch.ops.aten.unsafe_split(a, 2, 1))
+        ),
+        (_r(3, 3),),
+    ),
+    "selections": (
+        lambda a: (
+            a.masked_select(_MASK).sum()
+            + a.take(torch.tensor([0, 4, 4])).sum()
+            + F.pixel_shuffle(a.reshape(1, 4, 1, 2), 2).sum()
+            + torch.ops.aten._unsafe_index(a, [torch.tensor([1, 1])]).sum()
+        ),
+        (_r(2, 4),),
+    ),
+    "scatters": (
+        lambda a, b: (
+            a.scatter(0, torch.tensor([[1, 0]]), 1.0)
+            + torch.select_scatter(a, b[0], 0, 1)
+            + torch.slice_scatter(a, b, 0, 0, 1)
+        ),
+        (_r(2, 2), _r(1, 2)),
+    ),
+    "var_mean": (
+        lambda a: (
+            torch.var_mean(a, 1)[0] * torch.var_mean(a, 1)[1]
+            + torch.var(a, 1, unbiased=False)
+            + torch.ops.aten.var_mean.dim(a, [1], False)[0]
+        ),
+        (_r(2, 5),),
+    ),
     "pad": (lambda a: F.pad(a, (1, 2, 0, 1), value=0.5), (_r(2, 3),)),
-    "embedding": (lambda w: F.embedding(torch.tensor([[1, 0, 1], [2, 2, 2]]), w), (_r(3, 4),)),
+    "embedding": (
+        lambda w: F.embedding(torch.tensor([[1, 0, 1], [2, 2, 2]]), w),
+        (_r(3, 4),),
+    ),
     "to_copy": (lambda a: a.float().double() * 2, (_r(3),)),
-    "scatter_put": (lambda a, b: torch.zeros(5, dtype=torch.float64).index_put((torch.tensor([0, 3]),), b) + a.scatter(0, torch.tensor([1, 0]), b[:2].clone()).sum(), (_r(5), _r(2))),
-    "matmuls": (lambda a, b, v: (a @ b).sum() + (a @ v).sum() + (v @ v) + torch.mm(a, b).sum() + torch.addmm(v[:3], a.t(), b).sum() + torch.addmv(v[:3], a.t(), v[:3]).sum(), (_r(3, 3), _r(3, 3), _r(3))),
-    "batched": (lambda a, b: torch.bmm(a, b).sum() + torch.baddbmm(a, a, b, beta=0.5, alpha=2.0).sum() + torch.matmul(a[None], b[:, None]).sum() + torch.einsum("bij,bjk->bik", a, b).sum(), (_r(2, 3, 3), _r(2, 3, 3))),
-    "matmul_ranks": (lambda a, b: (a @ b[0]).sum() + (a[0, 0] @ b).sum() + (a @ b[..., :2]).sum(), (_r(2, 3, 4), _r(2, 4, 3))),
-    "reductions": (lambda a: a.sum() + a.sum(1).prod() + a.mean() + a.mean((0, 1)) + a.amax(1).sum() + a.amin(0).sum() + a.max(1).values.sum() + a.min(0).values.sum() + a.max() + a.min() + a.prod() + a.prod(1).sum() + torch.linalg.vector_norm(a) + a.var() + a.std(0).sum() + torch.logsumexp(a, 1).sum() + a.cumsum(1).sum(), (_r(3, 4),)),
-    "rowwise": (lambda a, w, b: F.softmax(a, 1).sum(0) * F.log_softmax(a, 0).sum(1)[:1] + F.layer_norm(a, (5,), w, b).sum(0) + F.layer_norm(a, (5,)).sum(0), (_r(3, 5), _r(5), _r(5))),
+    "scatter_put": (
+        lambda a, b: (
+            torch.zeros(5, dtype=torch.float64).index_put((torch.tensor([0, 3]),), b)
+            + a.scatter(0, torch.tensor([1, 0]), b[:2].clone()).sum()
+        ),
+        (_r(5), _r(2)),
+    ),
+    "matmuls": (
+        lambda a, b, v: (
+            (a @ b).sum()
+            + (a @ v).sum()
+            + (v @ v)
+            + torch.mm(a, b).sum()
+            + torch.addmm(v[:3], a.t(), b).sum()
+            + torch.addmv(v[:3], a.t(), v[:3]).sum()
+        ),
+        (_r(3, 3), _r(3, 3), _r(3)),
+    ),
+    "batched": (
+        lambda a, b: (
+            torch.bmm(a, b).sum()
+            + torch.baddbmm(a, a, b, beta=0.5, alpha=2.0).sum()
+            + torch.matmul(a[None], b[:, None]).sum()
+            + torch.einsum("bij,bjk->bik", a, b).sum()
+        ),
+        (_r(2, 3, 3), _r(2, 3, 3)),
+    ),
+    "matmul_ranks": (
+        lambda a, b: (a @ b[0]).sum() + (a[0, 0] @ b).sum() + (a @ b[..., :2]).sum(),
+        (_r(2, 3, 4), _r(2, 4, 3)),
+    ),
+    "reductions": (
+        lambda a: (
+            a.sum()
+            + a.sum(1).prod()
+            + a.mean()
+            + a.mean((0, 1))
+            + a.amax(1).sum()
+            + a.amin(0).sum()
+            + a.max(1).values.sum()
+            + a.min(0).values.sum()
+            + a.max()
+            + a.min()
+            + a.prod()
+            + a.prod(1).sum()
+            + torch.linalg.vector_norm(a)
+            + a.var()
+            + a.std(0).sum()
+            + torch.logsumexp(a, 1).sum()
+            + a.cumsum(1).sum()
+        ),
+        (_r(3, 4),),
+    ),
+    "rowwise": (
+        lambda a, w, b: (
+            F.softmax(a, 1).sum(0) * F.log_softmax(a, 0).sum(1)[:1]
+            + F.layer_norm(a, (5,), w, b).sum(0)
+            + F.layer_norm(a, (5,)).sum(0)
+        ),
+        (_r(3, 5), _r(5), _r(5)),
+    ),
     "layer_norm_decomposed": (lambda a, w: F.layer_norm(a, (4,), w), (_r(2, 4), _r(4))),
     "softmax_dim0": (lambda a: F.softmax(a, 0), (_r(3, 2, 2),)),
-    "conv": (lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1, dilation=1) + 0, (_r(1, 2, 5, 5), _r(4, 2, 3, 3), _r(4))),
-    "conv1d_groups": (lambda x, w: F.conv1d(x, w, groups=2, padding=2, dilation=2), (_r(2, 4, 6), _r(4, 2, 3))),
-    "pools": (lambda x: F.max_pool2d(x, 2).sum() + F.avg_pool2d(x, 3, 1, 1).sum() + F.adaptive_avg_pool2d(x, 3).sum() + F.adaptive_max_pool2d(x, 2).sum() + F.avg_pool1d(x[0], 2).sum() + F.max_pool1d(x[0], 2).sum(), (_r(1, 2, 6, 6),)),
-    "batch_norm": (lambda x, w, b: F.batch_norm(x, torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64), w, b), (_r(3, 2, 2), _r(2), _r(2))),
-    "dropout": (lambda x: F.dropout(x, 0.5, training=False) + F.dropout(x, 0.0, training=True), (_r(4),)),
-    "sdpa": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=torch.tensor([[True, False, True]])), (_r(1, 2, 3, 4), _r(1, 2, 3, 4), _r(1, 2, 3, 4))),
+    "conv": (
+        lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1, dilation=1) + 0,
+        (_r(1, 2, 5, 5), _r(4, 2, 3, 3), _r(4)),
+    ),
+    "conv1d_groups": (
+        lambda x, w: F.conv1d(x, w, groups=2, padding=2, dilation=2),
+        (_r(2, 4, 6), _r(4, 2, 3)),
+    ),
+    "pools": (
+        lambda x: (
+            F.max_pool2d(x, 2).sum()
+            + F.avg_pool2d(x, 3, 1, 1).sum()
+            + F.adaptive_avg_pool2d(x, 3).sum()
+            + F.adaptive_max_pool2d(x, 2).sum()
+            + F.avg_pool1d(x[0], 2).sum()
+            + F.max_pool1d(x[0], 2).sum()
+        ),
+        (_r(1, 2, 6, 6),),
+    ),
+    "batch_norm": (
+        lambda x, w, b: F.batch_norm(
+            x,
+            torch.zeros(2, dtype=torch.float64),
+            torch.ones(2, dtype=torch.float64),
+            w,
+            b,
+        ),
+        (_r(3, 2, 2), _r(2), _r(2)),
+    ),
+    "dropout": (
+        lambda x: F.dropout(x, 0.5, training=False) + F.dropout(x, 0.0, training=True),
+        (_r(4),),
+    ),
+    "sdpa": (
+        lambda q, k, v: F.scaled_dot_product_attention(
+            q, k, v, attn_mask=torch.tensor([[True, False, True]])
+        ),
+        (_r(1, 2, 3, 4), _r(1, 2, 3, 4), _r(1, 2, 3, 4)),
+    ),
     "inplace": (lambda a: (a.clone().mul_(2).add_(a).exp_() + 0).tanh_(), (_r(3),)),
-    "inplace_copy": (lambda a: torch.zeros(2, 3, dtype=torch.float64).copy_(a[:2]) * 2, (_r(3, 3),)),
+    "inplace_copy": (
+        lambda a: torch.zeros(2, 3, dtype=torch.float64).copy_(a[:2]) * 2,
+        (_r(3, 3),),
+    ),
 }
 
 
@@ -65,7 +266,9 @@ DECOMPOSED = {"layer_norm_decomposed": ("layer_norm",)}
 def _sweep(fn, inputs, name=""):
     with cs.record(*inputs, decompose=DECOMPOSED.get(name, ())) as graph:
         out = fn(*inputs)
-        weights = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(1))
+        weights = torch.randn(
+            out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(1)
+        )
         scalar = (out * weights).sum()
     return graph, scalar, weights
 
@@ -77,9 +280,13 @@ def test_op_sum_product_equals_autograd(name):
     graph, scalar, weights = _sweep(fn, inputs, name)
     result = graph.backward(scalar, "sum")
     leaves = tuple(x.detach().requires_grad_(True) for x in inputs)
-    expected = torch.autograd.grad((fn(*leaves) * weights).sum(), leaves, allow_unused=True)
+    expected = torch.autograd.grad(
+        (fn(*leaves) * weights).sum(), leaves, allow_unused=True
+    )
     for x, g in zip(inputs, expected, strict=True):
-        torch.testing.assert_close(result[x], torch.zeros_like(x) if g is None else g, rtol=1e-6, atol=1e-10)
+        torch.testing.assert_close(
+            result[x], torch.zeros_like(x) if g is None else g, rtol=1e-6, atol=1e-10
+        )
 
 
 def test_every_rule_is_exercised():
@@ -98,14 +305,25 @@ def test_register_rule_rejects_duplicates():
 
 def test_decompose_switch_records_finer_ops():
     torch.manual_seed(0)
-    layer = torch.nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0, batch_first=True, activation="gelu").double().eval()
+    layer = (
+        torch.nn.TransformerEncoderLayer(
+            4, 2, 8, dropout=0.0, batch_first=True, activation="gelu"
+        )
+        .double()
+        .eval()
+    )
     x = _r(1, 3, 4)
     outs = {}
     for decompose in ((), ("softmax", "layer_norm", "gelu", "log_softmax")):
         with cs.record(x, decompose=decompose) as graph:
             out = F.log_softmax(layer(x).sum(-1), -1)[:, 0]
         ops = {str(r.func) for r in graph.records}
-        coarse = {"aten._softmax.default", "aten.native_layer_norm.default", "aten.gelu.default", "aten._log_softmax.default"}
+        coarse = {
+            "aten._softmax.default",
+            "aten.native_layer_norm.default",
+            "aten.gelu.default",
+            "aten._log_softmax.default",
+        }
         assert (ops & coarse) == (coarse if not decompose else set())
         outs[decompose] = (graph.backward(out, "sum")[x], graph.backward(out, "max")[x])
     (g1, m1), (g2, m2) = outs.values()

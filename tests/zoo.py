@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,10 +21,22 @@ def _double(model: nn.Module) -> nn.Module:
 
 def mlp() -> Case:
     torch.manual_seed(0)
-    model = _double(nn.Sequential(
-        nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 8), nn.Tanh(),
-        nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 8), nn.SiLU(), nn.Dropout(0.3), nn.Linear(8, 3),
-    ))
+    model = _double(
+        nn.Sequential(
+            nn.Linear(5, 8),
+            nn.ReLU(),
+            nn.Linear(8, 8),
+            nn.GELU(),
+            nn.Linear(8, 8),
+            nn.Tanh(),
+            nn.Linear(8, 8),
+            nn.Sigmoid(),
+            nn.Linear(8, 8),
+            nn.SiLU(),
+            nn.Dropout(0.3),
+            nn.Linear(8, 3),
+        )
+    )
     x = torch.randn(4, 5, dtype=torch.float64)
     return model, (x,), lambda out: out[:, 1], (x,)
 
@@ -31,9 +44,16 @@ def mlp() -> Case:
 def cnn() -> Case:
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=2), nn.AvgPool2d(2, padding=1, count_include_pad=False),
-        nn.AdaptiveAvgPool2d(2), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+        nn.Conv2d(2, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=2),
+        nn.AvgPool2d(2, padding=1, count_include_pad=False),
+        nn.AdaptiveAvgPool2d(2),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
     )
     bn = model[1]
     bn.running_mean.uniform_(-0.5, 0.5)
@@ -45,10 +65,17 @@ def cnn() -> Case:
 
 def cnn1d() -> Case:
     torch.manual_seed(0)
-    model = _double(nn.Sequential(
-        nn.Conv1d(3, 4, 3), nn.ReLU(), nn.MaxPool1d(2), nn.Conv1d(4, 2, 2, dilation=2),
-        nn.AvgPool1d(2), nn.Flatten(), nn.LazyLinear(1) if False else nn.Identity(),
-    ))
+    model = _double(
+        nn.Sequential(
+            nn.Conv1d(3, 4, 3),
+            nn.ReLU(),
+            nn.MaxPool1d(2),
+            nn.Conv1d(4, 2, 2, dilation=2),
+            nn.AvgPool1d(2),
+            nn.Flatten(),
+            nn.LazyLinear(1) if False else nn.Identity(),
+        )
+    )
     x = torch.randn(2, 3, 16, dtype=torch.float64)
     return model, (x,), lambda out: out.sum(-1), (x,)
 
@@ -82,7 +109,9 @@ class _Tokens(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.embed = nn.Embedding(11, 8)
-        self.encoder = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True, dropout=0.1)
+        self.encoder = nn.TransformerEncoderLayer(
+            8, 2, 16, batch_first=True, dropout=0.1
+        )
         self.head = nn.Linear(8, 2)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -108,18 +137,40 @@ def _hf(kind: str, impl: str) -> Case:
 
     torch.manual_seed(0)
     if kind == "bert":
-        config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                            intermediate_size=32, max_position_embeddings=16, attn_implementation=impl)
+        config = BertConfig(
+            vocab_size=40,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=16,
+            attn_implementation=impl,
+        )
         model = BertForSequenceClassification(config)
         embeddings = model.bert.embeddings
     elif kind == "distilbert":
-        config = DistilBertConfig(vocab_size=40, dim=16, n_layers=2, n_heads=2, hidden_dim=32,
-                                  max_position_embeddings=16, attn_implementation=impl)
+        config = DistilBertConfig(
+            vocab_size=40,
+            dim=16,
+            n_layers=2,
+            n_heads=2,
+            hidden_dim=32,
+            max_position_embeddings=16,
+            attn_implementation=impl,
+        )
         model = DistilBertForSequenceClassification(config)
         embeddings = model.distilbert.embeddings
     else:
-        config = GPT2Config(vocab_size=40, n_embd=16, n_layer=2, n_head=2, n_positions=16,
-                            attn_implementation=impl, bos_token_id=0, eos_token_id=0)
+        config = GPT2Config(
+            vocab_size=40,
+            n_embd=16,
+            n_layer=2,
+            n_head=2,
+            n_positions=16,
+            attn_implementation=impl,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
         model = GPT2LMHeadModel(config)
         embeddings = model.transformer.wte
     model = _double(model)

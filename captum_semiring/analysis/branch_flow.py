@@ -43,16 +43,25 @@ class BranchFlow:
         dims = [dim] if isinstance(dim, int) else list(dim)
         nd = self.values.dim() - 2
         axes = [d % nd + 1 for d in dims]
-        return torch.stack([self.semiring.finalize(self.semiring.sum(v, axes)) for v in self.values])
+        return torch.stack(
+            [self.semiring.finalize(self.semiring.sum(v, axes)) for v in self.values]
+        )
 
     def top_branch(self, dim: int | list[int]) -> Tensor:
         """The paper's aggregation: per position, the group carrying the best path over
         ``dim`` gets that path's value and the other groups get 0."""
         per_group = self.aggregate(dim)
-        if per_group.dim() > 1 and per_group.shape[1] == self.semiring.size and self.semiring.size > 1 and not hasattr(self.semiring, "sign"):
+        if (
+            per_group.dim() > 1
+            and per_group.shape[1] == self.semiring.size
+            and self.semiring.size > 1
+            and not hasattr(self.semiring, "sign")
+        ):
             per_group = per_group[:, 0]
         winner = per_group.argmax(dim=0, keepdim=True)
-        return torch.zeros_like(per_group).scatter(0, winner, per_group.gather(0, winner))
+        return torch.zeros_like(per_group).scatter(
+            0, winner, per_group.gather(0, winner)
+        )
 
     def __repr__(self) -> str:
         return f"BranchFlow({self.labels})"
@@ -84,9 +93,15 @@ def branch_flow(result: SemiringResult, item: Any, by: str = "module") -> Branch
                 continue
             label = record.module if by == "module" else record.op_name
             flow = local.backward(sr, value).to(graph.nodes[node].dtype)
-            groups[label] = flow if label not in groups else sr.plus(groups[label], flow)
+            groups[label] = (
+                flow if label not in groups else sr.plus(groups[label], flow)
+            )
     if not groups:
         meta = graph.nodes[node]
-        return BranchFlow([], sr.zeros((0, *meta.shape), torch.empty((), dtype=meta.dtype)).movedim(1, 0), sr)
+        return BranchFlow(
+            [],
+            sr.zeros((0, *meta.shape), torch.empty((), dtype=meta.dtype)).movedim(1, 0),
+            sr,
+        )
     labels = list(groups)
     return BranchFlow(labels, torch.stack([groups[k] for k in labels]), sr)

@@ -16,7 +16,8 @@ Examples::
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -31,7 +32,7 @@ class UnsupportedOpError(NotImplementedError):
 
 
 def _overloads(ops: tuple[Any, ...]) -> list[Any]:
-    result = []
+    result: list[Any] = []
     for op in ops:
         if isinstance(op, torch._ops.OpOverloadPacket):
             result.extend(getattr(op, name) for name in op.overloads())
@@ -56,7 +57,9 @@ def register_rule(*ops: Any) -> Callable[[Rule], Rule]:
     return decorate
 
 
-def register_decomposition(*ops: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def register_decomposition(
+    *ops: Any,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a function that computes an op from ops that have rules."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -9,7 +9,7 @@ every semiring.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -21,7 +21,11 @@ Shape = tuple[int, ...]
 
 def _reduced_dims(view: Sequence[int], full: Sequence[int]) -> list[int]:
     """Value-tensor axes (semiring axis included) where ``view`` broadcasts to ``full``."""
-    return [d + 1 for d, (a, b) in enumerate(zip(view, full, strict=True)) if a == 1 and b != 1]
+    return [
+        d + 1
+        for d, (a, b) in enumerate(zip(view, full, strict=True))
+        if a == 1 and b != 1
+    ]
 
 
 class LocalMap:
@@ -70,12 +74,31 @@ class Elementwise(LocalMap):
         mask: Tensor | None = None,
     ) -> None:
         self.weight, self.mask = weight, mask
-        self.in_shape, self.out_shape, self.common = tuple(in_shape), tuple(out_shape), tuple(common)
+        self.in_shape, self.out_shape, self.common = (
+            tuple(in_shape),
+            tuple(out_shape),
+            tuple(common),
+        )
         pad = len(common)
-        self.in_view = tuple(in_view) if in_view is not None else (1,) * (pad - len(in_shape)) + self.in_shape
-        self.out_view = tuple(out_view) if out_view is not None else (1,) * (pad - len(out_shape)) + self.out_shape
+        self.in_view = (
+            tuple(in_view)
+            if in_view is not None
+            else (1,) * (pad - len(in_shape)) + self.in_shape
+        )
+        self.out_view = (
+            tuple(out_view)
+            if out_view is not None
+            else (1,) * (pad - len(out_shape)) + self.out_shape
+        )
 
-    def _apply(self, sr: Semiring, values: Tensor, src_view: Shape, dst_view: Shape, dst_shape: Shape) -> Tensor:
+    def _apply(
+        self,
+        sr: Semiring,
+        values: Tensor,
+        src_view: Shape,
+        dst_view: Shape,
+        dst_shape: Shape,
+    ) -> Tensor:
         x = values.reshape(values.shape[0], *src_view)
         if self.weight is not None:
             x = sr.scale(x, self.weight)
@@ -134,7 +157,10 @@ class IndexMap(LocalMap):
         used = self.source[self.valid]
         self.used = used
         in_numel = math.prod(self.in_shape)
-        self.injective = used.numel() == 0 or int(torch.bincount(used, minlength=in_numel).max()) <= 1
+        self.injective = (
+            used.numel() == 0
+            or int(torch.bincount(used, minlength=in_numel).max()) <= 1
+        )
 
     def backward(self, sr: Semiring, values: Tensor) -> Tensor:
         flat = values.reshape(values.shape[0], -1)
@@ -163,7 +189,15 @@ class MatMul(LocalMap):
     """A contraction with a fixed real matrix: ``out = x @ weight`` (``side="right"``)
     or ``out = weight @ x`` (``side="left"``), batched, on the given views."""
 
-    def __init__(self, weight: Tensor, side: str, in_shape: Shape, out_shape: Shape, in_view: Shape, out_view: Shape) -> None:
+    def __init__(
+        self,
+        weight: Tensor,
+        side: str,
+        in_shape: Shape,
+        out_shape: Shape,
+        in_view: Shape,
+        out_view: Shape,
+    ) -> None:
         self.weight, self.side = weight, side
         self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
         self.in_view, self.out_view = tuple(in_view), tuple(out_view)
@@ -231,4 +265,13 @@ class Compose(LocalMap):
         return self.second.forward(sr, self.first.forward(sr, values))
 
 
-__all__ = ["LocalMap", "Elementwise", "Reshape", "Permute", "IndexMap", "MatMul", "Blockwise", "Compose"]
+__all__ = [
+    "LocalMap",
+    "Elementwise",
+    "Reshape",
+    "Permute",
+    "IndexMap",
+    "MatMul",
+    "Blockwise",
+    "Compose",
+]

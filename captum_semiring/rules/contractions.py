@@ -38,40 +38,67 @@ def matmul_rule(call: Any) -> dict:
     a, b = call.leaves[left], call.leaves[right]
     a_view = tuple(a.shape) if a.dim() >= 2 else (1, a.shape[0])
     b_view = tuple(b.shape) if b.dim() >= 2 else (b.shape[0], 1)
-    out_view = (*torch.broadcast_shapes(a_view[:-2], b_view[:-2]), a_view[-2], b_view[-1])
+    out_view = (
+        *torch.broadcast_shapes(a_view[:-2], b_view[:-2]),
+        a_view[-2],
+        b_view[-1],
+    )
     out_shape = tuple(call.output(0).shape)
     alpha = call.arg("alpha", 1)
     tracked = {i for i, _ in call.inputs}
     maps: dict = {}
     if left in tracked:
         weight = b.detach().reshape(b_view) * alpha
-        maps[(left, 0)] = MatMul(weight, "right", tuple(a.shape), out_shape, a_view, out_view)
+        maps[(left, 0)] = MatMul(
+            weight, "right", tuple(a.shape), out_shape, a_view, out_view
+        )
     if right in tracked:
         weight = a.detach().reshape(a_view) * alpha
-        maps[(right, 0)] = MatMul(weight, "left", tuple(b.shape), out_shape, b_view, out_view)
+        maps[(right, 0)] = MatMul(
+            weight, "left", tuple(b.shape), out_shape, b_view, out_view
+        )
     if "beta" in [arg.name for arg in call.func._schema.arguments]:
         bias = call.position("self")
         if bias in tracked:
             beta = call.arg("beta", 1)
-            scale = None if beta == 1 else torch.tensor(float(beta), dtype=call.output(0).dtype)
-            maps[(bias, 0)] = Elementwise(scale, tuple(call.leaves[bias].shape), out_shape, out_shape)
+            scale = (
+                None
+                if beta == 1
+                else torch.tensor(float(beta), dtype=call.output(0).dtype)
+            )
+            maps[(bias, 0)] = Elementwise(
+                scale, tuple(call.leaves[bias].shape), out_shape, out_shape
+            )
     return maps
 
 
 @register_decomposition(aten.convolution.default)
-def convolution_as_matmul(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups):  # type: ignore[no-untyped-def]
+def convolution_as_matmul(
+    input, weight, bias, stride, padding, dilation, transposed, output_padding, groups
+):  # type: ignore[no-untyped-def]
     """Convolution as im2col (an index map) followed by a batched matmul."""
     if transposed:
-        raise UnsupportedOpError("transposed convolution has no rule yet (aten.convolution.default)")
+        raise UnsupportedOpError(
+            "transposed convolution has no rule yet (aten.convolution.default)"
+        )
     spatial = input.dim() - 2
     if spatial == 1:
         out = convolution_as_matmul(
-            input.unsqueeze(2), weight.unsqueeze(2), bias, (1, *stride), (0, *padding),
-            (1, *dilation), transposed, output_padding, groups,
+            input.unsqueeze(2),
+            weight.unsqueeze(2),
+            bias,
+            (1, *stride),
+            (0, *padding),
+            (1, *dilation),
+            transposed,
+            output_padding,
+            groups,
         )
         return out.squeeze(2)
     if spatial != 2:
-        raise UnsupportedOpError(f"{spatial}-d convolution has no rule yet (aten.convolution.default)")
+        raise UnsupportedOpError(
+            f"{spatial}-d convolution has no rule yet (aten.convolution.default)"
+        )
     n, channels, height, width = input.shape
     out_channels, _, kh, kw = weight.shape
     cols = F.unfold(input, (kh, kw), dilation=dilation, padding=padding, stride=stride)

@@ -30,20 +30,24 @@ aten = torch.ops.aten
     aten.unsqueeze.default,
 )
 def reshape_rule(call: Any) -> dict[tuple[int, int], Reshape]:
-    (i, _), = call.inputs
+    ((i, _),) = call.inputs
     return {(i, 0): Reshape(tuple(call.leaves[i].shape), tuple(call.output(0).shape))}
 
 
 @register_rule(aten.permute.default, aten.transpose.int, aten.t.default)
 def permute_rule(call: Any) -> dict[tuple[int, int], Permute]:
-    (i, _), = call.inputs
+    ((i, _),) = call.inputs
     x = call.leaves[i]
     nd = x.dim()
     if call.func is aten.permute.default:
         dims = list(call.arg("dims"))
     else:
         dims = list(range(nd))
-        a, b = (call.arg("dim0"), call.arg("dim1")) if call.func is aten.transpose.int else (0, 1)
+        a, b = (
+            (call.arg("dim0"), call.arg("dim1"))
+            if call.func is aten.transpose.int
+            else (0, 1)
+        )
         if nd >= 2:
             dims[a % nd], dims[b % nd] = dims[b % nd], dims[a % nd]
     return {(i, 0): Permute(tuple(x.shape), dims)}
@@ -51,7 +55,7 @@ def permute_rule(call: Any) -> dict[tuple[int, int], Permute]:
 
 @register_rule(aten.expand.default)
 def expand_rule(call: Any) -> dict[tuple[int, int], Elementwise]:
-    (i, _), = call.inputs
+    ((i, _),) = call.inputs
     out = tuple(call.output(0).shape)
     return {(i, 0): Elementwise(None, tuple(call.leaves[i].shape), out, out)}
 
@@ -94,7 +98,9 @@ def overwrite_rule(call: Any) -> dict[tuple[int, int], IndexMap]:
     if call.arg("accumulate", False) or call.arg("reduce") is not None:
         from . import UnsupportedOpError
 
-        raise UnsupportedOpError(f"{call.func} with accumulation has no rule (module '{call.module}')")
+        raise UnsupportedOpError(
+            f"{call.func} with accumulation has no rule (module '{call.module}')"
+        )
     return probe_index_map(call)
 
 
@@ -113,16 +119,28 @@ def probe_index_map(call: Any) -> dict[tuple[int, int], IndexMap]:
     for shift in (1.0, 2.0):
         for i, _ in call.inputs:
             leaf = call.leaves[i]
-            positions = torch.arange(leaf.numel(), dtype=torch.float64, device=leaf.device)
+            positions = torch.arange(
+                leaf.numel(), dtype=torch.float64, device=leaf.device
+            )
             replace[i] = (positions + (offsets[i] + shift)).reshape(leaf.shape)
         probes.append(call.rerun(replace))
     maps = {}
     for o, _ in call.outputs:
         first, second = probes[0][o], probes[1][o]
-        source = torch.where(second - first == 1.0, first - 1.0, -1.0).to(torch.int64).reshape(-1)
+        source = (
+            torch.where(second - first == 1.0, first - 1.0, -1.0)
+            .to(torch.int64)
+            .reshape(-1)
+        )
         for i, _ in call.inputs:
             n = call.leaves[i].numel()
-            local = torch.where((source >= offsets[i]) & (source < offsets[i] + n), source - offsets[i], -1)
+            local = torch.where(
+                (source >= offsets[i]) & (source < offsets[i] + n),
+                source - offsets[i],
+                -1,
+            )
             if bool((local >= 0).any()):
-                maps[(i, o)] = IndexMap(local, tuple(call.leaves[i].shape), tuple(call.output(o).shape))
+                maps[(i, o)] = IndexMap(
+                    local, tuple(call.leaves[i].shape), tuple(call.output(o).shape)
+                )
     return maps

@@ -39,7 +39,9 @@ def _edge_masks(call: Any) -> dict[int, torch.Tensor]:
     shape = call.output(0).shape
     if call.func in (aten.where.self, aten.where.ScalarSelf, aten.where.ScalarOther):
         condition = call.arg("condition").expand(shape)
-        selected = call.position("self") if call.func is not aten.where.ScalarSelf else -1
+        selected = (
+            call.position("self") if call.func is not aten.where.ScalarSelf else -1
+        )
         return {i: condition if i == selected else ~condition for i, _ in call.inputs}
     if call.func in (aten.masked_fill.Scalar, aten.masked_fill.Tensor):
         hidden = call.arg("mask").expand(shape)
@@ -54,6 +56,7 @@ def pointwise_rule(call: Any) -> dict[tuple[int, int], Elementwise]:
     maps = {}
     for i, weight in _partials(call).items():
         in_shape = tuple(call.leaves[i].shape)
-        maps[(i, 0)] = Elementwise(weight, in_shape, out_shape, out_shape, mask=masks.get(i))
+        maps[(i, 0)] = Elementwise(
+            weight, in_shape, out_shape, out_shape, mask=masks.get(i)
+        )
     return maps
-

@@ -48,7 +48,7 @@ def _reduced_dims(call: Any, x: torch.Tensor) -> list[int]:
     aten.logsumexp.default,
 )
 def reduction_rule(call: Any) -> dict:
-    (i, _), = call.inputs
+    ((i, _),) = call.inputs
     x = call.leaves[i]
     dims = _reduced_dims(call, x)
     keep_shape = tuple(1 if d in dims else s for d, s in enumerate(x.shape))
@@ -63,24 +63,42 @@ def reduction_rule(call: Any) -> dict:
             with torch.enable_grad():
                 result = call.rerun({i: probe})[o]
                 (weight,) = torch.autograd.grad(result, probe, torch.ones_like(result))
-        maps[(i, o)] = Elementwise(weight, shape, tuple(out.shape), shape, shape, keep_shape)
+        maps[(i, o)] = Elementwise(
+            weight, shape, tuple(out.shape), shape, shape, keep_shape
+        )
     return maps
 
 
 @register_decomposition(aten.avg_pool2d.default)
-def avg_pool2d_as_mean(input, kernel_size, stride=(), padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):  # type: ignore[no-untyped-def]
+def avg_pool2d_as_mean(
+    input,
+    kernel_size,
+    stride=(),
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+):  # type: ignore[no-untyped-def]
     """Average pooling as im2col (an index map) followed by a mean over the window."""
     kernel = tuple(kernel_size) * (2 if len(kernel_size) == 1 else 1)
     stride = tuple(stride or kernel) * (2 if len(stride or kernel) == 1 else 1)
-    padding = (padding, padding) if isinstance(padding, int) else tuple(padding) * (2 if len(padding) == 1 else 1)
+    padding = (
+        (padding, padding)
+        if isinstance(padding, int)
+        else tuple(padding) * (2 if len(padding) == 1 else 1)
+    )
     if ceil_mode:
-        raise UnsupportedOpError("avg_pool2d with ceil_mode=True has no rule yet (aten.avg_pool2d.default)")
+        raise UnsupportedOpError(
+            "avg_pool2d with ceil_mode=True has no rule yet (aten.avg_pool2d.default)"
+        )
     squeeze = input.dim() == 3
     x = input.unsqueeze(0) if squeeze else input
     n, c, h, w = x.shape
     oh = (h + 2 * padding[0] - kernel[0]) // stride[0] + 1
     ow = (w + 2 * padding[1] - kernel[1]) // stride[1] + 1
-    cols = F.unfold(x, kernel, padding=padding, stride=stride).reshape(n, c, kernel[0] * kernel[1], oh * ow)
+    cols = F.unfold(x, kernel, padding=padding, stride=stride).reshape(
+        n, c, kernel[0] * kernel[1], oh * ow
+    )
     total = cols.sum(2)
     if divisor_override:
         out = total / divisor_override
@@ -88,7 +106,11 @@ def avg_pool2d_as_mean(input, kernel_size, stride=(), padding=0, ceil_mode=False
         out = total / (kernel[0] * kernel[1])
     else:
         ones = torch.ones(1, 1, h, w, dtype=x.dtype, device=x.device)
-        counts = F.unfold(ones, kernel, padding=padding, stride=stride).sum(1).reshape(1, 1, oh * ow)
+        counts = (
+            F.unfold(ones, kernel, padding=padding, stride=stride)
+            .sum(1)
+            .reshape(1, 1, oh * ow)
+        )
         out = total / counts
     out = out.reshape(n, c, oh, ow)
     return out.squeeze(0) if squeeze else out

@@ -25,7 +25,7 @@ def _rows(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 @register_rule(aten._softmax.default, aten._log_softmax.default)
 def softmax_rule(call: Any) -> dict:
-    (i, _), = call.inputs
+    ((i, _),) = call.inputs
     out = call.output(0).detach()
     dim = call.arg("dim") % max(1, out.dim())
     if out.dim() == 0:
@@ -60,13 +60,15 @@ def layer_norm_rule(call: Any) -> dict:
     for name, partial in (("weight", normalized.reshape(shape)), ("bias", None)):
         param = call.arg(name)
         if param is not None and call.position(name) in tracked:
-            maps[(call.position(name), 0)] = Elementwise(partial, tuple(param.shape), shape, shape)
+            maps[(call.position(name), 0)] = Elementwise(
+                partial, tuple(param.shape), shape, shape
+            )
     return maps
 
 
 @register_rule(aten.cumsum.default)
 def cumsum_rule(call: Any) -> dict:
-    (i, _), = call.inputs
+    ((i, _),) = call.inputs
     out = call.output(0)
     if out.dim() == 0:
         return {(i, 0): Elementwise(None, (), (), ())}

