@@ -429,7 +429,13 @@ class _Recorder(TorchDispatchMode):
         decomposition = self._decomposition(func)
         if decomposition is not None:
             with self:
-                return decomposition(*args, **kwargs)
+                out = decomposition(*args, **kwargs)
+            if out is NotImplemented:
+                raise UnsupportedOpError(
+                    f"no rule for {func} (in module '{self.module}'), and its "
+                    "decomposition does not cover these arguments"
+                )
+            return out
         if not rules.has_rule(func):
             out = func(*args, **kwargs)
             if not any(_is_tracked_dtype(t) for t in tree_flatten(out)[0]):
