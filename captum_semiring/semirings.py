@@ -491,7 +491,7 @@ class Entropy(_LogMagnitude):
             scaled, magnitude_log
         )
         expectation = torch.where(total > 0, weighted / total, 0.0)
-        return self._pack(top[0] + torch.log(total), expectation)
+        return self._pack(top + torch.log(total), expectation)
 
     def finalize(self, x: Tensor) -> Tensor:
         log_z, expectation = x[0], x[1]
@@ -501,9 +501,13 @@ class Entropy(_LogMagnitude):
 class TopK(Semiring):
     r"""The ``k`` paths of largest magnitude :math:`|g(p)|`, with their signs.
 
-    The semiring axis holds ``k`` path values, best first; ties in magnitude put the
-    larger signed value first. Internally NaN marks "no path"; :meth:`finalize`
-    reports it as 0. The finalized shape is ``(k, *x.shape)``.
+    The finalized result has shape ``(k, *x.shape)``, best first; paths of equal
+    magnitude put the positive one first, and missing ranks are 0.
+
+    A negative edge swaps signs, so a single list of k values cannot keep that tie
+    order. As :class:`MaxProduct` does with its pair, each node keeps the k largest
+    non-negative and the k most negative path values (a semiring axis of ``2k``);
+    :meth:`finalize` merges them. Internally NaN marks "no path".
 
     Args:
         k: number of paths to keep.
@@ -524,14 +528,11 @@ class TopK(Semiring):
     def __init__(self, k: int) -> None:
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"TopK needs an integer k >= 1, got {k!r}")
-        self.size = k
-
-    @property
-    def k(self) -> int:
-        return self.size
+        self.k = k
+        self.size = 2 * k
 
     def __repr__(self) -> str:
-        return f"TopK({self.size})"
+        return f"TopK({self.k})"
 
     def zeros(self, shape: Sequence[int], like: Tensor) -> Tensor:
         return like.new_full((self.size, *shape), math.nan)
@@ -542,57 +543,87 @@ class TopK(Semiring):
         return out
 
     @staticmethod
-    def order(values: Tensor, dim: int = 0) -> Tensor:
-        """Indices that sort ``values`` best first along ``dim`` (NaN last)."""
-        by_value = torch.sort(
-            torch.nan_to_num(values, nan=-math.inf),
-            dim=dim,
-            descending=True,
-            stable=True,
-        ).indices
-        magnitude = torch.where(torch.isnan(values), -1.0, values.abs())
-        by_magnitude = torch.sort(
-            magnitude.gather(dim, by_value), dim=dim, descending=True, stable=True
-        ).indices
-        return by_value.gather(dim, by_magnitude)
+    def _order(values: Tensor, descending: bool) -> Tensor:
+        """Indices sorting ``values`` along axis 0, NaN (no path) last."""
+        fill = -math.inf if descending else math.inf
+        keys = torch.nan_to_num(values, nan=fill)
+        return torch.sort(keys, dim=0, descending=descending, stable=True).indices
 
-    def _best(self, candidates: Tensor) -> Tensor:
-        """The best ``k`` along axis 0, padding with NaN."""
-        if candidates.shape[0] < self.size:
-            pad = candidates.new_full(
-                (self.size - candidates.shape[0], *candidates.shape[1:]), math.nan
-            )
-            candidates = torch.cat((candidates, pad))
-        return candidates.gather(0, self.order(candidates)[: self.size])
+    def _keep(self, candidates: Tensor, descending: bool) -> Tensor:
+        """The best ``k`` along axis 0 (largest, or most negative), NaN-padded."""
+        if candidates.shape[0] < self.k:
+            pad_shape = (self.k - candidates.shape[0], *candidates.shape[1:])
+            candidates = torch.cat((candidates, candidates.new_full(pad_shape, math.nan)))
+        order = self._order(candidates, descending)[: self.k]
+        return candidates.gather(0, order)
+
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x[: self.k], x[self.k :]
 
     def plus(self, a: Tensor, b: Tensor) -> Tensor:
-        return self._best(torch.cat((a, b)))
+        (a_pos, a_neg), (b_pos, b_neg) = self._split(a), self._split(b)
+        pos = self._keep(torch.cat((a_pos, b_pos)), descending=True)
+        neg = self._keep(torch.cat((a_neg, b_neg)), descending=False)
+        return torch.cat((pos, neg))
 
     def times(self, a: Tensor, b: Tensor) -> Tensor:
-        pairs = a[:, None] * b[None, :]
-        return self._best(pairs.flatten(0, 1))
+        pairs = (a[:, None] * b[None, :]).flatten(0, 1)
+        nonneg = pairs >= 0
+        pos = self._keep(torch.where(nonneg, pairs, math.nan), descending=True)
+        neg = self._keep(torch.where(nonneg, math.nan, pairs), descending=False)
+        return torch.cat((pos, neg))
 
     def scale(self, x: Tensor, w: Tensor) -> Tensor:
-        return x * w
+        pos, neg = self._split(x)
+        nonneg = w >= 0
+        return torch.cat(
+            (torch.where(nonneg, pos * w, neg * w), torch.where(nonneg, neg * w, pos * w))
+        )
 
     def sum(self, x: Tensor, dim: Dims) -> Tensor:
         dims = sorted(d % x.dim() for d in _dims(dim))
         moved = x.movedim(dims, list(range(1, len(dims) + 1)))
-        return self._best(moved.flatten(0, len(dims)))
+        pos, neg = self._split(moved)
+        return torch.cat(
+            (
+                self._keep(pos.flatten(0, len(dims)), descending=True),
+                self._keep(neg.flatten(0, len(dims)), descending=False),
+            )
+        )
+
+    def ranked(self, x: Tensor) -> Tensor:
+        """Indices into the ``2k`` axis in final order: larger magnitude first, the
+        positive one first on ties, no path last."""
+        by_sign = self._order(x, descending=True)
+        magnitude = torch.where(torch.isnan(x), -1.0, x.abs()).gather(0, by_sign)
+        by_magnitude = torch.sort(magnitude, dim=0, descending=True, stable=True).indices
+        return by_sign.gather(0, by_magnitude)
 
     def finalize(self, x: Tensor) -> Tensor:
-        return torch.nan_to_num(x, nan=0.0)
+        best = x.gather(0, self.ranked(x)[: self.k])
+        return torch.nan_to_num(best, nan=0.0)
+
+    def start_state(self, x: Tensor, rank: int) -> int:
+        """The position in the ``2k`` axis of the ``rank``-th best path."""
+        if not 0 <= rank < self.k:
+            raise IndexError(f"rank {rank} is out of range for {self!r}")
+        return int(self.ranked(x[:, None])[rank, 0])
 
     def best_edge(
         self, weights: Tensor, values: Tensor, state: int
     ) -> tuple[int, int, float] | None:
-        """The ``state``-th best continuation over edges: (edge, next rank, value)."""
-        extended = (values * weights).T.reshape(-1)  # (edge, rank) flattened
-        ranked = self.order(extended)
-        pick = int(ranked[state]) if state < ranked.numel() else -1
-        if pick < 0 or torch.isnan(extended[pick]):
+        positive, rank = state < self.k, state % self.k
+        extended = self.scale(values, weights)
+        half = extended[: self.k] if positive else extended[self.k :]
+        flat = half.T.reshape(-1)  # (edge, rank) pairs
+        order = self._order(flat, descending=positive)
+        pick = int(order[rank]) if rank < flat.numel() else -1
+        if pick < 0 or bool(torch.isnan(flat[pick])):
             return None
-        return pick // self.size, pick % self.size, float(extended[pick])
+        edge, next_rank = divmod(pick, self.k)
+        same_list = bool(weights[edge] >= 0) == positive
+        next_state = next_rank if same_list else self.k + next_rank
+        return edge, next_state, float(flat[pick])
 
 
 _BY_NAME = {

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from ..semirings import Semiring
+from ..semirings import Semiring, TopK
 
 if TYPE_CHECKING:
     from .._engine import SemiringResult
@@ -51,13 +51,8 @@ class BranchFlow:
         """The paper's aggregation: per position, the group carrying the best path over
         ``dim`` gets that path's value and the other groups get 0."""
         per_group = self.aggregate(dim)
-        if (
-            per_group.dim() > 1
-            and per_group.shape[1] == self.semiring.size
-            and self.semiring.size > 1
-            and not hasattr(self.semiring, "sign")
-        ):
-            per_group = per_group[:, 0]
+        if isinstance(self.semiring, TopK):
+            per_group = per_group[:, 0]  # the best path's rank
         winner = per_group.argmax(dim=0, keepdim=True)
         return torch.zeros_like(per_group).scatter(
             0, winner, per_group.gather(0, winner)
