@@ -1,5 +1,48 @@
 """Tasks and models: synthetic datasets, small model builders, local pretrained models."""
 
+from .models import (
+    TrainedClassifier,
+    accuracy,
+    cache_dir,
+    default_model,
+    paper_bert,
+    paper_bert_config,
+    train_classifier,
+)
 from .pretrained import load_minilm, minilm_dir
+from .synthetic import (
+    TASKS,
+    AdjacentDuplicate,
+    BinCountOnes,
+    Contains1,
+    ContainsTokenSet,
+    FirstTokenRepeatedImmediately,
+    FirstTokenRepeatedLast,
+    FirstTokenRepeatedOnce,
+    SyntheticTask,
+    get_task,
+    split,
+)
 
-__all__ = ["load_minilm", "minilm_dir"]
+__all__ = [
+    "load_minilm",
+    "minilm_dir",
+    "SyntheticTask",
+    "ContainsTokenSet",
+    "Contains1",
+    "FirstTokenRepeatedImmediately",
+    "FirstTokenRepeatedLast",
+    "AdjacentDuplicate",
+    "FirstTokenRepeatedOnce",
+    "BinCountOnes",
+    "TASKS",
+    "get_task",
+    "split",
+    "paper_bert_config",
+    "paper_bert",
+    "train_classifier",
+    "TrainedClassifier",
+    "default_model",
+    "cache_dir",
+    "accuracy",
+]

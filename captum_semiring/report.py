@@ -1,0 +1,289 @@
+"""A self-contained HTML report of ``captum-semiring explain`` results.
+
+The report is one file: CSS inline, PNG plots embedded as base64 ``data:`` URIs, no
+scripts and no external resources, so it opens anywhere (also offline, from a mail
+attachment or a CI artifact).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_html_report", "render_html_report"]
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0;
+       background: #f4f5f7; color: #1d2329; line-height: 1.45; }
+main { max-width: 1100px; margin: 0 auto; padding: 24px 28px 48px; }
+h1 { font-size: 1.6em; margin: 0.2em 0 0.1em; }
+h2 { font-size: 1.25em; margin: 0 0 0.4em; }
+h3 { font-size: 1.0em; margin: 1.2em 0 0.4em; color: #3a4450; }
+.sub { color: #5b6670; margin: 0 0 1em; }
+.card { background: #fff; border: 1px solid #dde1e6; border-radius: 8px; padding: 18px 22px;
+        margin: 18px 0; box-shadow: 0 1px 2px rgba(0,0,0,0.04); }
+table { border-collapse: collapse; font-size: 0.88em; margin: 0.3em 0; }
+th, td { border-bottom: 1px solid #e5e8eb; padding: 3px 10px; text-align: right; }
+th { background: #f0f2f4; font-weight: 600; white-space: nowrap; }
+td.l, th.l { text-align: left; }
+table.kv td { text-align: left; }
+table.kv td:first-child { color: #5b6670; padding-right: 18px; }
+.tokens { display: flex; flex-wrap: wrap; gap: 4px; margin: 0.4em 0 0.2em; }
+.tok { font-family: ui-monospace, Menlo, Consolas, monospace; padding: 2px 6px; border-radius: 4px;
+       border: 1px solid #d0d5da; font-size: 0.92em; }
+.tok.hl { border: 2px solid #c00000; }
+.legend { font-size: 0.8em; color: #5b6670; }
+ol.paths { padding-left: 1.4em; margin: 0.3em 0; }
+ol.paths li { margin: 0.35em 0; }
+.chain { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.82em; color: #37414b;
+         word-break: break-word; }
+.chain .arrow { color: #9aa3ab; }
+.val { font-weight: 600; }
+img.plot { max-width: 100%; height: auto; display: block; margin: 0.6em 0; border: 1px solid #eceff1;
+           border-radius: 4px; }
+.note { background: #fff8e5; border: 1px solid #f0dca4; border-radius: 6px; padding: 6px 10px;
+        font-size: 0.88em; margin: 0.5em 0; }
+.grid { display: grid; grid-template-columns: max-content minmax(0, 1fr); gap: 28px; }
+@media (max-width: 800px) { .grid { grid-template-columns: 1fr; } }
+code { font-size: 0.9em; }
+td code { font-size: 1.05em; }
+.grid > div { min-width: 0; }
+"""
+
+
+def _esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: object, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return _esc(value)
+    if not math.isfinite(x):
+        return "–"
+    if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e4):
+        return f"{x:.{digits - 1}e}"
+    return f"{x:.{digits}g}"
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img class="plot" alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _token_strip(
+    tokens: Sequence[str], scores: Sequence[float | None], highlight: Sequence[int] = ()
+) -> str:
+    finite = [
+        abs(float(s)) for s in scores if s is not None and math.isfinite(float(s))
+    ]
+    top = max(finite) if finite else 0.0
+    parts = []
+    for i, (tok, s) in enumerate(zip(tokens, scores)):
+        alpha = (
+            abs(float(s)) / top
+            if top > 0 and s is not None and math.isfinite(float(s))
+            else 0.0
+        )
+        style = f"background: rgba(214, 39, 40, {0.08 + 0.72 * alpha:.3f})"
+        cls = "tok hl" if i in highlight else "tok"
+        parts.append(
+            f'<span class="{cls}" style="{style}" title="{_esc(_fmt(s))}">{_esc(tok)}</span>'
+        )
+    return f'<div class="tokens">{"".join(parts)}</div>'
+
+
+def _chain(modules: Sequence[str]) -> str:
+    names = [m if m else "&lt;output&gt;" for m in (_esc(m) for m in modules)]
+    return (
+        '<span class="chain">'
+        + ' <span class="arrow">→</span> '.join(names)
+        + "</span>"
+    )
+
+
+def _kv(rows: Sequence[tuple[str, object]]) -> str:
+    body = "".join(
+        f"<tr><td>{_esc(k)}</td><td>{v if isinstance(v, str) and v.startswith('<') else _esc(v)}</td></tr>"
+        for k, v in rows
+    )
+    return f'<table class="kv">{body}</table>'
+
+
+def _input_section(item: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
+    tokens = [str(t) for t in item["tokens"]]
+    target = item.get("target", {})
+    top = item.get("top_path_per_token", [])
+    ent = item.get("entropy_per_token", [])
+    ig = item.get("integrated_gradients") or {}
+    best = item.get("most_important_token")
+    highlight = [best] if isinstance(best, int) else []
+    out = [f'<section class="card"><h2>Input {item["index"] + 1}</h2>']
+    rows: list[tuple[str, object]] = [
+        ("target", target.get("description", "")),
+        ("target output", _fmt(item.get("output"))),
+    ]
+    if item.get("prediction") is not None:
+        rows.append(("prediction", item["prediction"]))
+    if item.get("label") is not None:
+        rows.append(("correct label", item["label"]))
+    out.append(_kv(rows))
+    out.append("<h3>Tokens, shaded by their top gradient path value</h3>")
+    out.append(_token_strip(tokens, top, highlight))
+    out.append(
+        '<div class="legend">darker = larger top-path value; the framed token carries the best path</div>'
+    )
+
+    paths = item.get("top_paths", [])
+    if paths:
+        out.append(
+            f"<h3>{'Top gradient path' if len(paths) == 1 else f'Top {len(paths)} gradient paths'}"
+            ' from the most important token</h3><ol class="paths">'
+        )
+        for p in paths:
+            out.append(
+                f'<li><span class="val">{_fmt(p["value"])}</span> from token {p["token_index"]} '
+                f"<code>{_esc(p['token'])}</code>, element {_esc(tuple(p['element']))} "
+                f"({p['hops']} hops):<br>{_chain(p['modules'])}</li>"
+            )
+        out.append("</ol>")
+
+    out.append('<div class="grid"><div>')
+    out.append(
+        '<h3>Per-token values</h3><table><tr><th class="l">#</th><th class="l">token</th>'
+        '<th title="max-product">top path</th><th>entropy (nats)</th><th title="integrated gradients">IG</th></tr>'
+    )
+    ig_tok = ig.get("per_token", [None] * len(tokens))
+    for i, tok in enumerate(tokens):
+        cells = [
+            _fmt(top[i] if i < len(top) else None),
+            _fmt(ent[i] if i < len(ent) else None),
+            _fmt(ig_tok[i] if i < len(ig_tok) else None),
+        ]
+        out.append(
+            f'<tr><td class="l">{i}</td><td class="l"><code>{_esc(tok)}</code></td>'
+            + "".join(f"<td>{c}</td>" for c in cells)
+            + "</tr>"
+        )
+    out.append("</table>")
+
+    out.append("</div><div>")
+    if ig:
+        out.append("<h3>Agreement with Integrated Gradients</h3>")
+        out.append(
+            _kv(
+                [
+                    ("Spearman ρ (top path vs IG)", _fmt(ig.get("spearman"), 3)),
+                    ("Spearman ρ (top path vs |IG|)", _fmt(ig.get("spearman_abs"), 3)),
+                    ("same most important token", _fmt(ig.get("top_token_agrees"))),
+                    (
+                        "IG steps / convergence delta",
+                        f"{ig.get('n_steps')} / {_fmt(ig.get('convergence_delta'), 3)}",
+                    ),
+                ]
+            )
+        )
+        out.append(
+            '<div class="legend">Integrated Gradients from a baseline of padding ids (special tokens '
+            "kept), summed over each token's hidden units; ρ is Spearman's rank correlation across "
+            "the tokens.</div>"
+        )
+    out.append("</div></div>")
+
+    plots = item.get("plots", {})
+    if "tokens" in plots and plots["tokens"] in images:
+        out.append(
+            "<h3>Per-token scores</h3>"
+            + _img(images[plots["tokens"]], "per-token scores")
+        )
+    flows = item.get("branch_flow", [])
+    if flows:
+        out.append("<h3>Branch flow per layer (skip / query / key / value)</h3>")
+        summary_rows = []
+        for layer in flows:
+            tb = layer.get("top_branch", {})
+            wins = {b: sum(1 for v in vals if v) for b, vals in tb.items()}
+            summary_rows.append(
+                f'<tr><td class="l">{_esc(layer["name"])}</td>'
+                + "".join(
+                    f"<td>{wins.get(b, 0)}</td>"
+                    for b in ("skip", "query", "key", "value")
+                )
+                + "</tr>"
+            )
+        out.append(
+            '<table><tr><th class="l">layer</th><th>skip</th><th>query</th><th>key</th><th>value</th></tr>'
+            + "".join(summary_rows)
+            + "</table>"
+        )
+        out.append(
+            '<div class="legend">tokens whose top path enters the layer through each branch</div>'
+        )
+        if "branch_flow" in plots and plots["branch_flow"] in images:
+            out.append(_img(images[plots["branch_flow"]], "branch flow"))
+    elif item.get("branch_flow_note"):
+        out.append(f'<div class="note">{_esc(item["branch_flow_note"])}</div>')
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def render_html_report(summary: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
+    """The report as an HTML string.
+
+    Args:
+        summary: the ``summary.json`` content (see ``captum_semiring.cli``).
+        images: PNG bytes by file name, as named in each input's ``"plots"``.
+    """
+    model = summary.get("model", {})
+    head = [
+        ("model", model.get("description", "")),
+        ("attribution layer", f"<code>{_esc(summary.get('layer', ''))}</code>"),
+    ]
+    if model.get("val_accuracy") is not None:
+        head.append(
+            ("validation accuracy", f"{100 * float(model['val_accuracy']):.1f}%")
+        )
+    head.append(("inputs", len(summary.get("inputs", []))))
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        "<title>captum-semiring report</title>",
+        f"<style>{_CSS}</style></head><body><main>",
+        "<h1>captum-semiring report</h1>",
+        '<p class="sub">Semiring backpropagation (Du et al., ACL 2023): top gradient paths '
+        "(max-product), gradient path entropy, and branch flow, compared with Integrated Gradients.</p>",
+        '<section class="card">' + _kv(head),
+    ]
+    for note in model.get("notes", []):
+        parts.append(f'<div class="note">{_esc(note)}</div>')
+    parts.append(
+        '<div class="legend">Top path: the largest product of local derivatives along one path from a '
+        "token's layer output to the target (⊕ = max over the token's hidden units). Entropy: the "
+        "entropy of the distribution of |path products| over all paths from the token (nats). "
+        "Branch flow: at each transformer layer's input, the flow into the query, key and value "
+        "projections and into the residual (skip) connection.</div></section>"
+    )
+    parts += [_input_section(item, images) for item in summary.get("inputs", [])]
+    parts.append("</main></body></html>")
+    return "\n".join(parts)
+
+
+def write_html_report(
+    summary: Mapping[str, Any], images: Mapping[str, bytes], path: str | Path
+) -> Path:
+    """Write :func:`render_html_report` to ``path`` and return it."""
+    path = Path(path)
+    path.write_text(render_html_report(summary, images), encoding="utf-8")
+    return path
