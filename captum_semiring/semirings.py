@@ -294,6 +294,11 @@ class MaxProduct(Semiring):
         dims = [d - 1 if d > 0 else d for d in _dims(dim)]
         return torch.stack((x[0].amax(dim=dims), x[1].amin(dim=dims)))
 
+    def matmul(self, x: Tensor, w: Tensor) -> Tensor:
+        from .kernels import max_times
+
+        return torch.stack(max_times(x[0], x[1], w))
+
     def segment_sum(self, x: Tensor, index: Tensor, size: int) -> Tensor:
         out = self.zeros((size,), x)
         expanded = index.expand_as(x[0])
@@ -554,8 +559,11 @@ class TopK(Semiring):
         if candidates.shape[0] < self.k:
             pad_shape = (self.k - candidates.shape[0], *candidates.shape[1:])
             candidates = torch.cat((candidates, candidates.new_full(pad_shape, math.nan)))
-        order = self._order(candidates, descending)[: self.k]
-        return candidates.gather(0, order)
+        # Ties keep equal values, so topk's unstable choice among them is harmless.
+        fill = -math.inf if descending else math.inf
+        keys = torch.nan_to_num(candidates, nan=fill)
+        best = torch.topk(keys, self.k, dim=0, largest=descending, sorted=True).values
+        return torch.where(torch.isinf(best), math.nan, best)
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return x[: self.k], x[self.k :]
