@@ -375,3 +375,36 @@ def test_module_source_that_never_runs():
     del out
     with pytest.raises(KeyError, match="never ran"):
         graph.node_of(unused)
+
+
+def test_forward_sweep_through_softmax_and_layer_norm_is_a_jvp():
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0, batch_first=True)
+    layer = layer.double().eval()
+    x = torch.randn(1, 3, 4, dtype=torch.float64)
+    with cs.record(x) as graph:
+        y = torch.log_softmax(layer(x), -1).cumsum(-1)
+    got = graph.forward("sum").values(y)[0]
+    jacobian = torch.autograd.functional.jacobian(
+        lambda t: torch.log_softmax(layer(t), -1).cumsum(-1), x
+    )
+    expected = jacobian.sum((3, 4, 5))  # J @ ones: the tangent of all sources at once
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-10)
+
+
+@pytest.mark.parametrize("semiring", ["sum", "max", "logsum"])
+def test_flow_across_a_layer_norm_cut(semiring):
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0, batch_first=True)
+    layer = layer.double().eval()
+    x = torch.randn(1, 3, 4, dtype=torch.float64)
+    with cs.record(x) as graph:
+        hidden = layer(x)  # ends in a layer norm: every path crosses it once
+        out = torch.softmax(hidden.sum(-1), -1)[:, 0]
+    res, fwd = graph.backward(out, semiring), graph.forward(semiring)
+    sr = res.semiring
+    through = sr.sum(sr.times(fwd.values(hidden), res.values(hidden)), [1, 2, 3])
+    total = sr.sum(res.values(x), [1, 2, 3])
+    torch.testing.assert_close(
+        sr.finalize(through), sr.finalize(total), rtol=1e-9, atol=1e-12
+    )

@@ -9,7 +9,7 @@ every semiring.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -219,24 +219,38 @@ class MatMul(LocalMap):
         return y.reshape(values.shape[0], *self.out_shape)
 
 
+RowMap = Callable[[Tensor], Tensor]
+
+
 class Blockwise(LocalMap):
     """Dense Jacobian blocks: the ``block`` axes of each row depend on each other.
 
-    ``jacobian`` has shape ``(rows, n_out, n_in)``, where rows enumerate the other axes
-    in order and ``n`` is the product of the block axes (softmax, layer norm).
+    ``jacobian()`` builds the ``(rows, n_out, n_in)`` blocks, where rows enumerate the
+    other axes in order and ``n`` is the product of the block axes (softmax, layer
+    norm). It runs once per sweep, because the blocks are too large to keep. ``vjp``
+    and ``jvp``, when given, apply the blocks to ``(S, rows, n)`` values in the
+    ordinary (+, ×) semiring without building them.
     """
 
-    def __init__(self, jacobian: Tensor, shape: Shape, block: Sequence[int]) -> None:
-        self.jacobian = jacobian
+    def __init__(
+        self,
+        jacobian: Callable[[], Tensor],
+        shape: Shape,
+        block: Sequence[int],
+        vjp: RowMap | None = None,
+        jvp: RowMap | None = None,
+    ) -> None:
+        self.jacobian, self.vjp, self.jvp = jacobian, vjp, jvp
         self.in_shape = self.out_shape = tuple(shape)
         nd = len(shape)
         self.block = [d % nd for d in block]
         self.rest = [d for d in range(nd) if d not in self.block]
         self.moved_shape = tuple(shape[d] for d in self.rest + self.block)
+        self.rows = math.prod(shape[d] for d in self.rest)
 
     def _to_rows(self, values: Tensor) -> Tensor:
         moved = values.permute(0, *[d + 1 for d in self.rest + self.block])
-        return moved.reshape(values.shape[0], self.jacobian.shape[0], 1, -1)
+        return moved.reshape(values.shape[0], self.rows, -1)
 
     def _from_rows(self, rows: Tensor) -> Tensor:
         moved = rows.reshape(rows.shape[0], *self.moved_shape)
@@ -244,25 +258,20 @@ class Blockwise(LocalMap):
         inverse = sorted(range(len(order)), key=lambda i: order[i])
         return moved.permute(0, *[d + 1 for d in inverse])
 
-    def backward(self, sr: Semiring, values: Tensor) -> Tensor:
-        return self._from_rows(sr.matmul(self._to_rows(values), self.jacobian))
-
-    def forward(self, sr: Semiring, values: Tensor) -> Tensor:
-        return self._from_rows(sr.matmul(self._to_rows(values), self.jacobian.mT))
-
-
-class Compose(LocalMap):
-    """``second`` after ``first``: edges through an intermediate that is not a node."""
-
-    def __init__(self, first: LocalMap, second: LocalMap) -> None:
-        self.first, self.second = first, second
-        self.in_shape, self.out_shape = first.in_shape, second.out_shape
+    def _apply(self, sr: Semiring, values: Tensor, transpose: bool) -> Tensor:
+        rows = self._to_rows(values)
+        direct = self.jvp if transpose else self.vjp
+        if direct is not None and isinstance(sr, SumProduct):
+            return self._from_rows(direct(rows))
+        blocks = self.jacobian()
+        out = sr.matmul(rows[..., None, :], blocks.mT if transpose else blocks)
+        return self._from_rows(out[..., 0, :])
 
     def backward(self, sr: Semiring, values: Tensor) -> Tensor:
-        return self.first.backward(sr, self.second.backward(sr, values))
+        return self._apply(sr, values, transpose=False)
 
     def forward(self, sr: Semiring, values: Tensor) -> Tensor:
-        return self.second.forward(sr, self.first.forward(sr, values))
+        return self._apply(sr, values, transpose=True)
 
 
 __all__ = [
@@ -273,5 +282,4 @@ __all__ = [
     "IndexMap",
     "MatMul",
     "Blockwise",
-    "Compose",
 ]

@@ -1,8 +1,9 @@
 """Row-wise primitives with dense per-row Jacobians: softmax, log_softmax, layer
 norm, cumsum.
 
-Their Jacobians have closed forms, built here from the recorded outputs. With
-``record(decompose=...)`` these ops are split into finer ops instead.
+Their Jacobians have closed forms, built from the recorded outputs once per sweep;
+the ordinary gradient skips them and uses the closed-form vector-Jacobian products.
+With ``record(decompose=...)`` these ops are split into finer ops instead.
 """
 
 from __future__ import annotations
@@ -31,12 +32,30 @@ def softmax_rule(call: Any) -> dict:
     if out.dim() == 0:
         return {(i, 0): Elementwise(torch.zeros_like(out), (), (), ())}
     y = _rows(out, dim)
-    eye = torch.eye(y.shape[-1], dtype=y.dtype, device=y.device)
     if call.func is aten._softmax.default:
-        jacobian = torch.diag_embed(y) - y[:, :, None] * y[:, None, :]
-    else:
-        jacobian = eye - torch.exp(y)[:, None, :]
-    return {(i, 0): Blockwise(jacobian, tuple(out.shape), [dim])}
+        # J[j, i] = y_j (δ_ij - y_i): symmetric, so vjp and jvp agree.
+        def jacobian() -> torch.Tensor:
+            return torch.diag_embed(y) - y[:, :, None] * y[:, None, :]
+
+        def apply(v: torch.Tensor) -> torch.Tensor:
+            return y * (v - (v * y).sum(-1, keepdim=True))
+
+        return {(i, 0): Blockwise(jacobian, tuple(out.shape), [dim], apply, apply)}
+
+    # log_softmax: J[j, i] = δ_ij - s_i with s = softmax.
+    s = torch.exp(y)
+
+    def log_jacobian() -> torch.Tensor:
+        eye = torch.eye(y.shape[-1], dtype=y.dtype, device=y.device)
+        return eye - s[:, None, :]
+
+    def vjp(v: torch.Tensor) -> torch.Tensor:
+        return v - s * v.sum(-1, keepdim=True)
+
+    def jvp(v: torch.Tensor) -> torch.Tensor:
+        return v - (s * v).sum(-1, keepdim=True)
+
+    return {(i, 0): Blockwise(log_jacobian, tuple(out.shape), [dim], vjp, jvp)}
 
 
 @register_rule(aten.native_layer_norm.default)
@@ -48,15 +67,39 @@ def layer_norm_rule(call: Any) -> dict:
     n = math.prod(shape[len(shape) - k :])
     mean, rstd = call.output(1).detach(), call.output(2).detach()
     normalized = ((x.detach() - mean) * rstd).reshape(-1, n)
-    rows = normalized.shape[0]
-    gamma = weight.detach().reshape(1, n, 1) if weight is not None else 1.0
-    eye = torch.eye(n, dtype=x.dtype, device=x.device)
-    inner = eye - 1.0 / n - normalized[:, :, None] * normalized[:, None, :] / n
-    jacobian = gamma * inner * rstd.reshape(rows, 1, 1)
+    rstd = rstd.reshape(-1, 1)
+    gamma = (
+        weight.detach().reshape(n)
+        if weight is not None
+        else torch.ones_like(normalized[0])
+    )
+
+    # J[j, i] = gamma_j rstd (δ_ij - 1/n - x̂_j x̂_i / n)
+    def jacobian() -> torch.Tensor:
+        blocks = normalized[:, :, None] * normalized[:, None, :]
+        blocks.mul_(-1.0 / n).sub_(1.0 / n).diagonal(dim1=1, dim2=2).add_(1.0)
+        return blocks.mul_(gamma[:, None] * rstd[:, :, None])
+
+    def vjp(v: torch.Tensor) -> torch.Tensor:
+        g = v * gamma
+        return rstd * (
+            g
+            - g.mean(-1, keepdim=True)
+            - normalized * (g * normalized).mean(-1, keepdim=True)
+        )
+
+    def jvp(v: torch.Tensor) -> torch.Tensor:
+        centred = (
+            v
+            - v.mean(-1, keepdim=True)
+            - normalized * (normalized * v).mean(-1, keepdim=True)
+        )
+        return gamma * rstd * centred
+
     maps: dict = {}
     tracked = {p for p, _ in call.inputs}
     if call.position("input") in tracked:
-        maps[(call.position("input"), 0)] = Blockwise(jacobian, shape, block)
+        maps[(call.position("input"), 0)] = Blockwise(jacobian, shape, block, vjp, jvp)
     for name, partial in (("weight", normalized.reshape(shape)), ("bias", None)):
         param = call.arg(name)
         if param is not None and call.position(name) in tracked:
@@ -75,5 +118,15 @@ def cumsum_rule(call: Any) -> dict:
     dim = call.arg("dim") % out.dim()
     n = out.shape[dim]
     rows = out.numel() // max(1, n)
-    lower = torch.ones(n, n, dtype=out.dtype, device=out.device).tril()
-    return {(i, 0): Blockwise(lower.expand(rows, n, n), tuple(out.shape), [dim])}
+
+    def jacobian() -> torch.Tensor:
+        lower = torch.ones(n, n, dtype=out.dtype, device=out.device).tril()
+        return lower.expand(rows, n, n)
+
+    def vjp(v: torch.Tensor) -> torch.Tensor:
+        return v.flip(-1).cumsum(-1).flip(-1)
+
+    def jvp(v: torch.Tensor) -> torch.Tensor:
+        return v.cumsum(-1)
+
+    return {(i, 0): Blockwise(jacobian, tuple(out.shape), [dim], vjp, jvp)}
