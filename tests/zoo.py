@@ -181,6 +181,21 @@ def _hf(kind: str, impl: str) -> Case:
     return model, (ids, mask), lambda out: out.logits[:, 1], (embeddings,)
 
 
+def _minilm(impl: str) -> Case:
+    from captum_semiring.tasks import load_minilm
+
+    model, tokenizer = load_minilm(impl, dtype=torch.float64)
+    enc = tokenizer(
+        ["the cat sat", "dogs bark at night"], padding=True, return_tensors="pt"
+    )
+    return (
+        model,
+        (enc["input_ids"], enc["attention_mask"]),
+        lambda out: out.last_hidden_state[:, 0, :4].sum(-1),
+        (model.embeddings,),
+    )
+
+
 CASES: dict[str, Callable[[], Case]] = {
     "mlp": mlp,
     "cnn": cnn,
@@ -192,3 +207,5 @@ CASES: dict[str, Callable[[], Case]] = {
 for _kind in ("bert", "distilbert", "gpt2"):
     for _impl in ("eager", "sdpa"):
         CASES[f"{_kind}-{_impl}"] = lambda k=_kind, i=_impl: _hf(k, i)
+for _impl in ("eager", "sdpa"):
+    CASES[f"minilm-{_impl}"] = lambda i=_impl: _minilm(i)
