@@ -42,23 +42,32 @@ def _max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     return hi.amax(-2), lo.amin(-2)
 
 
-def _compiled_kernel(name: str, fn: Callable[..., tuple[Tensor, Tensor]]) -> Callable[..., tuple[Tensor, Tensor]] | None:
+def _compiled_kernel(
+    name: str, fn: Callable[..., tuple[Tensor, Tensor]]
+) -> Callable[..., tuple[Tensor, Tensor]] | None:
     if name not in _compiled:
         try:
             _compiled[name] = torch.compile(fn, dynamic=True)
         except Exception as err:  # pragma: no cover - depends on the toolchain
-            warnings.warn(f"torch.compile unavailable ({err}); using eager kernels", stacklevel=3)
+            warnings.warn(
+                f"torch.compile unavailable ({err}); using eager kernels", stacklevel=3
+            )
             _compiled[name] = None
     return _compiled[name]
 
 
-def _chunked(fn: Callable[..., tuple[Tensor, Tensor]], pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+def _chunked(
+    fn: Callable[..., tuple[Tensor, Tensor]], pos: Tensor, neg: Tensor, w: Tensor
+) -> tuple[Tensor, Tensor]:
     m, n, p = pos.shape[-2], pos.shape[-1], w.shape[-1]
     batch = math.prod(torch.broadcast_shapes(pos.shape[:-2], w.shape[:-2]))
     rows = max(1, CHUNK_ELEMENTS // max(1, batch * n * p))
     if rows >= m:
         return fn(pos, neg, w)
-    parts = [fn(pos[..., i : i + rows, :], neg[..., i : i + rows, :], w) for i in range(0, m, rows)]
+    parts = [
+        fn(pos[..., i : i + rows, :], neg[..., i : i + rows, :], w)
+        for i in range(0, m, rows)
+    ]
     return torch.cat([a for a, _ in parts], -2), torch.cat([b for _, b in parts], -2)
 
 
@@ -72,6 +81,76 @@ def max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
             try:
                 return kernel(pos, neg, w)
             except Exception as err:  # pragma: no cover - depends on the toolchain
-                warnings.warn(f"compiled kernel failed ({err}); using eager kernels", stacklevel=2)
+                warnings.warn(
+                    f"compiled kernel failed ({err}); using eager kernels", stacklevel=2
+                )
                 _compiled["max_times"] = None
     return _chunked(_max_times, pos, neg, w)
+
+
+def keep_best(candidates: Tensor, k: int, largest: bool) -> Tensor:
+    """The ``k`` largest (or most negative) values along axis 0, best first; NaN marks
+    "no path" and pads when there are fewer than ``k``."""
+    if candidates.shape[0] < k:
+        pad = candidates.new_full(
+            (k - candidates.shape[0], *candidates.shape[1:]), math.nan
+        )
+        candidates = torch.cat((candidates, pad))
+    keys = torch.nan_to_num(candidates, nan=-math.inf if largest else math.inf)
+    # Tied values are equal, so topk's unstable choice among them is harmless.
+    best = torch.topk(keys, k, dim=0, largest=largest, sorted=True).values
+    return torch.where(torch.isinf(best), math.nan, best)
+
+
+def _head_keys(a: Tensor, b: Tensor, wt: Tensor, fill: float) -> Tensor:
+    """``w_jc · a_ij`` where ``w_jc >= 0``, else ``w_jc · b_ij``, laid out (..., m, p, n);
+    ``fill`` where there is no path (NaN)."""
+    wt = wt.unsqueeze(-3)
+    keys = torch.where(wt >= 0, wt * a.unsqueeze(-2), wt * b.unsqueeze(-2))
+    return torch.where(torch.isnan(keys), fill, keys)
+
+
+def _best_inputs(a: Tensor, b: Tensor, wt: Tensor, k: int, largest: bool) -> Tensor:
+    """For each output, the ``k`` inputs ``j`` whose best path extends best."""
+    m, n, p = a.shape[-2], a.shape[-1], wt.shape[-2]
+    size = m * n * p * math.prod(torch.broadcast_shapes(a.shape[:-2], wt.shape[:-2]))
+    keys_of: Callable[..., Tensor] = _head_keys
+    if size >= COMPILE_THRESHOLD and compile_enabled():
+        keys_of = _compiled_kernel("head_keys", _head_keys) or _head_keys  # type: ignore[assignment]
+    rows = max(1, CHUNK_ELEMENTS // max(1, size // max(1, m)))
+    parts = []
+    for i in range(0, m, rows):
+        fill = -math.inf if largest else math.inf
+        keys = keys_of(a[..., i : i + rows, :], b[..., i : i + rows, :], wt, fill)
+        parts.append(torch.topk(keys, min(k, n), dim=-1, largest=largest).indices)
+    return torch.cat(parts, -3) if len(parts) > 1 else parts[0]
+
+
+def _merge(
+    same: Tensor, other: Tensor, wt: Tensor, chosen: Tensor, k: int, largest: bool
+) -> Tensor:
+    """Top ``k`` over the chosen inputs' whole path lists (``k × k`` candidates)."""
+    shape = (same.shape[0], *chosen.shape[:-1], same.shape[-1])
+    index = chosen.expand(same.shape[0], *chosen.shape)
+    same_g = same.unsqueeze(-2).expand(shape).gather(-1, index)
+    other_g = other.unsqueeze(-2).expand(shape).gather(-1, index)
+    w_shape = (*chosen.shape[:-1], wt.shape[-1])
+    w_g = wt.unsqueeze(-3).expand(w_shape).gather(-1, chosen)
+    candidates = torch.where(w_g >= 0, w_g * same_g, w_g * other_g)
+    return keep_best(candidates.movedim(-1, 1).flatten(0, 1), k, largest)
+
+
+def top_k_times(values: Tensor, w: Tensor, k: int) -> Tensor:
+    """The TopK contraction of values ``(2k, ..., m, n)`` (k best non-negative, then k
+    most negative path values) with a real matrix ``w`` (..., n, p).
+
+    Each input's list is sorted, so only the ``k`` inputs with the best first entries
+    can contribute: find those, then merge their lists.
+    """
+    pos, neg = values[:k], values[k:]
+    wt = w.mT
+    hi = _best_inputs(pos[0], neg[0], wt, k, largest=True)
+    lo = _best_inputs(neg[0], pos[0], wt, k, largest=False)
+    return torch.cat(
+        (_merge(pos, neg, wt, hi, k, True), _merge(neg, pos, wt, lo, k, False))
+    )

@@ -555,15 +555,14 @@ class TopK(Semiring):
         return torch.sort(keys, dim=0, descending=descending, stable=True).indices
 
     def _keep(self, candidates: Tensor, descending: bool) -> Tensor:
-        """The best ``k`` along axis 0 (largest, or most negative), NaN-padded."""
-        if candidates.shape[0] < self.k:
-            pad_shape = (self.k - candidates.shape[0], *candidates.shape[1:])
-            candidates = torch.cat((candidates, candidates.new_full(pad_shape, math.nan)))
-        # Ties keep equal values, so topk's unstable choice among them is harmless.
-        fill = -math.inf if descending else math.inf
-        keys = torch.nan_to_num(candidates, nan=fill)
-        best = torch.topk(keys, self.k, dim=0, largest=descending, sorted=True).values
-        return torch.where(torch.isinf(best), math.nan, best)
+        from .kernels import keep_best
+
+        return keep_best(candidates, self.k, descending)
+
+    def matmul(self, x: Tensor, w: Tensor) -> Tensor:
+        from .kernels import top_k_times
+
+        return top_k_times(x, w, self.k)
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return x[: self.k], x[self.k :]
@@ -585,7 +584,10 @@ class TopK(Semiring):
         pos, neg = self._split(x)
         nonneg = w >= 0
         return torch.cat(
-            (torch.where(nonneg, pos * w, neg * w), torch.where(nonneg, neg * w, pos * w))
+            (
+                torch.where(nonneg, pos * w, neg * w),
+                torch.where(nonneg, neg * w, pos * w),
+            )
         )
 
     def sum(self, x: Tensor, dim: Dims) -> Tensor:
@@ -604,7 +606,9 @@ class TopK(Semiring):
         positive one first on ties, no path last."""
         by_sign = self._order(x, descending=True)
         magnitude = torch.where(torch.isnan(x), -1.0, x.abs()).gather(0, by_sign)
-        by_magnitude = torch.sort(magnitude, dim=0, descending=True, stable=True).indices
+        by_magnitude = torch.sort(
+            magnitude, dim=0, descending=True, stable=True
+        ).indices
         return by_sign.gather(0, by_magnitude)
 
     def finalize(self, x: Tensor) -> Tensor:
