@@ -14,6 +14,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,7 +24,7 @@ CHUNK_ELEMENTS = 1 << 24
 #: Problems smaller than this (m·n·p) skip the compiler.
 COMPILE_THRESHOLD = 1 << 22
 
-_compiled: dict[str, Callable[..., tuple[Tensor, Tensor]] | None] = {}
+_compiled: dict[str, Callable[..., Any] | None] = {}
 
 
 def compile_enabled() -> bool:
@@ -42,9 +43,7 @@ def _max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     return hi.amax(-2), lo.amin(-2)
 
 
-def _compiled_kernel(
-    name: str, fn: Callable[..., tuple[Tensor, Tensor]]
-) -> Callable[..., tuple[Tensor, Tensor]] | None:
+def _compiled_kernel(name: str, fn: Callable[..., Any]) -> Callable[..., Any] | None:
     if name not in _compiled:
         try:
             _compiled[name] = torch.compile(fn, dynamic=True)
@@ -116,7 +115,7 @@ def _best_inputs(a: Tensor, b: Tensor, wt: Tensor, k: int, largest: bool) -> Ten
     size = m * n * p * math.prod(torch.broadcast_shapes(a.shape[:-2], wt.shape[:-2]))
     keys_of: Callable[..., Tensor] = _head_keys
     if size >= COMPILE_THRESHOLD and compile_enabled():
-        keys_of = _compiled_kernel("head_keys", _head_keys) or _head_keys  # type: ignore[assignment]
+        keys_of = _compiled_kernel("head_keys", _head_keys) or _head_keys
     rows = max(1, CHUNK_ELEMENTS // max(1, size // max(1, m)))
     parts = []
     for i in range(0, m, rows):
