@@ -160,6 +160,16 @@ def _call(model: nn.Module, inputs: dict) -> torch.Tensor:
     return out.last_hidden_state[:, 0, 0]
 
 
+def _best_element(res: Any, source: Any, tokens: bool) -> tuple[int, ...]:
+    """The element with the largest value (for tokens: in the best token)."""
+    values = res[source]
+    if tokens:
+        token = int(res.aggregate(source, dim=-1)[0].argmax())
+        return (0, token, int(values[0, token].argmax()))
+    flat = torch.unravel_index(values.argmax(), values.shape)
+    return tuple(int(i) for i in flat)
+
+
 def bench_model(name: str, repeats: int, semirings: list[str]) -> dict[str, Any]:
     model, inputs, layer = MODELS[name]()
     source: Any = layer if layer is not None else inputs["x"]
@@ -183,22 +193,9 @@ def bench_model(name: str, repeats: int, semirings: list[str]) -> dict[str, Any]
             with cs.record(source) as graph:
                 out = _call(model, inputs)
             res = graph.backward(out, SEMIRINGS[semiring])
-            values = res[source]
+            res[source]  # finalize
             if semiring == "max+path":
-                flat = (
-                    int(res.aggregate(source, dim=-1).argmax())
-                    if values.dim() > 2
-                    else int(values.argmax())
-                )
-                index = (
-                    (0, flat, int(values[0, flat].argmax()))
-                    if values.dim() > 2
-                    else tuple(
-                        int(i)
-                        for i in torch.unravel_index(values.argmax(), values.shape)
-                    )
-                )
-                res.path(source, index)
+                res.path(source, _best_element(res, source, tokens=layer is not None))
 
         return run
 

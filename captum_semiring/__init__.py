@@ -3,6 +3,15 @@
 from ._capture import Graph, LayerInput, OpRecord, RecordingError, layer_input, record
 from ._engine import SemiringResult
 from .analysis import BranchFlow
+from .attr import (
+    GradientEntropy,
+    LayerBranchFlow,
+    SemiringAttribution,
+    SemiringLayerAttribution,
+    SemiringLLMGradientAttribution,
+    TopGradientPath,
+    semiring_grad,
+)
 from .paths import Hop, Path
 from .rules import UnsupportedOpError, register_decomposition, register_rule
 from .semirings import (
@@ -40,4 +49,11 @@ __all__ = [
     "register_decomposition",
     "RecordingError",
     "UnsupportedOpError",
+    "semiring_grad",
+    "SemiringAttribution",
+    "TopGradientPath",
+    "GradientEntropy",
+    "SemiringLayerAttribution",
+    "SemiringLLMGradientAttribution",
+    "LayerBranchFlow",
 ]

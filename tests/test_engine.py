@@ -408,3 +408,18 @@ def test_flow_across_a_layer_norm_cut(semiring):
     torch.testing.assert_close(
         sr.finalize(through), sr.finalize(total), rtol=1e-9, atol=1e-12
     )
+
+
+def test_top_branch_follows_the_sign():
+    x = torch.tensor([[1.0]], dtype=torch.float64)
+    with cs.record(x) as graph:
+        a, b = x * 2.0, x / (-1.0 / 3.0)  # two consumer groups: mul (+2) and div (-3)
+        out = (a + b).sum(-1)
+    for sign, expected in (
+        ("positive", {"aten.mul.Tensor": 2.0, "aten.div.Tensor": 0.0}),
+        ("negative", {"aten.mul.Tensor": 0.0, "aten.div.Tensor": -3.0}),
+        ("absolute", {"aten.mul.Tensor": 0.0, "aten.div.Tensor": -3.0}),
+    ):
+        flow = graph.backward(out, cs.MaxProduct(sign)).branch_flow(x, by="op")
+        top = flow.top_branch(dim=-1)[:, 0].tolist()
+        assert dict(zip(flow.labels, top, strict=True)) == pytest.approx(expected), sign

@@ -49,11 +49,18 @@ class BranchFlow:
 
     def top_branch(self, dim: int | list[int]) -> Tensor:
         """The paper's aggregation: per position, the group carrying the best path over
-        ``dim`` gets that path's value and the other groups get 0."""
+        ``dim`` gets that path's value and the other groups get 0. "Best" follows the
+        semiring: most negative for ``MaxProduct("negative")``, largest magnitude for
+        ``"absolute"``, largest otherwise."""
         per_group = self.aggregate(dim)
         if isinstance(self.semiring, TopK):
             per_group = per_group[:, 0]  # the best path's rank
-        winner = per_group.argmax(dim=0, keepdim=True)
+        sign = getattr(self.semiring, "sign", "positive")
+        if sign == "negative":
+            winner = per_group.argmin(dim=0, keepdim=True)
+        else:
+            key = per_group.abs() if sign == "absolute" else per_group
+            winner = key.argmax(dim=0, keepdim=True)
         return torch.zeros_like(per_group).scatter(
             0, winner, per_group.gather(0, winner)
         )
