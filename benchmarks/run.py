@@ -4,9 +4,9 @@
     python benchmarks/run.py --quick    # small models only
 
 Each cost is (recorded forward + sweep + finalize) over (forward + torch.autograd.grad
-to the same source), medians over repeats after a warm-up, with the two runs interleaved so that load from elsewhere hits both alike.
-Compilation happens in the
-warm-up and is reported separately. Results go to benchmarks/results.json.
+to the same source): medians over repeats after a warm-up, the two runs interleaved so
+that load from elsewhere hits both alike. Compilation happens in the warm-up and is
+reported separately. Results go to benchmarks/results.json.
 """
 
 from __future__ import annotations
