@@ -415,7 +415,10 @@ class _Recorder(TorchDispatchMode):
         for t in written:
             self._copy_saved_before_write(t, metadata_only=func in _METADATA_INPLACE)
 
-        if not tracked or func in _NOT_DIFFERENTIABLE or not torch.is_grad_enabled():
+        if not torch.is_grad_enabled():
+            # As in autograd, a tensor changed under no_grad keeps its history.
+            return func(*args, **kwargs)
+        if not tracked or func in _NOT_DIFFERENTIABLE:
             out = func(*args, **kwargs)
             for t in written:
                 self._forget_written(t, func, func in _METADATA_INPLACE)
@@ -630,6 +633,22 @@ def _mark_source(graph: Graph, key: Any, value: Any, label: str) -> None:
 
 
 @contextlib.contextmanager
+def recording_kernels() -> Iterator[None]:
+    """The kernel choices a recording needs: grad on (no fused inference kernels), no
+    oneDNN (its fused RNN kernel has no rule), no fused attention fast path."""
+    mkldnn = torch._C._get_mkldnn_enabled()
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch._C._set_mkldnn_enabled(False)
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        torch._C._set_mkldnn_enabled(mkldnn)
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+@contextlib.contextmanager
 def record(*sources: Source, decompose: Iterable[Any] = ()) -> Iterator[Graph]:
     """Record the gradient graph of everything computed from ``sources``.
 
@@ -696,16 +715,7 @@ def record(*sources: Source, decompose: Iterable[Any] = ()) -> Iterator[Graph]:
     handles.extend(_module_hooks(graph))
     recorder = _Recorder(graph)
     try:
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(torch.enable_grad())
-            # oneDNN's fused RNN kernel has no rule; the native kernels do.
-            mkldnn = torch._C._get_mkldnn_enabled()
-            torch._C._set_mkldnn_enabled(False)
-            stack.callback(torch._C._set_mkldnn_enabled, mkldnn)
-            fastpath = torch.backends.mha.get_fastpath_enabled()
-            torch.backends.mha.set_fastpath_enabled(False)
-            stack.callback(torch.backends.mha.set_fastpath_enabled, fastpath)
-            stack.enter_context(recorder)
+        with recording_kernels(), recorder:
             yield graph
     finally:
         graph._snapshot_versions()

@@ -423,3 +423,19 @@ def test_top_branch_follows_the_sign():
         flow = graph.backward(out, cs.MaxProduct(sign)).branch_flow(x, by="op")
         top = flow.top_branch(dim=-1)[:, 0].tolist()
         assert dict(zip(flow.labels, top, strict=True)) == pytest.approx(expected), sign
+
+
+def test_inplace_under_no_grad_keeps_history_like_autograd():
+    """F.cosine_similarity clamps a norm in place under no_grad; autograd keeps the
+    norm's history, so the recording must too."""
+    x = torch.randn(3, 4, dtype=torch.float64)
+
+    def f(t):
+        n = t.norm(dim=-1, keepdim=True).clone()
+        with torch.no_grad():
+            n.clamp_min_(1e-8)
+        return (t / n).sum(-1)
+
+    leaf = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(f(leaf).sum(), leaf)
+    torch.testing.assert_close(cs.semiring_grad(f, x, "sum"), expected)

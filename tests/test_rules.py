@@ -16,6 +16,7 @@ def _r(*shape):
     return torch.randn(*shape, dtype=torch.float64)
 
 
+_LABELS = torch.tensor([0, 3, 1])
 _MASK = torch.tensor([[True, False, True, True], [False, True, False, True]])
 
 # name -> (function of the tracked inputs, inputs). Each returns a tensor; the test
@@ -142,6 +143,21 @@ OPS = {
             + torch.ops.aten.var_mean.dim(a, [1], False)[0]
         ),
         (_r(2, 5),),
+    ),
+    "losses": (
+        lambda a: (
+            F.cross_entropy(a, _LABELS, reduction="none")
+            + F.nll_loss(F.log_softmax(a, 1), _LABELS, reduction="sum")
+            + F.cosine_similarity(a, a.flip(0))
+        ),
+        (_r(3, 4),),
+    ),
+    "scalar_where": (
+        lambda a: (
+            torch.ops.aten.where.ScalarOther(a > 0, a, 0.5)
+            + torch.ops.aten.where.ScalarSelf(a > 0, 0.5, a)
+        ),
+        (_r(3, 4),),
     ),
     "pad": (lambda a: F.pad(a, (1, 2, 0, 1), value=0.5), (_r(2, 3),)),
     "embedding": (

@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -13,6 +12,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .. import _captum_compat as compat
+from .._capture import recording_kernels
 from ..semirings import Semiring, get_semiring
 from ._common import (
     best_score,
@@ -55,20 +55,6 @@ def _replace_float_leaves(value: Any, replacements: tuple[Tensor, ...]) -> Any:
     for i, t in zip(position, replacements):
         leaves[i] = t
     return tree_unflatten(leaves, spec)
-
-
-@contextlib.contextmanager
-def _recording_kernels() -> Iterator[None]:
-    """Run as :func:`~captum_semiring.record` does (grad on, no oneDNN, no fused
-    attention fast path), so that the activations come from the same kernels as in
-    the recorded run; under ``no_grad`` PyTorch may pick fused inference kernels."""
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with torch.enable_grad(), torch.backends.mkldnn.flags(enabled=False):
-            yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
 @dataclass
@@ -282,7 +268,7 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         try:
             for index in range(len(self._layers)):
                 handles.append(self._hook(index, to_input, capture(index)))
-            with _recording_kernels():
+            with recording_kernels():
                 compat.run_forward(self.forward_func, inputs, None, args)
         finally:
             for handle in handles:

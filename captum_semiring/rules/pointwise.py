@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from . import register_rule
 from ._maps import Elementwise
 
 aten = torch.ops.aten
@@ -34,20 +35,23 @@ def _partials(call: Any) -> dict[int, torch.Tensor]:
     }
 
 
+# Ops whose condition selects one tensor argument: (condition, selected argument).
+_SELECTING = {
+    aten.where.self: ("condition", "self"),
+    aten.where.ScalarOther: ("condition", "self"),
+    aten.masked_fill.Scalar: ("mask", "value"),
+    aten.masked_fill.Tensor: ("mask", "value"),
+}
+
+
 def _edge_masks(call: Any) -> dict[int, torch.Tensor]:
     """Inputs that a boolean condition hides from some outputs have no edge there."""
-    shape = call.output(0).shape
-    if call.func in (aten.where.self, aten.where.ScalarSelf, aten.where.ScalarOther):
-        condition = call.arg("condition").expand(shape)
-        selected = (
-            call.position("self") if call.func is not aten.where.ScalarSelf else -1
-        )
-        return {i: condition if i == selected else ~condition for i, _ in call.inputs}
-    if call.func in (aten.masked_fill.Scalar, aten.masked_fill.Tensor):
-        hidden = call.arg("mask").expand(shape)
-        value = call.position("value") if call.func is aten.masked_fill.Tensor else -1
-        return {i: hidden if i == value else ~hidden for i, _ in call.inputs}
-    return {}
+    if call.func not in _SELECTING:
+        return {}
+    condition_name, selected_name = _SELECTING[call.func]
+    condition = call.arg(condition_name).expand(call.output(0).shape)
+    selected = call.position(selected_name)
+    return {i: condition if i == selected else ~condition for i, _ in call.inputs}
 
 
 def pointwise_rule(call: Any) -> dict[tuple[int, int], Elementwise]:
@@ -60,3 +64,8 @@ def pointwise_rule(call: Any) -> dict[tuple[int, int], Elementwise]:
             weight, in_shape, out_shape, out_shape, mask=masks.get(i)
         )
     return maps
+
+
+# This where overload carries no pointwise tag, but is pointwise; decompositions
+# (nll_loss) call it.
+register_rule(aten.where.ScalarOther)(pointwise_rule)
