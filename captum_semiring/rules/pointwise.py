@@ -2,7 +2,7 @@
 
 The local derivative of output element ``o`` with respect to input ``i`` is the
 elementwise partial at ``o``; autograd gives all of them in one call once every tracked
-input is broadcast to the output shape.
+input is broadcast to the output shape. Plain arithmetic uses closed forms instead.
 """
 
 from __future__ import annotations
@@ -17,7 +17,39 @@ from ._maps import Elementwise
 aten = torch.ops.aten
 
 
-def _partials(call: Any) -> dict[int, torch.Tensor]:
+def _arithmetic_partials(call: Any) -> dict[int, Any] | None:
+    """Closed-form partials of +, -, ×, ÷ (None: unit weight), broadcastable to the
+    output; None when the op is not one of them."""
+    if call.func not in _ARITHMETIC:
+        return None
+    dtype = call.output(0).dtype
+    # Tensors, so that a Python 0 divides as torch does (to inf), not by raising.
+    a = torch.as_tensor(call.arg("self"), dtype=dtype).detach()
+    b = torch.as_tensor(call.arg("other"), dtype=dtype).detach()
+    alpha = call.arg("alpha", 1)
+    if call.func is aten.add.Tensor:
+        by_name = {"self": None, "other": None if alpha == 1 else alpha}
+    elif call.func is aten.sub.Tensor:
+        by_name = {"self": None, "other": -alpha}
+    elif call.func is aten.mul.Tensor:
+        by_name = {"self": b, "other": a}
+    else:
+        by_name = {"self": 1 / b, "other": -a / (b * b)}
+    partials: dict[int, Any] = {}
+    for i, _ in call.inputs:
+        name = "self" if i == call.position("self") else "other"
+        w = by_name[name]
+        partials[i] = w if w is None else torch.as_tensor(w, dtype=dtype)
+    return partials
+
+
+_ARITHMETIC = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor}
+
+
+def _partials(call: Any) -> dict[int, Any]:
+    closed_form = _arithmetic_partials(call)
+    if closed_form is not None:
+        return closed_form
     out = call.output(0)
     shape = out.shape
     expanded = {
