@@ -101,26 +101,35 @@ def keep_best(candidates: Tensor, k: int, largest: bool) -> Tensor:
     return torch.where(torch.isinf(best), math.nan, best)
 
 
-def _head_keys(a: Tensor, b: Tensor, wt: Tensor, fill: float) -> Tensor:
-    """``w_jc · a_ij`` where ``w_jc >= 0``, else ``w_jc · b_ij``, laid out (..., m, p, n);
-    ``fill`` where there is no path (NaN)."""
+def _head_keys(a: Tensor, b: Tensor, wt: Tensor) -> Tensor:
+    """``w_jc · a_ij`` where ``w_jc >= 0``, else ``w_jc · b_ij``, laid out (..., m, p, n)."""
     wt = wt.unsqueeze(-3)
-    keys = torch.where(wt >= 0, wt * a.unsqueeze(-2), wt * b.unsqueeze(-2))
-    return torch.where(torch.isnan(keys), fill, keys)
+    return torch.where(wt >= 0, wt * a.unsqueeze(-2), wt * b.unsqueeze(-2))
+
+
+def _head_keys_high(a: Tensor, b: Tensor, wt: Tensor) -> Tensor:
+    """Keys for the largest values: no path (NaN) sorts last."""
+    keys = _head_keys(a, b, wt)
+    return torch.where(torch.isnan(keys), -math.inf, keys)
+
+
+def _head_keys_low(a: Tensor, b: Tensor, wt: Tensor) -> Tensor:
+    """Keys for the most negative values: no path (NaN) sorts last."""
+    keys = _head_keys(a, b, wt)
+    return torch.where(torch.isnan(keys), math.inf, keys)
 
 
 def _best_inputs(a: Tensor, b: Tensor, wt: Tensor, k: int, largest: bool) -> Tensor:
     """For each output, the ``k`` inputs ``j`` whose best path extends best."""
     m, n, p = a.shape[-2], a.shape[-1], wt.shape[-2]
     size = m * n * p * math.prod(torch.broadcast_shapes(a.shape[:-2], wt.shape[:-2]))
-    keys_of: Callable[..., Tensor] = _head_keys
+    keys_of: Callable[..., Tensor] = _head_keys_high if largest else _head_keys_low
     if size >= COMPILE_THRESHOLD and compile_enabled():
-        keys_of = _compiled_kernel("head_keys", _head_keys) or _head_keys
+        keys_of = _compiled_kernel(keys_of.__name__, keys_of) or keys_of
     rows = max(1, CHUNK_ELEMENTS // max(1, size // max(1, m)))
     parts = []
     for i in range(0, m, rows):
-        fill = -math.inf if largest else math.inf
-        keys = keys_of(a[..., i : i + rows, :], b[..., i : i + rows, :], wt, fill)
+        keys = keys_of(a[..., i : i + rows, :], b[..., i : i + rows, :], wt)
         parts.append(torch.topk(keys, min(k, n), dim=-1, largest=largest).indices)
     return torch.cat(parts, -3) if len(parts) > 1 else parts[0]
 
