@@ -1,4 +1,4 @@
-"""Speed and memory of semiring sweeps, as ratios measured side by side in one run.
+"""Speed of semiring sweeps, as ratios measured side by side in one run.
 
     python benchmarks/run.py            # every model (slow on 2 cores)
     python benchmarks/run.py --quick    # small models only
@@ -14,11 +14,9 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import platform
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,31 +45,6 @@ def _median_time(fn: Callable[[], Any], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _peak_extra_bytes(fn: Callable[[], Any]) -> int:
-    """Peak resident memory above the starting level while ``fn`` runs (sampled)."""
-    gc.collect()
-    start, peak, done = _rss(), [0], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss())
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        fn()
-    finally:
-        done.set()
-        sampler.join()
-    return max(peak[0], _rss()) - start
 
 
 # ----- models --------------------------------------------------------------------
@@ -202,10 +175,7 @@ def bench_model(name: str, repeats: int, semirings: list[str]) -> dict[str, Any]
 
     autograd()
     base = _median_time(autograd, repeats)
-    row: dict[str, Any] = {
-        "autograd_s": base,
-        "autograd_peak_mb": _peak_extra_bytes(autograd) / 2**20,
-    }
+    row: dict[str, Any] = {"autograd_s": base}
     for semiring in semirings:
         run = ours(semiring)
         start = time.perf_counter()
@@ -219,11 +189,6 @@ def bench_model(name: str, repeats: int, semirings: list[str]) -> dict[str, Any]
         t, b = statistics.median(ours_t), statistics.median(base_t)
         row[f"{semiring}_s"] = t
         row[f"{semiring}_ratio"] = t / b
-        if semiring in ("max", "max+path"):
-            row[f"{semiring}_peak_mb"] = _peak_extra_bytes(run) / 2**20
-            row[f"{semiring}_memory_ratio"] = row[f"{semiring}_peak_mb"] / max(
-                row["autograd_peak_mb"], 1e-9
-            )
         print(
             f"  {name:16s} {semiring:9s} {t:8.3f} s  {t / b:7.2f}x autograd", flush=True
         )
