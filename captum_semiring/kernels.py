@@ -55,18 +55,22 @@ def _compiled_kernel(name: str, fn: Callable[..., Any]) -> Callable[..., Any] | 
     return _compiled[name]
 
 
+def row_chunks(m: int, row_elements: int) -> list[slice]:
+    """Slices of ``m`` rows, each with at most :data:`CHUNK_ELEMENTS` elements of
+    broadcast work when one row costs ``row_elements``."""
+    rows = max(1, CHUNK_ELEMENTS // max(1, row_elements))
+    return [slice(i, i + rows) for i in range(0, m, rows)]
+
+
 def _chunked(
     fn: Callable[..., tuple[Tensor, Tensor]], pos: Tensor, neg: Tensor, w: Tensor
 ) -> tuple[Tensor, Tensor]:
-    m, n, p = pos.shape[-2], pos.shape[-1], w.shape[-1]
+    n, p = pos.shape[-1], w.shape[-1]
     batch = math.prod(torch.broadcast_shapes(pos.shape[:-2], w.shape[:-2]))
-    rows = max(1, CHUNK_ELEMENTS // max(1, batch * n * p))
-    if rows >= m:
+    chunks = row_chunks(pos.shape[-2], batch * n * p)
+    if len(chunks) == 1:
         return fn(pos, neg, w)
-    parts = [
-        fn(pos[..., i : i + rows, :], neg[..., i : i + rows, :], w)
-        for i in range(0, m, rows)
-    ]
+    parts = [fn(pos[..., rows, :], neg[..., rows, :], w) for rows in chunks]
     return torch.cat([a for a, _ in parts], -2), torch.cat([b for _, b in parts], -2)
 
 
@@ -126,10 +130,9 @@ def _best_inputs(a: Tensor, b: Tensor, wt: Tensor, k: int, largest: bool) -> Ten
     keys_of: Callable[..., Tensor] = _head_keys_high if largest else _head_keys_low
     if size >= COMPILE_THRESHOLD and compile_enabled():
         keys_of = _compiled_kernel(keys_of.__name__, keys_of) or keys_of
-    rows = max(1, CHUNK_ELEMENTS // max(1, size // max(1, m)))
     parts = []
-    for i in range(0, m, rows):
-        keys = keys_of(a[..., i : i + rows, :], b[..., i : i + rows, :], wt)
+    for rows in row_chunks(m, size // max(1, m)):
+        keys = keys_of(a[..., rows, :], b[..., rows, :], wt)
         parts.append(torch.topk(keys, min(k, n), dim=-1, largest=largest).indices)
     return torch.cat(parts, -3) if len(parts) > 1 else parts[0]
 

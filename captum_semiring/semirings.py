@@ -28,10 +28,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-Dims = int | Sequence[int]
+from . import kernels
 
-# Elements per chunk of the generic (broadcasting) semiring matmul.
-_MATMUL_CHUNK_ELEMENTS = 1 << 24
+Dims = int | Sequence[int]
 
 
 def _dims(dim: Dims) -> list[int]:
@@ -128,15 +127,12 @@ class Semiring:
         :math:`y_{ik} = \bigoplus_j x_{ij} \otimes \mathrm{lift}(w_{jk})`, batched over
         leading axes. The default broadcasts in chunks of rows.
         """
-        m, n, p = x.shape[-2], x.shape[-1], w.shape[-1]
+        n, p = x.shape[-1], w.shape[-1]
         batch = math.prod(torch.broadcast_shapes(x.shape[1:-2], w.shape[:-2]))
-        rows = max(1, _MATMUL_CHUNK_ELEMENTS // max(1, self.size * batch * n * p))
-        chunks = []
-        for start in range(0, m, rows):
-            xs = x[..., start : start + rows, :]
-            chunks.append(
-                self.sum(self.scale(xs[..., :, :, None], w[..., None, :, :]), -2)
-            )
+        chunks = [
+            self.sum(self.scale(x[..., rows, :, None], w[..., None, :, :]), -2)
+            for rows in kernels.row_chunks(x.shape[-2], self.size * batch * n * p)
+        ]
         return torch.cat(chunks, dim=-2) if len(chunks) > 1 else chunks[0]
 
     def segment_sum(self, x: Tensor, index: Tensor, size: int) -> Tensor:
@@ -295,9 +291,7 @@ class MaxProduct(Semiring):
         return torch.stack((x[0].amax(dim=dims), x[1].amin(dim=dims)))
 
     def matmul(self, x: Tensor, w: Tensor) -> Tensor:
-        from .kernels import max_times
-
-        return torch.stack(max_times(x[0], x[1], w))
+        return torch.stack(kernels.max_times(x[0], x[1], w))
 
     def segment_sum(self, x: Tensor, index: Tensor, size: int) -> Tensor:
         out = self.zeros((size,), x)
@@ -555,14 +549,10 @@ class TopK(Semiring):
         return torch.sort(keys, dim=0, descending=descending, stable=True).indices
 
     def _keep(self, candidates: Tensor, descending: bool) -> Tensor:
-        from .kernels import keep_best
-
-        return keep_best(candidates, self.k, descending)
+        return kernels.keep_best(candidates, self.k, descending)
 
     def matmul(self, x: Tensor, w: Tensor) -> Tensor:
-        from .kernels import top_k_times
-
-        return top_k_times(x, w, self.k)
+        return kernels.top_k_times(x, w, self.k)
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return x[: self.k], x[self.k :]
