@@ -14,10 +14,32 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from ..semirings import Semiring, TopK
+from ..semirings import MaxProduct, Semiring, TopK
 
 if TYPE_CHECKING:
     from .._engine import SemiringResult
+
+
+def best_score(semiring: Semiring, values: Tensor) -> Tensor:
+    """A score whose maximum is the semiring's best finalized value (largest for
+    ``MaxProduct("positive")``, most negative for ``"negative"``, largest magnitude
+    for ``"absolute"`` and for the rank-0 path of TopK)."""
+    if isinstance(semiring, MaxProduct):
+        if semiring.sign == "negative":
+            return -values
+        if semiring.sign == "absolute":
+            return values.abs()
+        return values
+    if isinstance(semiring, TopK):
+        return values.abs()
+    return values
+
+
+def keep_top_branch(per_group: Tensor, semiring: Semiring) -> Tensor:
+    """The paper's aggregation of finalized per-group values ``(groups, ...)``: the
+    group with the best value keeps it, the others get 0."""
+    winner = best_score(semiring, per_group).argmax(dim=0, keepdim=True)
+    return torch.zeros_like(per_group).scatter(0, winner, per_group.gather(0, winner))
 
 
 @dataclass
@@ -55,15 +77,7 @@ class BranchFlow:
         per_group = self.aggregate(dim)
         if isinstance(self.semiring, TopK):
             per_group = per_group[:, 0]  # the best path's rank
-        sign = getattr(self.semiring, "sign", "positive")
-        if sign == "negative":
-            winner = per_group.argmin(dim=0, keepdim=True)
-        else:
-            key = per_group.abs() if sign == "absolute" else per_group
-            winner = key.argmax(dim=0, keepdim=True)
-        return torch.zeros_like(per_group).scatter(
-            0, winner, per_group.gather(0, winner)
-        )
+        return keep_top_branch(per_group, self.semiring)
 
     def __repr__(self) -> str:
         return f"BranchFlow({self.labels})"

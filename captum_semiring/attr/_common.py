@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .. import _captum_compat as compat
-from ..semirings import MaxProduct, Semiring, TopK
+from ..semirings import Semiring
 
 Baseline = Tensor | int | float
 Dims = int | Sequence[int]
@@ -211,21 +211,6 @@ def integrate(values: Tensor, step_sizes: Sequence[float], example_dim: int) -> 
 def extra_axes(semiring: Semiring) -> int:
     """How many axes the semiring's finalized values put in front (1 for TopK)."""
     return semiring.finalize(semiring.zeros((1,), torch.empty(()))).dim() - 1
-
-
-def best_score(semiring: Semiring, values: Tensor) -> Tensor:
-    """A score whose maximum is the semiring's best finalized value (largest for
-    ``MaxProduct("positive")``, most negative for ``"negative"``, largest magnitude
-    for ``"absolute"`` and for the rank-0 path of TopK)."""
-    if isinstance(semiring, MaxProduct):
-        if semiring.sign == "negative":
-            return -values
-        if semiring.sign == "absolute":
-            return values.abs()
-        return values
-    if isinstance(semiring, TopK):
-        return values.abs()
-    return values
 
 
 def first_rank(values: Tensor, example_dim: int) -> Tensor:

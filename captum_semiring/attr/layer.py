@@ -13,9 +13,9 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .. import _captum_compat as compat
 from .._capture import recording_kernels
+from ..analysis.branch_flow import keep_top_branch
 from ..semirings import Semiring, get_semiring
 from ._common import (
-    best_score,
     check_internal_batch_size,
     check_steps,
     check_target_count,
@@ -561,10 +561,7 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         for _ in range(extra_axes(sr)):
             per_group = per_group[:, 0]
         if aggregation == "top-branch":
-            winner = best_score(sr, per_group).argmax(0, keepdim=True)
-            per_group = torch.zeros_like(per_group).scatter(
-                0, winner, per_group.gather(0, winner)
-            )
+            per_group = keep_top_branch(per_group, sr)
         return LayerBranchFlow(
             list(flow.labels), per_group.permute(1, 2, 0).detach(), sr, aggregation
         )

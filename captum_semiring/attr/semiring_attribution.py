@@ -10,12 +10,12 @@ import torch
 from torch import Tensor
 
 from .. import _captum_compat as compat
+from ..analysis.branch_flow import best_score
 from ..paths import Path
 from ..semirings import Entropy, MaxProduct, Semiring, TopK, get_semiring
 from ._common import (
     Baseline,
     Dims,
-    best_score,
     check_aggregate_dims,
     check_float_inputs,
     check_internal_batch_size,
