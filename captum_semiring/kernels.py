@@ -32,14 +32,20 @@ def compile_enabled() -> bool:
     return os.environ.get("CAPTUM_SEMIRING_COMPILE", "1") not in ("0", "false", "no")
 
 
-def _max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-    """Most positive and most negative of ``x_ij · w_jk`` over ``j``, for the
-    (most positive, most negative) pair ``x = (pos, neg)``; ``pos = -inf`` is no path."""
-    p, n, w = pos.unsqueeze(-1), neg.unsqueeze(-1), w.unsqueeze(-3)
+def max_extend(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """The (most positive, most negative) pair ``(pos, neg)`` times real weights
+    ``w``, broadcasting: a negative weight swaps the two. ``pos = -inf`` is no path and
+    stays so (the 0 · inf in the branch ``where`` drops is harmless)."""
     nonneg = w >= 0
-    dead = torch.isinf(p)
-    hi = torch.where(dead, -math.inf, torch.where(nonneg, w * p, w * n))
-    lo = torch.where(dead, math.inf, torch.where(nonneg, w * n, w * p))
+    dead = torch.isinf(pos)
+    hi = torch.where(dead, -math.inf, torch.where(nonneg, w * pos, w * neg))
+    lo = torch.where(dead, math.inf, torch.where(nonneg, w * neg, w * pos))
+    return hi, lo
+
+
+def _max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """Most positive and most negative of ``x_ij · w_jk`` over ``j``."""
+    hi, lo = max_extend(pos.unsqueeze(-1), neg.unsqueeze(-1), w.unsqueeze(-3))
     return hi.amax(-2), lo.amin(-2)
 
 

@@ -275,16 +275,7 @@ class MaxProduct(Semiring):
         return torch.where(no_path, self.zeros(out.shape[1:], out), out)
 
     def scale(self, x: Tensor, w: Tensor) -> Tensor:
-        pos, neg = x[0], x[1]
-        no_path = torch.isinf(pos)
-        finite_pos = torch.where(no_path, 0.0, pos)
-        finite_neg = torch.where(no_path, 0.0, neg)
-        nonneg = w >= 0
-        new_pos = torch.where(nonneg, w * finite_pos, w * finite_neg)
-        new_neg = torch.where(nonneg, w * finite_neg, w * finite_pos)
-        new_pos = torch.where(no_path, -math.inf, new_pos)
-        new_neg = torch.where(no_path, math.inf, new_neg)
-        return torch.stack((new_pos, new_neg))
+        return torch.stack(kernels.max_extend(x[0], x[1], w))
 
     def sum(self, x: Tensor, dim: Dims) -> Tensor:
         dims = [d - 1 if d > 0 else d for d in _dims(dim)]
