@@ -30,8 +30,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .analysis.branch_flow import TRANSFORMER_BRANCHES, transformer_branch
+from .analysis.reproductions import json_ready, module_name
+from .analysis.stats import spearman
+
 PROG = "captum-semiring"
-BRANCHES = ("skip", "query", "key", "value")
 
 # FirstTokenRepeatedOnce sequences for the default demo: three positives (the first
 # token comes back later, last, right away) and two negatives (one with distractor
@@ -149,18 +152,11 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _module_name(model: nn.Module, module: nn.Module) -> str:
-    for name, m in model.named_modules():
-        if m is module:
-            return name
-    return type(module).__name__
-
-
 def _find_embeddings(model: nn.Module) -> tuple[str, nn.Module]:
     base = getattr(model, "base_model", None)
     emb = getattr(base, "embeddings", None)
     if isinstance(base, nn.Module) and isinstance(emb, nn.Module):
-        return _module_name(model, emb), emb
+        return module_name(model, emb), emb
     for name, m in model.named_modules():
         if name and type(m).__name__.endswith("Embeddings"):
             return name, m
@@ -568,49 +564,6 @@ def _forward(subject: Subject, ids: Tensor, extra: dict[str, Tensor]) -> Tensor:
     return out
 
 
-def _spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
-    if len(a) < 2:
-        return None
-
-    def ranks(x: Sequence[float]) -> Tensor:
-        t = torch.tensor(x, dtype=torch.float64)
-        order = t.argsort()
-        r = torch.empty_like(t)
-        r[order] = torch.arange(len(t), dtype=torch.float64)
-        for v in t.unique():  # average ranks of ties
-            m = t == v
-            r[m] = r[m].mean()
-        return r
-
-    ra, rb = ranks(a), ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = float(ra.norm() * rb.norm())
-    return float((ra * rb).sum()) / den if den > 0 else None
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
-
-
-def _branch_of(label: str, layer_name: str) -> str:
-    prefix = f"{layer_name}." if layer_name else ""
-    if label.endswith(".query"):
-        return "query"
-    if label.endswith(".key"):
-        return "key"
-    if label.endswith(".value"):
-        return "value"
-    if label == f"{prefix}attention.output":
-        return "skip"
-    return "other"
-
-
 def prepare_target(
     subject: Subject, ex: Example, args: argparse.Namespace
 ) -> tuple[Target, Any]:
@@ -716,8 +669,12 @@ def explain_example(
         ) as err:  # the layer input was not recorded (e.g. upstream of --layer)
             flows.append({"name": name, "error": _first_line(err)})
             continue
-        agg = bf.aggregate(-1)[:, 0]  # (groups, L)
-        tb = bf.top_branch(-1)[:, 0]
+        branches = bf.grouped(
+            lambda label, name=name: transformer_branch(label, name),
+            TRANSFORMER_BRANCHES,
+        )
+        agg = branches.aggregate(-1)[:, 0]  # (4, L)
+        tb = branches.top_branch(-1)[:, 0]
         entry: dict[str, Any] = {
             "name": name,
             "top_branch": {},
@@ -725,15 +682,12 @@ def explain_example(
             "labels": list(bf.labels),
             "other": [],
         }
-        for b in BRANCHES:
-            rows = [i for i, lab in enumerate(bf.labels) if _branch_of(lab, name) == b]
-            entry["branch_max"][b] = (
-                [float(v) for v in agg[rows].max(0).values] if rows else [0.0] * L
-            )
-            entry["top_branch"][b] = (
-                [float(v) for v in tb[rows].sum(0)] if rows else [0.0] * L
-            )
-        entry["other"] = [lab for lab in bf.labels if _branch_of(lab, name) == "other"]
+        for i, b in enumerate(TRANSFORMER_BRANCHES):
+            entry["branch_max"][b] = [float(v) for v in agg[i]]
+            entry["top_branch"][b] = [float(v) for v in tb[i]]
+        entry["other"] = [
+            lab for lab in bf.labels if transformer_branch(lab, name) is None
+        ]
         flows.append(entry)
     flows_ok = [f for f in flows if "error" not in f]
 
@@ -770,8 +724,8 @@ def explain_example(
             "n_steps": args.ig_steps,
             "baseline": "pad ids (special tokens kept)",
             "convergence_delta": float(delta.reshape(-1)[0]),
-            "spearman": _spearman(top_list, ig_list),
-            "spearman_abs": _spearman(top_list, [abs(v) for v in ig_list]),
+            "spearman": spearman(top_list, ig_list),
+            "spearman_abs": spearman(top_list, [abs(v) for v in ig_list]),
             "top_token_agrees": int(torch.tensor(ig_list).abs().argmax())
             == int(top.argmax()),
         }
@@ -854,10 +808,12 @@ def _console_block(item: dict[str, Any]) -> str:
     )
     lines.append(f"  entropy (nats) {ent}")
     for f in item["branch_flow"]:
-        wins = {b: sum(1 for v in f["top_branch"][b] if v) for b in BRANCHES}
+        wins = {
+            b: sum(1 for v in f["top_branch"][b] if v) for b in TRANSFORMER_BRANCHES
+        }
         lines.append(
             f"  {f['name']}: tokens whose top path enters via "
-            + ", ".join(f"{b} {wins[b]}" for b in BRANCHES)
+            + ", ".join(f"{b} {wins[b]}" for b in TRANSFORMER_BRANCHES)
         )
     ig = item.get("integrated_gradients")
     if ig:
@@ -940,9 +896,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "seconds": round(time.perf_counter() - start, 2),
     }
     (out_dir / "summary.json").write_text(
-        json.dumps(_clean(summary), indent=1, allow_nan=False), encoding="utf-8"
+        json.dumps(json_ready(summary), indent=1, allow_nan=False), encoding="utf-8"
     )
-    report = write_html_report(_clean(summary), images, out_dir / "report.html")
+    report = write_html_report(json_ready(summary), images, out_dir / "report.html")
     print(f"report:  {report.resolve()}")
     print(f"summary: {(out_dir / 'summary.json').resolve()}")
     print(f"plots:   {len(images)} PNG files in {out_dir.resolve()}")
@@ -952,45 +908,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- reproduce
 
 
-@dataclass
-class Reproduction:
-    """A registered paper reproduction: ``run(out_dir, args)`` writes its files and
-    returns their paths."""
-
-    name: str
-    description: str
-    run: Callable[[Path, argparse.Namespace], list[Path]]
-
-
-NAMES: dict[str, Reproduction] = {}
-"""Reproductions by name, filled by :func:`register_reproduction`."""
-
-
-def register_reproduction(
-    name: str, description: str
-) -> Callable[
-    [Callable[[Path, argparse.Namespace], list[Path]]],
-    Callable[[Path, argparse.Namespace], list[Path]],
-]:
-    """Decorator: register ``fn(out_dir, args) -> list[Path]`` as ``reproduce NAME``."""
-
-    def deco(
-        fn: Callable[[Path, argparse.Namespace], list[Path]],
-    ) -> Callable[[Path, argparse.Namespace], list[Path]]:
-        if name in NAMES:
-            raise ValueError(f"reproduction {name!r} is already registered")
-        NAMES[name] = Reproduction(name, description, fn)
-        return fn
-
-    return deco
-
-
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .analysis.reproductions import ReproduceOptions, available
+
     if args.max_sentences is not None and args.max_sentences < 1:
         raise CLIError("--max-sentences must be at least 1")
-    if args.name not in NAMES:
-        available = ", ".join(sorted(NAMES)) or "none yet"
-        raise CLIError(f"unknown reproduction {args.name!r}; available: {available}")
+    if args.hf_model is not None and not Path(args.hf_model).is_dir():
+        raise CLIError(f"--hf-model {args.hf_model!r} is not a directory")
+    reproductions = available()
+    if args.name not in reproductions:
+        names = ", ".join(reproductions) or "none yet"
+        raise CLIError(f"unknown reproduction {args.name!r}; available: {names}")
     out_dir = Path(args.out)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -998,208 +926,19 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise CLIError(
             f"cannot create the output directory {str(out_dir)!r}: {err.strerror}"
         ) from None
-    files = NAMES[args.name].run(out_dir, args)
-    for f in files:
+    options = ReproduceOptions(max_sentences=args.max_sentences, hf_model=args.hf_model)
+    for f in reproductions[args.name].run(out_dir, options):
         print(f"wrote {f}")
     return 0
 
 
-def fig2_branch_flow(
-    trained: Any, batch_size: int = 200, max_sentences: int | None = None
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Sec. 5.1 / Fig. 2: max-product branch flow at the layer input, by token type.
-
-    For every validation sentence of the FirstTokenRepeatedOnce model, the target is
-    the correct class's logit. At the (only) layer's input, the flow of each token
-    into the skip connection and the query, key and value projections is taken in two
-    aggregations: ``top-branch`` (the paper's: the branch carrying the token's top
-    path gets its value, the others 0) and ``branch-max`` (each branch's own max over
-    the hidden units). Per sentence, tokens are averaged within their type (``first``,
-    ``repeat`` = the first token's repeat, ``other``); the rows give the mean over
-    sentences with a normal 95% interval.
-
-    Returns:
-        The CSV rows and a summary with the winners per token type.
-    """
-    import captum_semiring as cs
-
-    model = trained.model.eval()
-    X, y = trained.data["val"]
-    if max_sentences is not None:
-        X, y = X[:max_sentences], y[:max_sentences]
-    layer = model.bert.encoder.layer[0]
-    source = cs.layer_input(layer)
-    layer_name = _module_name(model, layer)
-    # per (token_type, aggregation): list over sentences of a (4,) branch vector
-    per_sentence: dict[tuple[str, str], list[Tensor]] = {}
-    for start in range(0, len(y), batch_size):
-        ids, labels = X[start : start + batch_size], y[start : start + batch_size]
-        with cs.record(source) as graph:
-            logits = model(ids, attention_mask=torch.ones_like(ids)).logits
-            out = logits.gather(1, labels[:, None])[:, 0]
-        bf = graph.backward(out, cs.MaxProduct()).branch_flow(source)
-        groups = [
-            [i for i, lab in enumerate(bf.labels) if _branch_of(lab, layer_name) == b]
-            for b in BRANCHES
-        ]
-        values = {
-            "top-branch": bf.top_branch(-1),
-            "branch-max": bf.aggregate(-1),
-        }  # (G, B, S)
-        is_repeat = ids == ids[:, :1]
-        is_repeat[:, 0] = False
-        for agg, v in values.items():
-            # (4, B, S): combine groups that map to the same branch
-            vb = torch.stack(
-                [
-                    v[g].sum(0) if agg == "top-branch" else v[g].max(0).values
-                    for g in groups
-                ]
-            )
-            for b in range(ids.shape[0]):
-                masks = {
-                    "first": torch.arange(ids.shape[1]) == 0,
-                    "repeat": is_repeat[b],
-                    "other": ~is_repeat[b],
-                }
-                masks["other"][0] = False
-                for token_type, mask in masks.items():
-                    if mask.any():
-                        per_sentence.setdefault((token_type, agg), []).append(
-                            vb[:, b, mask].mean(-1)
-                        )
-    rows: list[dict[str, Any]] = []
-    winners: dict[str, dict[str, str]] = {}
-    for (token_type, agg), vecs in sorted(per_sentence.items()):
-        stacked = torch.stack(vecs).double()  # (n, 4)
-        n = stacked.shape[0]
-        mean = stacked.mean(0)
-        half = 1.96 * stacked.std(0) / math.sqrt(n) if n > 1 else torch.zeros_like(mean)
-        for i, branch in enumerate(BRANCHES):
-            rows.append(
-                {
-                    "token_type": token_type,
-                    "branch": branch,
-                    "aggregation": agg,
-                    "mean": float(mean[i]),
-                    "ci_low": float(mean[i] - half[i]),
-                    "ci_high": float(mean[i] + half[i]),
-                    "n": n,
-                }
-            )
-        winners.setdefault(agg, {})[token_type] = BRANCHES[int(mean.argmax())]
-        if agg == "branch-max":
-            winners.setdefault("branch-max-qkv", {})[token_type] = BRANCHES[
-                1 + int(mean[1:].argmax())
-            ]
-    order = {"first": 0, "repeat": 1, "other": 2}
-    rows.sort(
-        key=lambda r: (
-            r["aggregation"] != "top-branch",
-            order[r["token_type"]],
-            BRANCHES.index(r["branch"]),
-        )
-    )
-    top = winners.get("top-branch", {})
-    summary = {
-        "val_accuracy": trained.val_accuracy,
-        "test_accuracy": trained.test_accuracy,
-        "n_sentences": len(y),
-        "winners": winners,
-        "paper_claims": {
-            "repeat token's top-gradient flow is highest through the keys": top.get(
-                "repeat"
-            )
-            == "key",
-            "first token has high query flow": top.get("first") == "query",
-            "first token: query is the largest of query/key/value (branch-max)": winners.get(
-                "branch-max-qkv", {}
-            ).get("first")
-            == "query",
-        },
-        "note": (
-            "The classifier reads position 0 only, so tokens after the first reach the output "
-            "only through position 0's attention (their keys and values): their skip and query "
-            "flows are exactly 0."
-        ),
-    }
-    return rows, summary
-
-
-@register_reproduction(
-    "fig2", "sec. 5.1 / Fig. 2: branch flow by token type on FirstTokenRepeatedOnce"
-)
-def _reproduce_fig2(out_dir: Path, args: argparse.Namespace) -> list[Path]:
-    import csv
-
-    from .tasks.models import default_model
-    from .visualization import figure_to_png, plot_branch_summary
-
-    trained = default_model(verbose=True)
-    rows, summary = fig2_branch_flow(trained, max_sentences=args.max_sentences)
-    csv_path = out_dir / "fig2_branch_flow.csv"
-    with csv_path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(
-            fh,
-            fieldnames=[
-                "token_type",
-                "branch",
-                "aggregation",
-                "mean",
-                "ci_low",
-                "ci_high",
-                "n",
-            ],
-        )
-        writer.writeheader()
-        writer.writerows(rows)
-    figures = []
-    for agg in ("top-branch", "branch-max"):
-        plot_rows = []
-        for token_type in ("first", "repeat", "other"):
-            sel = {
-                r["branch"]: r
-                for r in rows
-                if r["aggregation"] == agg and r["token_type"] == token_type
-            }
-            if sel:
-                plot_rows.append(
-                    {
-                        "label": f"{token_type} (n={next(iter(sel.values()))['n']})",
-                        "mean": {b: r["mean"] for b, r in sel.items()},
-                        "low": {b: r["ci_low"] for b, r in sel.items()},
-                        "high": {b: r["ci_high"] for b, r in sel.items()},
-                    }
-                )
-        figures.append((agg, plot_rows))
-    png_path = out_dir / "fig2_branch_flow.png"
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(12, 4.0), layout="constrained")
-    for ax, (agg, plot_rows) in zip(fig.subplots(1, 2), figures):
-        title = (
-            "top-branch (paper's aggregation)"
-            if agg == "top-branch"
-            else "branch-max (each branch's ⊕ over hidden)"
-        )
-        plot_branch_summary(plot_rows, title=f"{title}, log scale", ax=ax, log=True)
-        ax.set_ylabel("mean max-product flow", fontsize=9)
-    fig.suptitle(
-        f"Fig. 2 reproduction: FirstTokenRepeatedOnce, {summary['n_sentences']} validation sentences, 95% CI",
-        fontsize=10,
-    )
-    png_path.write_bytes(figure_to_png(fig))
-    summary_path = out_dir / "fig2_summary.json"
-    summary_path.write_text(json.dumps(_clean(summary), indent=1), encoding="utf-8")
-    top = summary["winners"].get("top-branch", {})
-    print(
-        f"validation accuracy {summary['val_accuracy']:.3f}; top-branch winners: "
-        + ", ".join(f"{t} -> {b}" for t, b in top.items())
-    )
-    return [csv_path, png_path, summary_path]
-
-
 # --------------------------------------------------------------------------- main
+
+
+def _reproductions() -> dict[str, Any]:
+    from .analysis.reproductions import available
+
+    return available()
 
 
 def _version() -> str:
@@ -1314,7 +1053,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "name",
         metavar="NAME",
-        help="the experiment: " + (", ".join(sorted(NAMES)) or "none registered yet"),
+        help="the experiment: "
+        + ", ".join(f"{n} ({r.description})" for n, r in _reproductions().items()),
     )
     rp.add_argument(
         "--out",
@@ -1328,6 +1068,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="use only the first N validation sentences (quick checks; default: all)",
+    )
+    rp.add_argument(
+        "--hf-model",
+        metavar="DIR",
+        help="a local Hugging Face masked LM directory, for reproductions that accept one (fig4)",
     )
     rp.add_argument(
         "--debug", action="store_true", help="show tracebacks of unexpected errors"

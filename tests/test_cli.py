@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from captum_semiring import cli
+from captum_semiring.analysis.reproductions import available
 from captum_semiring.cli import main
 
 
@@ -395,7 +396,7 @@ def test_console_script_entry_point() -> None:
 def test_reproduce_fig2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import csv
 
-    assert "fig2" in cli.NAMES
+    assert "fig2" in available()
     rc = main(
         [
             "reproduce",

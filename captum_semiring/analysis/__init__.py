@@ -1,5 +1,11 @@
-"""Analyses built on semiring sweeps: branch flow, aggregation."""
+"""Analyses built on semiring sweeps: branch flow, the paper's reproductions, and the
+comparison with ablation."""
 
-from .branch_flow import BranchFlow, branch_flow
+from .branch_flow import (
+    TRANSFORMER_BRANCHES,
+    BranchFlow,
+    branch_flow,
+    transformer_branch,
+)
 
-__all__ = ["BranchFlow", "branch_flow"]
+__all__ = ["BranchFlow", "branch_flow", "TRANSFORMER_BRANCHES", "transformer_branch"]

@@ -8,6 +8,7 @@ projections from the residual (skip) connection.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -79,8 +80,38 @@ class BranchFlow:
             per_group = per_group[:, 0]  # the best path's rank
         return keep_top_branch(per_group, self.semiring)
 
+    def grouped(
+        self, key: Callable[[str], str | None], names: Sequence[str]
+    ) -> BranchFlow:
+        """Groups merged by ``key(label)`` with ⊕, one per entry of ``names`` and in
+        that order. Labels whose key is not in ``names`` are dropped; a name that no
+        label maps to gets the semiring zero."""
+        sr, merged = self.semiring, []
+        for name in names:
+            rows = [i for i, label in enumerate(self.labels) if key(label) == name]
+            if rows:
+                merged.append(sr.sum(self.values[rows].movedim(0, 1), 1))
+            else:
+                merged.append(sr.zeros(self.values.shape[2:], self.values))
+        return BranchFlow(list(names), torch.stack(merged), sr)
+
     def __repr__(self) -> str:
         return f"BranchFlow({self.labels})"
+
+
+#: The four branches a transformer layer's input feeds (Fig. 2 of the paper).
+TRANSFORMER_BRANCHES = ("skip", "query", "key", "value")
+
+
+def transformer_branch(label: str, layer_name: str) -> str | None:
+    """Which of :data:`TRANSFORMER_BRANCHES` a consumer module of a BERT-style layer
+    input belongs to: the ``query``/``key``/``value`` projections, or the residual add
+    in ``attention.output`` (the skip connection); None for anything else."""
+    for branch in ("query", "key", "value"):
+        if label.endswith(f".{branch}"):
+            return branch
+    prefix = f"{layer_name}." if layer_name else ""
+    return "skip" if label == f"{prefix}attention.output" else None
 
 
 @torch.no_grad()
