@@ -433,4 +433,11 @@ def test_reproduce_fig2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
             assert float(r["mean"]) == 0.0
     summary = json.loads((tmp_path / "fig2_summary.json").read_text())
     assert summary["val_accuracy"] == 1.0 and summary["n_sentences"] == 60
+    assert summary["decompose"] == ["softmax", "layer_norm"]
+    assert set(summary["aten_primitives"]) == {"winners", "paper_claims"}
+    with (tmp_path / "fig2_branch_flow_aten.csv").open() as fh:
+        aten_rows = list(csv.DictReader(fh))
+    assert len(aten_rows) == len(rows)
+    # the gradient is granularity-free, max-product values are not
+    assert [r["mean"] for r in aten_rows] != [r["mean"] for r in rows]
     assert (tmp_path / "fig2_branch_flow.png").read_bytes()[:4] == b"\x89PNG"

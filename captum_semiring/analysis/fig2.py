@@ -33,7 +33,10 @@ def _token_masks(ids: Tensor) -> dict[str, Tensor]:
 
 
 def fig2_branch_flow(
-    trained: Any, batch_size: int = 200, max_sentences: int | None = None
+    trained: Any,
+    batch_size: int = 200,
+    max_sentences: int | None = None,
+    decompose: tuple[str, ...] = (),
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Max-product branch flow at the layer input, by token type.
 
@@ -51,6 +54,8 @@ def fig2_branch_flow(
             FirstTokenRepeatedOnce.
         batch_size: sentences per sweep.
         max_sentences: use only the first N validation sentences.
+        decompose: composite ops to record as finer ops (``("softmax",
+            "layer_norm")`` is the paper's granularity); see :func:`~captum_semiring.record`.
 
     Returns:
         The CSV rows and a summary with the winning branch per token type.
@@ -67,7 +72,7 @@ def fig2_branch_flow(
     per_sentence: dict[tuple[str, str], list[Tensor]] = {}  # (type, agg) -> (4,) each
     for start in range(0, len(y), batch_size):
         ids, labels = X[start : start + batch_size], y[start : start + batch_size]
-        with cs.record(source) as graph:
+        with cs.record(source, decompose=decompose) as graph:
             logits = model(ids, attention_mask=torch.ones_like(ids)).logits
             out = logits.gather(1, labels[:, None])[:, 0]
         flow = graph.backward(out, cs.MaxProduct()).branch_flow(source)
@@ -115,6 +120,7 @@ def fig2_branch_flow(
         "val_accuracy": trained.val_accuracy,
         "test_accuracy": trained.test_accuracy,
         "n_sentences": len(y),
+        "decompose": list(decompose),
         "winners": winners,
         "paper_claims": {
             "repeat token's top-gradient flow is highest through the keys": (
@@ -134,39 +140,42 @@ def fig2_branch_flow(
     return rows, summary
 
 
-def plot_fig2(rows: list[dict[str, Any]], n_sentences: int) -> Any:
-    """The two panels of the reproduction (top-branch, branch-max) as a Figure."""
+def plot_fig2(panels: dict[str, list[dict[str, Any]]], n_sentences: int) -> Any:
+    """The reproduction as a Figure: one row of panels (top-branch, branch-max) per
+    granularity in ``panels`` (granularity name to CSV rows)."""
     from matplotlib.figure import Figure
 
     from ..visualization import plot_branch_summary
 
-    fig = Figure(figsize=(12, 4.0), layout="constrained")
+    fig = Figure(figsize=(12, 3.8 * len(panels)), layout="constrained")
+    axes = fig.subplots(len(panels), 2, squeeze=False)
     titles = {
         "top-branch": "top-branch (paper's aggregation)",
         "branch-max": "branch-max (each branch's ⊕ over hidden)",
     }
-    for ax, agg in zip(fig.subplots(1, 2), AGGREGATIONS, strict=True):
-        plot_rows = []
-        for token_type in TOKEN_TYPES:
-            sel = {
-                r["branch"]: r
-                for r in rows
-                if r["aggregation"] == agg and r["token_type"] == token_type
-            }
-            if sel:
-                n = next(iter(sel.values()))["n"]
-                plot_rows.append(
-                    {
-                        "label": f"{token_type} (n={n})",
-                        "mean": {b: r["mean"] for b, r in sel.items()},
-                        "low": {b: r["ci_low"] for b, r in sel.items()},
-                        "high": {b: r["ci_high"] for b, r in sel.items()},
-                    }
-                )
-        plot_branch_summary(
-            plot_rows, title=f"{titles[agg]}, log scale", ax=ax, log=True
-        )
-        ax.set_ylabel("mean max-product flow", fontsize=9)
+    for row_axes, (granularity, rows) in zip(axes, panels.items(), strict=True):
+        for ax, agg in zip(row_axes, AGGREGATIONS, strict=True):
+            plot_rows = []
+            for token_type in TOKEN_TYPES:
+                sel = {
+                    r["branch"]: r
+                    for r in rows
+                    if r["aggregation"] == agg and r["token_type"] == token_type
+                }
+                if sel:
+                    n = next(iter(sel.values()))["n"]
+                    plot_rows.append(
+                        {
+                            "label": f"{token_type} (n={n})",
+                            "mean": {b: r["mean"] for b, r in sel.items()},
+                            "low": {b: r["ci_low"] for b, r in sel.items()},
+                            "high": {b: r["ci_high"] for b, r in sel.items()},
+                        }
+                    )
+            plot_branch_summary(
+                plot_rows, title=f"{granularity}: {titles[agg]}", ax=ax, log=True
+            )
+            ax.set_ylabel("mean max-product flow (log)", fontsize=9)
     fig.suptitle(
         "Fig. 2 reproduction: FirstTokenRepeatedOnce, "
         f"{n_sentences} validation sentences, 95% CI",
@@ -175,24 +184,55 @@ def plot_fig2(rows: list[dict[str, Any]], n_sentences: int) -> Any:
     return fig
 
 
+#: The paper's library built softmax from exp, sum and div and layer norm from mean
+#: and var; recording ATen primitives keeps each as one op with a dense Jacobian.
+GRANULARITIES = {
+    "paper granularity": ("softmax", "layer_norm"),
+    "ATen primitives": (),
+}
+
+
 @register_reproduction(
     "fig2", "sec. 5.1 / Fig. 2: branch flow by token type on FirstTokenRepeatedOnce"
 )
 def reproduce_fig2(out_dir: Path, options: ReproduceOptions) -> list[Path]:
-    """Write ``fig2_branch_flow.csv``, ``fig2_branch_flow.png`` and
-    ``fig2_summary.json``."""
+    """Write ``fig2_branch_flow.csv`` (the paper's granularity: softmax and layer norm
+    decomposed), ``fig2_branch_flow_aten.csv`` (ATen primitives), the plot
+    ``fig2_branch_flow.png`` and ``fig2_summary.json``."""
     from ..tasks.models import default_model
     from ..visualization import figure_to_png
 
     trained = default_model(verbose=True)
-    rows, summary = fig2_branch_flow(trained, max_sentences=options.max_sentences)
-    csv_path = write_csv(out_dir / "fig2_branch_flow.csv", rows, CSV_COLUMNS)
-    png_path = out_dir / "fig2_branch_flow.png"
-    png_path.write_bytes(figure_to_png(plot_fig2(rows, summary["n_sentences"])))
-    summary_path = write_json(out_dir / "fig2_summary.json", summary)
-    top = summary["winners"].get("top-branch", {})
-    print(
-        f"validation accuracy {summary['val_accuracy']:.3f}; top-branch winners: "
-        + ", ".join(f"{t} -> {b}" for t, b in top.items())
+    panels, summaries = {}, {}
+    for granularity, decompose in GRANULARITIES.items():
+        rows, summaries[granularity] = fig2_branch_flow(
+            trained, max_sentences=options.max_sentences, decompose=decompose
+        )
+        panels[granularity] = rows
+    summary = summaries["paper granularity"]
+    summary["aten_primitives"] = {
+        k: summaries["ATen primitives"][k] for k in ("winners", "paper_claims")
+    }
+    summary["granularity_note"] = (
+        "fig2_branch_flow.csv records softmax as exp/sum/div and layer norm as "
+        "mean/var/..., as the paper's library did; fig2_branch_flow_aten.csv keeps them "
+        "as single ATen ops with dense Jacobians. The winning branch of the repeated "
+        "token depends on this choice."
     )
-    return [csv_path, png_path, summary_path]
+    csv_path = write_csv(
+        out_dir / "fig2_branch_flow.csv", panels["paper granularity"], CSV_COLUMNS
+    )
+    aten_path = write_csv(
+        out_dir / "fig2_branch_flow_aten.csv", panels["ATen primitives"], CSV_COLUMNS
+    )
+    png_path = out_dir / "fig2_branch_flow.png"
+    png_path.write_bytes(figure_to_png(plot_fig2(panels, summary["n_sentences"])))
+    summary_path = write_json(out_dir / "fig2_summary.json", summary)
+    for granularity, result in summaries.items():
+        top = result["winners"].get("top-branch", {})
+        print(
+            f"{granularity}: top-branch winners "
+            + ", ".join(f"{t} -> {b}" for t, b in top.items())
+        )
+    print(f"validation accuracy {summary['val_accuracy']:.3f}")
+    return [csv_path, aten_path, png_path, summary_path]
