@@ -80,21 +80,84 @@ def _chunked(
     return torch.cat([a for a, _ in parts], -2), torch.cat([b for _, b in parts], -2)
 
 
+def _try_compiled(
+    name: str, fn: Callable[..., Any], size: int, *args: Any
+) -> Any | None:
+    """``fn(*args)`` compiled, or None where problems of ``size`` run eagerly (small,
+    compiling switched off, or no working compiler)."""
+    if size < COMPILE_THRESHOLD or not compile_enabled():
+        return None
+    kernel = _compiled_kernel(name, fn)
+    if kernel is None:
+        return None
+    try:
+        return kernel(*args)
+    except Exception as err:  # pragma: no cover - depends on the toolchain
+        warnings.warn(
+            f"compiled kernel failed ({err}); using eager kernels", stacklevel=3
+        )
+        _compiled[name] = None
+        return None
+
+
 def max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     """The max-product contraction of a (pos, neg) pair with a real matrix ``w``."""
     size = pos.shape[-2] * pos.shape[-1] * w.shape[-1]
     size *= math.prod(torch.broadcast_shapes(pos.shape[:-2], w.shape[:-2]))
-    if size >= COMPILE_THRESHOLD and compile_enabled():
-        kernel = _compiled_kernel("max_times", _max_times)
-        if kernel is not None:
-            try:
-                return kernel(pos, neg, w)
-            except Exception as err:  # pragma: no cover - depends on the toolchain
-                warnings.warn(
-                    f"compiled kernel failed ({err}); using eager kernels", stacklevel=2
-                )
-                _compiled["max_times"] = None
-    return _chunked(_max_times, pos, neg, w)
+    out = _try_compiled("max_times", _max_times, size, pos, neg, w)
+    return out if out is not None else _chunked(_max_times, pos, neg, w)
+
+
+# ----- layer norm: per-row Jacobians built inside the contraction ------------------
+def layer_norm_block(s: Tensor) -> Tensor:
+    r"""The layer-norm Jacobian of normalized rows ``s`` (..., n) without its scale:
+    :math:`K_{ba} = \delta_{ab} - (1 + s_a s_b) / n`, symmetric, (..., n, n)."""
+    n = s.shape[-1]
+    index = torch.arange(n, device=s.device)
+    off = (1.0 + s.unsqueeze(-1) * s.unsqueeze(-2)) * (-1.0 / n)
+    return torch.where(index[:, None] == index[None, :], off + 1.0, off)
+
+
+def _ln_max(pos: Tensor, neg: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+    hi, lo = _max_times(pos.unsqueeze(-2), neg.unsqueeze(-2), layer_norm_block(s))
+    return hi.squeeze(-2), lo.squeeze(-2)
+
+
+def _ln_sum(x: Tensor, s: Tensor) -> tuple[Tensor]:
+    return ((x.unsqueeze(-1) * layer_norm_block(s).abs()).sum(-2),)
+
+
+def _ln_entropy(x: Tensor, xe: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+    magnitude = layer_norm_block(s).abs()
+    magnitude_log = torch.where(magnitude > 0, magnitude * torch.log(magnitude), 0.0)
+    total = (x.unsqueeze(-1) * magnitude).sum(-2)
+    weighted = (xe.unsqueeze(-1) * magnitude + x.unsqueeze(-1) * magnitude_log).sum(-2)
+    return total, weighted
+
+
+_LN_KERNELS: dict[str, Callable[..., tuple[Tensor, ...]]] = {
+    "max": _ln_max,
+    "sum": _ln_sum,
+    "entropy": _ln_entropy,
+}
+
+
+def layer_norm_times(kind: str, s: Tensor, *values: Tensor) -> tuple[Tensor, ...]:
+    r"""Contract rows of ``values`` (rows, n) with their layer-norm blocks
+    :func:`layer_norm_block` of ``s`` (rows, n), never holding all blocks at once.
+
+    ``kind`` is ``"max"`` (values ``pos, neg``: max-times, as :func:`max_times`),
+    ``"sum"`` (values ``x >= 0``: :math:`\sum_b x_b |K_{ba}|`) or ``"entropy"``
+    (values ``x >= 0, e``: that sum, and :math:`\sum_b |K_{ba}| (x_b e_b + x_b \log
+    |K_{ba}|)`). Compiled, the blocks live only in registers; eagerly, in row chunks.
+    """
+    fn = _LN_KERNELS[kind]
+    rows, n = s.shape
+    out = _try_compiled(f"layer_norm_{kind}", fn, rows * n * n, *values, s)
+    if out is not None:
+        return tuple(out)
+    parts = [fn(*(v[r] for v in values), s[r]) for r in row_chunks(rows, 4 * n * n)]
+    return tuple(torch.cat(p) for p in zip(*parts, strict=True))
 
 
 def keep_best(candidates: Tensor, k: int, largest: bool) -> Tensor:
@@ -109,6 +172,34 @@ def keep_best(candidates: Tensor, k: int, largest: bool) -> Tensor:
     # Tied values are equal, so topk's unstable choice among them is harmless.
     best = torch.topk(keys, k, dim=0, largest=largest, sorted=True).values
     return torch.where(torch.isinf(best), math.nan, best)
+
+
+def best_of_others(x: Tensor, largest: bool) -> Tensor:
+    """For each ``i`` along the last axis, the largest (or smallest) of the others:
+    the row's best, or its runner-up at the best. An empty set gives -inf (inf)."""
+    n = x.shape[-1]
+    if n < 2:
+        return torch.full_like(x, -math.inf if largest else math.inf)
+    top = torch.topk(x, 2, dim=-1, largest=largest)
+    at_best = torch.zeros_like(x, dtype=torch.bool).scatter_(
+        -1, top.indices[..., :1], True
+    )
+    return torch.where(at_best, top.values[..., 1:], top.values[..., :1])
+
+
+def best_k_of_others(lists: Tensor, k: int, largest: bool) -> Tensor:
+    """For path lists ``(k, ..., n)`` (NaN = no path), each ``i``'s best ``k`` among
+    the other ``n - 1`` lists: the row's best ``2k`` candidates hold them, since at
+    most ``k`` of those are ``i``'s own."""
+    n = lists.shape[-1]
+    flat = lists.movedim(0, -1).reshape(*lists.shape[1:-1], n * k)
+    keys = torch.nan_to_num(flat, nan=-math.inf if largest else math.inf)
+    best = torch.topk(keys, min(2 * k, n * k), dim=-1, largest=largest, sorted=True)
+    owner = torch.div(best.indices, k, rounding_mode="floor")
+    own = owner.unsqueeze(-2) == torch.arange(n, device=lists.device)[:, None]
+    values = torch.where(torch.isinf(best.values), math.nan, best.values)
+    candidates = torch.where(own, math.nan, values.unsqueeze(-2))
+    return keep_best(candidates.movedim(-1, 0), k, largest)
 
 
 def _head_keys(a: Tensor, b: Tensor, wt: Tensor) -> Tensor:

@@ -135,6 +135,23 @@ class Semiring:
         ]
         return torch.cat(chunks, dim=-2) if len(chunks) > 1 else chunks[0]
 
+    def sum_others(self, x: Tensor) -> Tensor:
+        r""":math:`\bigoplus_{j \ne i} x_j` along the last axis, for every ``i``.
+
+        Row-wise maps whose off-diagonal Jacobian has rank one need this, once per
+        row. The default spreads each row over an ``n × n`` square with the semiring
+        zero on its diagonal, in chunks of rows; semirings override it in ``O(n)``.
+        """
+        n = x.shape[-1]
+        flat = x.reshape(x.shape[0], -1, n)
+        eye = torch.eye(n, dtype=torch.bool, device=x.device)
+        chunks = []
+        for rows in kernels.row_chunks(flat.shape[1], self.size * n * n):
+            square = flat[:, rows, None, :].expand(-1, -1, n, -1)
+            zero = self.zeros(square.shape[1:], x)
+            chunks.append(self.sum(torch.where(eye, zero, square), -1))
+        return torch.cat(chunks, dim=1).reshape(x.shape)
+
     def segment_sum(self, x: Tensor, index: Tensor, size: int) -> Tensor:
         r""":math:`\bigoplus` of the columns of ``x`` (S, n) into ``size`` buckets.
 
@@ -207,6 +224,9 @@ class SumProduct(Semiring):
 
     def matmul(self, x: Tensor, w: Tensor) -> Tensor:
         return torch.matmul(x, w)
+
+    def sum_others(self, x: Tensor) -> Tensor:
+        return x.sum(-1, keepdim=True) - x
 
     def segment_sum(self, x: Tensor, index: Tensor, size: int) -> Tensor:
         return self.zeros((size,), x).index_add_(1, index, x)
@@ -284,6 +304,12 @@ class MaxProduct(Semiring):
     def matmul(self, x: Tensor, w: Tensor) -> Tensor:
         return torch.stack(kernels.max_times(x[0], x[1], w))
 
+    def sum_others(self, x: Tensor) -> Tensor:
+        # The best of the others is the row's best, or its runner-up at the best.
+        return torch.stack(
+            (kernels.best_of_others(x[0], True), kernels.best_of_others(x[1], False))
+        )
+
     def segment_sum(self, x: Tensor, index: Tensor, size: int) -> Tensor:
         out = self.zeros((size,), x)
         expanded = index.expand_as(x[0])
@@ -334,6 +360,22 @@ class _LogMagnitude(Semiring):
         top = torch.where(torch.isinf(top), 0.0, top)
         return torch.exp(log_values - top), top
 
+    @staticmethod
+    def _others(weight: Tensor, *values: Tensor) -> list[Tensor]:
+        r""":math:`\sum_{j \ne i} v_j` along the last axis for each of ``values``.
+
+        ``total - v_i`` cancels where ``i`` carries most of the ``weight`` (>= 0); but
+        away from the row's heaviest element the others hold at least half of it, so
+        there only the heaviest element's sums are taken directly, without it.
+        """
+        heaviest = torch.zeros_like(weight, dtype=torch.bool)
+        heaviest.scatter_(-1, weight.argmax(-1, keepdim=True), True)
+        out = []
+        for v in values:
+            direct = torch.where(heaviest, 0.0, v).sum(-1, keepdim=True)
+            out.append(torch.where(heaviest, direct, v.sum(-1, keepdim=True) - v))
+        return out
+
 
 class LogSum(_LogMagnitude):
     r"""Log of the total absolute path flow, :math:`\log \sum_p |g(p)|`.
@@ -378,6 +420,10 @@ class LogSum(_LogMagnitude):
     def matmul(self, x: Tensor, w: Tensor) -> Tensor:
         scaled, top = self._row_scaled(x)
         return top + torch.log(torch.matmul(scaled, self._edge_magnitude(w)))
+
+    def sum_others(self, x: Tensor) -> Tensor:
+        scaled, top = self._row_scaled(x)
+        return top + torch.log(self._others(scaled, scaled)[0])
 
     def segment_sum(self, x: Tensor, index: Tensor, size: int) -> Tensor:
         top = torch.full((x.shape[0], size), -math.inf, dtype=x.dtype, device=x.device)
@@ -483,6 +529,12 @@ class Entropy(_LogMagnitude):
         expectation = torch.where(total > 0, weighted / total, 0.0)
         return self._pack(top + torch.log(total), expectation)
 
+    def sum_others(self, x: Tensor) -> Tensor:
+        scaled, top = self._row_scaled(x[0])
+        total, weighted = self._others(scaled, scaled, scaled * x[1])
+        expectation = torch.where(total > 0, weighted / total, 0.0)
+        return self._pack(top + torch.log(total), expectation)
+
     def finalize(self, x: Tensor) -> Tensor:
         log_z, expectation = x[0], x[1]
         return torch.where(torch.isinf(log_z), 0.0, log_z - expectation)
@@ -544,6 +596,15 @@ class TopK(Semiring):
 
     def matmul(self, x: Tensor, w: Tensor) -> Tensor:
         return kernels.top_k_times(x, w, self.k)
+
+    def sum_others(self, x: Tensor) -> Tensor:
+        pos, neg = self._split(x)
+        return torch.cat(
+            (
+                kernels.best_k_of_others(pos, self.k, largest=True),
+                kernels.best_k_of_others(neg, self.k, largest=False),
+            )
+        )
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return x[: self.k], x[self.k :]

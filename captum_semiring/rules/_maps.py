@@ -14,7 +14,16 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ..semirings import PathCount, Semiring, SumProduct
+from .. import kernels
+from ..semirings import (
+    Entropy,
+    LogSum,
+    MaxProduct,
+    PathCount,
+    Semiring,
+    SumProduct,
+    TopK,
+)
 
 Shape = tuple[int, ...]
 
@@ -225,16 +234,17 @@ RowMap = Callable[[Tensor], Tensor]
 class Blockwise(LocalMap):
     """Dense Jacobian blocks: the ``block`` axes of each row depend on each other.
 
-    ``jacobian()`` builds the ``(rows, n_out, n_in)`` blocks, where rows enumerate the
-    other axes in order and ``n`` is the product of the block axes (softmax, layer
-    norm). It runs once per sweep, because the blocks are too large to keep. ``vjp``
+    ``jacobian(rows)`` builds the ``(len(rows), n_out, n_in)`` blocks of a slice of
+    rows, where rows enumerate the other axes in order and ``n`` is the product of the
+    block axes (softmax, layer norm). All blocks together are too large to keep, so
+    other semirings contract them in chunks of rows under the memory budget. ``vjp``
     and ``jvp``, when given, apply the blocks to ``(S, rows, n)`` values in the
     ordinary (+, ×) semiring without building them.
     """
 
     def __init__(
         self,
-        jacobian: Callable[[], Tensor],
+        jacobian: Callable[[slice], Tensor],
         shape: Shape,
         block: Sequence[int],
         vjp: RowMap | None = None,
@@ -258,20 +268,160 @@ class Blockwise(LocalMap):
         inverse = sorted(range(len(order)), key=lambda i: order[i])
         return moved.permute(0, *[d + 1 for d in inverse])
 
+    def _row_of(self, flat_index: int, like: Tensor) -> tuple[int, int, Tensor]:
+        """The row and block position of input element ``flat_index``, and the flat
+        indices of that row's elements."""
+        numel = math.prod(self.in_shape)
+        flat = torch.arange(numel, device=like.device).reshape(1, *self.in_shape)
+        rows = self._to_rows(flat)[0]
+        row, position = divmod(
+            int((rows.reshape(-1) == flat_index).nonzero()), rows.shape[1]
+        )
+        return row, position, rows[row]
+
+    def _dense(self, sr: Semiring, rows: Tensor, transpose: bool) -> Tensor:
+        """Contract ``rows`` (S, rows, n) with the blocks, built in chunks of rows."""
+        n = rows.shape[-1]
+        parts = []
+        for chunk in kernels.row_chunks(self.rows, sr.size * n * n):
+            blocks = self.jacobian(chunk)
+            part = sr.matmul(
+                rows[:, chunk, None, :], blocks.mT if transpose else blocks
+            )
+            parts.append(part[..., 0, :])
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+    def _rows_apply(self, sr: Semiring, rows: Tensor, transpose: bool) -> Tensor:
+        """``rows`` (S, rows, n) through the blocks (transposed: forward)."""
+        return self._dense(sr, rows, transpose)
+
     def _apply(self, sr: Semiring, values: Tensor, transpose: bool) -> Tensor:
         rows = self._to_rows(values)
         direct = self.jvp if transpose else self.vjp
         if direct is not None and isinstance(sr, SumProduct):
             return self._from_rows(direct(rows))
-        blocks = self.jacobian()
-        out = sr.matmul(rows[..., None, :], blocks.mT if transpose else blocks)
-        return self._from_rows(out[..., 0, :])
+        return self._from_rows(self._rows_apply(sr, rows, transpose))
 
     def backward(self, sr: Semiring, values: Tensor) -> Tensor:
         return self._apply(sr, values, transpose=False)
 
     def forward(self, sr: Semiring, values: Tensor) -> Tensor:
         return self._apply(sr, values, transpose=True)
+
+
+_FAST_ROWS = (SumProduct, MaxProduct, LogSum, Entropy, TopK)
+
+
+class RankOneRows(Blockwise):
+    r"""Row blocks that are diagonal plus rank one off the diagonal (softmax,
+    log_softmax): :math:`J_{ji} = d_i` for :math:`j = i`, else :math:`p_j q_i`.
+
+    Backward, input ``i`` collects :math:`\bigoplus_{j \ne i} (v_j \otimes p_j)
+    \otimes q_i \oplus v_i \otimes d_i`: one :meth:`Semiring.sum_others` per row,
+    ``O(n)`` instead of the ``n × n`` block. Forward swaps ``p`` and ``q``.
+    ``diag``, ``p`` and ``q`` are ``(rows, n)``; ``None`` stands for ones.
+    """
+
+    def __init__(
+        self,
+        shape: Shape,
+        block: Sequence[int],
+        diag: Tensor,
+        p: Tensor | None,
+        q: Tensor | None,
+        vjp: RowMap | None = None,
+        jvp: RowMap | None = None,
+    ) -> None:
+        super().__init__(self._blocks, shape, block, vjp, jvp)
+        self.diag, self.p, self.q = diag, p, q
+
+    def _blocks(self, rows: slice) -> Tensor:
+        d = self.diag[rows]
+        p = self.p[rows] if self.p is not None else torch.ones_like(d)
+        q = self.q[rows] if self.q is not None else torch.ones_like(d)
+        blocks = p[:, :, None] * q[:, None, :]
+        blocks.diagonal(dim1=1, dim2=2).copy_(d)
+        return blocks
+
+    def _rows_apply(self, sr: Semiring, rows: Tensor, transpose: bool) -> Tensor:
+        if not isinstance(sr, _FAST_ROWS):
+            return self._dense(sr, rows, transpose)
+        inner, outer = (self.q, self.p) if transpose else (self.p, self.q)
+        others = sr.sum_others(rows if inner is None else sr.scale(rows, inner))
+        if outer is not None:
+            others = sr.scale(others, outer)
+        return sr.plus(others, sr.scale(rows, self.diag))
+
+    def edges_from(self, flat_index: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        row, i, index = self._row_of(flat_index, like)
+        p = self.p[row] if self.p is not None else torch.ones_like(self.diag[row])
+        weights = p * (self.q[row, i] if self.q is not None else 1.0)
+        weights[i] = self.diag[row, i]
+        return index, weights
+
+
+class LayerNormRows(Blockwise):
+    r"""Layer-norm row blocks :math:`J_{ji} = c_j K_{ji}` with
+    :math:`K = I - (1 + s s^\top) / n` (:func:`~captum_semiring.kernels.layer_norm_block`)
+    for normalized rows ``s`` and scale ``c`` = gamma · rstd, both ``(rows, n)``.
+
+    ``K`` has no low-rank form under ``|·|`` (a sign change inside each row), so the
+    semiring contractions build it inside a fused kernel, never all rows at once;
+    ``c`` scales the values before (backward) or after (forward) the contraction.
+    """
+
+    def __init__(
+        self,
+        shape: Shape,
+        block: Sequence[int],
+        normalized: Tensor,
+        scale: Tensor,
+        vjp: RowMap | None = None,
+        jvp: RowMap | None = None,
+    ) -> None:
+        super().__init__(self._blocks, shape, block, vjp, jvp)
+        self.normalized, self.scale = normalized, scale
+
+    def _blocks(self, rows: slice) -> Tensor:
+        blocks = kernels.layer_norm_block(self.normalized[rows])
+        return blocks.mul_(self.scale[rows, :, None])
+
+    def _contract(self, sr: Semiring, x: Tensor) -> Tensor:
+        r""":math:`\bigoplus_b x_b \otimes K_{ba}` for values ``x`` (S, rows, n)."""
+        s = self.normalized
+        if isinstance(sr, PathCount):  # every pair in a row is one edge
+            return sr.sum(x, -1)[..., None].expand(x.shape)
+        if isinstance(sr, MaxProduct):
+            return torch.stack(kernels.layer_norm_times("max", s, x[0], x[1]))
+        if isinstance(sr, LogSum):
+            scaled, top = sr._row_scaled(x[0])
+            (total,) = kernels.layer_norm_times("sum", s, scaled)
+            return (top + torch.log(total))[None]
+        if isinstance(sr, Entropy):
+            scaled, top = sr._row_scaled(x[0])
+            total, weighted = kernels.layer_norm_times(
+                "entropy", s, scaled, scaled * x[1]
+            )
+            expectation = torch.where(total > 0, weighted / total, 0.0)
+            return sr._pack(top + torch.log(total), expectation)
+        n = x.shape[-1]
+        parts = []
+        for chunk in kernels.row_chunks(self.rows, sr.size * n * n):
+            blocks = kernels.layer_norm_block(s[chunk])
+            parts.append(sr.matmul(x[:, chunk, None, :], blocks)[..., 0, :])
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+    def _rows_apply(self, sr: Semiring, rows: Tensor, transpose: bool) -> Tensor:
+        if transpose:
+            return sr.scale(self._contract(sr, rows), self.scale)
+        return self._contract(sr, sr.scale(rows, self.scale))
+
+    def edges_from(self, flat_index: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        row, i, index = self._row_of(flat_index, like)
+        s = self.normalized[row]
+        column = (1.0 + s * s[i]) * (-1.0 / s.shape[-1])
+        column[i] += 1.0
+        return index, self.scale[row] * column
 
 
 __all__ = [
@@ -282,4 +432,6 @@ __all__ = [
     "IndexMap",
     "MatMul",
     "Blockwise",
+    "RankOneRows",
+    "LayerNormRows",
 ]

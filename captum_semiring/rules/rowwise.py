@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from . import register_rule
-from ._maps import Blockwise, Elementwise
+from ._maps import Blockwise, Elementwise, LayerNormRows, RankOneRows
 
 aten = torch.ops.aten
 
@@ -32,22 +32,17 @@ def softmax_rule(call: Any) -> dict:
     if out.dim() == 0:
         return {(i, 0): Elementwise(torch.zeros_like(out), (), (), ())}
     y = _rows(out, dim)
+    shape = tuple(out.shape)
     if call.func is aten._softmax.default:
         # J[j, i] = y_j (δ_ij - y_i): symmetric, so vjp and jvp agree.
-        def jacobian() -> torch.Tensor:
-            return torch.diag_embed(y) - y[:, :, None] * y[:, None, :]
-
         def apply(v: torch.Tensor) -> torch.Tensor:
             return y * (v - (v * y).sum(-1, keepdim=True))
 
-        return {(i, 0): Blockwise(jacobian, tuple(out.shape), [dim], apply, apply)}
+        diag = y - y * y
+        return {(i, 0): RankOneRows(shape, [dim], diag, -y, y, apply, apply)}
 
     # log_softmax: J[j, i] = δ_ij - s_i with s = softmax.
     s = torch.exp(y)
-
-    def log_jacobian() -> torch.Tensor:
-        eye = torch.eye(y.shape[-1], dtype=y.dtype, device=y.device)
-        return eye - s[:, None, :]
 
     def vjp(v: torch.Tensor) -> torch.Tensor:
         return v - s * v.sum(-1, keepdim=True)
@@ -55,7 +50,7 @@ def softmax_rule(call: Any) -> dict:
     def jvp(v: torch.Tensor) -> torch.Tensor:
         return v - (s * v).sum(-1, keepdim=True)
 
-    return {(i, 0): Blockwise(log_jacobian, tuple(out.shape), [dim], vjp, jvp)}
+    return {(i, 0): RankOneRows(shape, [dim], 1.0 - s, None, -s, vjp, jvp)}
 
 
 @register_rule(aten.native_layer_norm.default)
@@ -75,11 +70,6 @@ def layer_norm_rule(call: Any) -> dict:
     )
 
     # J[j, i] = gamma_j rstd (δ_ij - 1/n - x̂_j x̂_i / n)
-    def jacobian() -> torch.Tensor:
-        blocks = normalized[:, :, None] * normalized[:, None, :]
-        blocks.mul_(-1.0 / n).sub_(1.0 / n).diagonal(dim1=1, dim2=2).add_(1.0)
-        return blocks.mul_(gamma[:, None] * rstd[:, :, None])
-
     def vjp(v: torch.Tensor) -> torch.Tensor:
         g = v * gamma
         return rstd * (
@@ -99,7 +89,9 @@ def layer_norm_rule(call: Any) -> dict:
     maps: dict = {}
     tracked = {p for p, _ in call.inputs}
     if call.position("input") in tracked:
-        maps[(call.position("input"), 0)] = Blockwise(jacobian, shape, block, vjp, jvp)
+        maps[(call.position("input"), 0)] = LayerNormRows(
+            shape, block, normalized, gamma * rstd, vjp, jvp
+        )
     for name, partial in (("weight", normalized.reshape(shape)), ("bias", None)):
         param = call.arg(name)
         if param is not None and call.position(name) in tracked:
@@ -119,9 +111,9 @@ def cumsum_rule(call: Any) -> dict:
     n = out.shape[dim]
     rows = out.numel() // max(1, n)
 
-    def jacobian() -> torch.Tensor:
+    def jacobian(chunk: slice) -> torch.Tensor:
         lower = torch.ones(n, n, dtype=out.dtype, device=out.device).tril()
-        return lower.expand(rows, n, n)
+        return lower.expand(len(range(rows)[chunk]), n, n)
 
     def vjp(v: torch.Tensor) -> torch.Tensor:
         return v.flip(-1).cumsum(-1).flip(-1)
