@@ -252,7 +252,13 @@ def _value_grads(model: nn.Module, ids: Tensor, alphas: list[float]) -> list[Ten
     for alpha in alphas:
         kept: dict[str, Tensor] = {}
 
-        def scale(module: nn.Module, args: object, out: Tensor) -> Tensor:
+        def scale(
+            module: nn.Module,
+            args: object,
+            out: Tensor,
+            alpha: float = alpha,
+            kept: dict[str, Tensor] = kept,
+        ) -> Tensor:
             kept["v"] = (alpha * out).detach().requires_grad_()
             return kept["v"]
 
@@ -387,6 +393,14 @@ def test_reproduce_ablation_skips_a_missing_fig4_model(
         raise ImportError("no agreement model")
 
     monkeypatch.setattr(ab, "fig4_comparison", missing)
+    # the fig2 branch ran in the test above; a tiny stand-in keeps this one fast
+    tiny, words = _tiny_mlm(1), torch.randint(1, 12, (4, 6))
+
+    def fake_fig2(max_sentences: int | None, n_steps: int) -> tuple:
+        cmp = compare_with_ablation(tiny, words, target=TARGET, n_steps=2)
+        return cmp, {"model": "tiny stand-in", "n_examples": cmp.n_examples}
+
+    monkeypatch.setattr(ab, "fig2_comparison", fake_fig2)
     out = tmp_path / "ablation"
     out.mkdir()
     assert (
@@ -394,6 +408,7 @@ def test_reproduce_ablation_skips_a_missing_fig4_model(
     )
     summary = json.loads((out / "ablation_summary.json").read_text())
     assert set(summary["models"]) == {"fig2"}
+    assert summary["models"]["fig2"]["n_examples"] == 4
     assert any("fig4 model skipped" in note for note in summary["notes"])
 
 
