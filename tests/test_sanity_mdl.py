@@ -1,0 +1,367 @@
+"""App. B sanity checks (analysis.sanity, tasks.appb) and the Fig. 5 entropy-vs-MDL
+reproduction (analysis.mdl): prequential codelengths against hand computations,
+the App. B data, entropies against path enumeration, and both CLI commands at a
+small scale."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from captum_semiring.analysis.mdl import (
+    QUICK,
+    fig5_config,
+    fit_transformer,
+    prequential_codelength,
+    spearman_permutation_p,
+    summarize_fig5,
+    token_entropy,
+)
+from captum_semiring.analysis.sanity import (
+    AppBScale,
+    appb_mlp_entropy,
+    feature_entropy,
+    summarize_appb,
+)
+from captum_semiring.analysis.stats import spearman
+from captum_semiring.tasks import Contains1, paper_bert
+from captum_semiring.tasks.appb import appb_data, appb_label, appb_mlp
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread: on a shared 2-core machine a second thread waiting for a busy
+    core makes the small sweeps several times slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+# --------------------------------------------------------------------------- MDL
+
+
+def _uniform_log_prob(k: int):
+    return lambda model, X: torch.full((len(X), k), -math.log(k))
+
+
+def _laplace_fit(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Class frequencies of the prefix with add-one smoothing (2 classes)."""
+    return (torch.bincount(y, minlength=2) + 1.0) / (len(y) + 2)
+
+
+def _laplace_log_prob(p: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    return p.log().expand(len(X), 2)
+
+
+def test_uniform_model_costs_n_log2_C() -> None:
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (37,), generator=gen)
+    X = torch.randn(37, 2, generator=gen)
+    code = prequential_codelength(
+        X, y, [5, 10, 20, 37], lambda X, y: None, _uniform_log_prob(3), 3
+    )
+    assert code.total_bits == pytest.approx(37 * math.log2(3), rel=1e-6)
+    sizes = [5, 5, 10, 17]
+    assert code.block_bits == pytest.approx([s * math.log2(3) for s in sizes])
+    assert code.uniform_bits == pytest.approx(37 * math.log2(3))
+    assert code.compression == pytest.approx(1.0)
+
+
+def test_two_blocks_by_hand() -> None:
+    # block 0 = [0, 0, 1] at 1 bit each; the model fitted on it says p(0) = 3/5,
+    # p(1) = 2/5, so block 1 = [0, 1] costs log2(5/3) + log2(5/2) bits
+    y = torch.tensor([0, 0, 1, 0, 1])
+    code = prequential_codelength(
+        torch.zeros(5, 1), y, [3, 5], _laplace_fit, _laplace_log_prob, 2
+    )
+    assert code.block_bits[0] == 3.0
+    assert code.total_bits == pytest.approx(3 + math.log2(5 / 3) + math.log2(5 / 2))
+    assert torch.allclose(code.last_model, torch.tensor([0.6, 0.4]))
+
+
+def test_three_blocks_by_hand() -> None:
+    y = torch.tensor([0, 0, 1, 0, 1])
+    code = prequential_codelength(
+        torch.zeros(5, 1), y, [1, 3, 5], _laplace_fit, _laplace_log_prob, 2
+    )
+    # after [0]: p = (2/3, 1/3) codes [0, 1]; after [0, 0, 1]: p = (3/5, 2/5) codes [0, 1]
+    expected = [
+        1.0,
+        math.log2(3 / 2) + math.log2(3),
+        math.log2(5 / 3) + math.log2(5 / 2),
+    ]
+    assert code.block_bits == pytest.approx(expected)
+
+
+def test_fit_sees_only_the_prefix() -> None:
+    X = torch.arange(20.0)[:, None]
+    y = torch.arange(20) % 2
+    seen: list[torch.Tensor] = []
+
+    def fit(Xp: torch.Tensor, yp: torch.Tensor) -> None:
+        seen.append(Xp[:, 0].clone())
+
+    prequential_codelength(X, y, [4, 8, 16], fit, _uniform_log_prob(2), 2)
+    assert [s.tolist() for s in seen] == [list(range(4)), list(range(8))]
+
+
+def test_codelength_counts_the_true_labels() -> None:
+    # a model sure of class 0 is cheap on 0s and expensive on 1s
+    y = torch.tensor([0, 0, 0, 1, 0, 1])
+    p = torch.tensor([0.75, 0.25])
+    code = prequential_codelength(
+        torch.zeros(6, 1), y, [2, 6], lambda X, y: p, _laplace_log_prob, 2
+    )
+    assert code.total_bits == pytest.approx(2 + 2 * math.log2(4) + 2 * math.log2(4 / 3))
+
+
+@pytest.mark.parametrize("bounds", [[], [0, 4], [4, 4], [5, 3], [4, 11]])
+def test_bad_boundaries(bounds: list[int]) -> None:
+    with pytest.raises(ValueError):
+        prequential_codelength(
+            torch.zeros(10, 1),
+            torch.zeros(10, dtype=torch.long),
+            bounds,
+            lambda X, y: None,
+            _uniform_log_prob(2),
+            2,
+        )
+
+
+def test_permutation_p_against_enumeration() -> None:
+    a, b = [1.0, 2.0, 3.0, 4.0, 5.0], [2.0, 1.0, 4.0, 3.0, 5.0]
+    rho = spearman(a, b)
+    assert rho is not None
+    perms = list(itertools.permutations(b))
+    exact = sum(abs(spearman(a, list(p)) or 0) >= abs(rho) - 1e-12 for p in perms)
+    p = spearman_permutation_p(a, b, n_perm=20_000)
+    assert p == pytest.approx(exact / len(perms), abs=0.015)
+    assert spearman_permutation_p([1, 2], [1, 1]) is None
+
+
+def _fig5_row(task: str, family: str, mdl: float, ent: float) -> dict:
+    return {
+        "task": task,
+        "family": family,
+        "seed": 0,
+        "kept": True,
+        "mdl_bits": mdl,
+        "entropy": ent,
+    }
+
+
+def test_summarize_fig5_claims() -> None:
+    # binary: entropy rises with MDL; BinCountOnes: a U (minimum inside the range)
+    rows = [_fig5_row(f"b{i}", "binary", 10.0 * i, 1.0 + i) for i in range(4)]
+    rows += [
+        _fig5_row(f"C{i}", "BinCountOnes", m, (m - 50.0) ** 2 / 100)
+        for i, m in enumerate([10.0, 30.0, 50.0, 70.0, 90.0])
+    ]
+    s = summarize_fig5(rows, n_perm=2000)
+    claims = list(s["paper_claims"].values())
+    assert claims[1] is False  # binary tasks are not negatively related here
+    assert claims[2] is True
+    assert s["BinCountOnes_quadratic_fit"]["vertex_mdl"] == pytest.approx(50.0)
+    rows[0]["kept"] = False
+    assert summarize_fig5(rows, n_perm=200)["n_kept"] == len(rows) - 1
+
+
+# --------------------------------------------------------------------------- App. B
+
+
+def test_appb_data_relevant_and_irrelevant() -> None:
+    X, y = appb_data(20_000, seed=3)
+    assert X.shape == (20_000, 4) and X.min() >= 0 and X.max() < 1
+    assert torch.equal(y, (X[:, 0] > 0.5).long())
+    # the irrelevant features do not matter: redraw them, the labels stay
+    X2 = X.clone()
+    X2[:, 1:] = torch.rand(20_000, 3, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(appb_label(X2), y)
+    # ... and they are independent of the label (per-class means ~0.5; 5 sigma)
+    for j in range(1, 4):
+        diff = X[y == 1, j].mean() - X[y == 0, j].mean()
+        assert abs(float(diff)) < 0.02
+    assert float(X[y == 1, 0].mean() - X[y == 0, 0].mean()) > 0.45
+    assert torch.equal(appb_data(50, seed=3)[0], appb_data(50, seed=3)[0])
+    assert not torch.equal(appb_data(50, seed=3)[0], appb_data(50, seed=4)[0])
+
+
+def _entropy(weights: torch.Tensor) -> torch.Tensor:
+    p = weights / weights.sum()
+    p = p[p > 0]
+    return -(p * p.log()).sum()
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_feature_entropy_against_path_enumeration(depth: int) -> None:
+    torch.manual_seed(0)
+    net = appb_mlp(hidden=3, depth=depth, seed=1)
+    X = torch.rand(4, 4) * 2 - 0.5
+    target = torch.tensor([0, 1, 1, 0])
+    got = feature_entropy(net, X, target)
+    with torch.no_grad():  # the enumeration below needs no autograd
+        linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+        for b in range(4):
+            # relu gates of this example, layer by layer
+            gates, h = [], X[b]
+            for lin in linears[:-1]:
+                z = lin(h)
+                gates.append((z > 0).float())
+                h = torch.relu(z)
+            for i in range(4):
+                flows = []
+                for units in itertools.product(range(3), repeat=depth):
+                    w = linears[0].weight[units[0], i] * gates[0][units[0]]
+                    for k in range(1, depth):
+                        w = w * linears[k].weight[units[k], units[k - 1]]
+                        w = w * gates[k][units[k]]
+                    w = w * linears[-1].weight[target[b], units[-1]]
+                    flows.append(abs(float(w)))
+                expected = _entropy(torch.tensor(flows, dtype=torch.float64))
+                assert float(got[b, i]) == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_mlp_rows_log_paths_and_kept() -> None:
+    scale = AppBScale(hidden_sizes={1: (3,), 2: (3,)}, seeds=(0,), mlp_steps=5)
+    rows = appb_mlp_entropy(scale, untrained=True)
+    assert len(rows) == 4
+    by = {(r["depth"], r["trained"]): r for r in rows}
+    # hidden 3: 3 paths per feature with one hidden layer, 9 with two
+    assert by[1, True]["log_paths"] == pytest.approx(math.log(3), abs=1e-5)
+    assert by[2, True]["log_paths"] == pytest.approx(math.log(9), abs=1e-5)
+    for r in rows:
+        assert r["gap"] == pytest.approx(
+            r["relevant_entropy"] - r["irrelevant_entropy"]
+        )
+        assert r["kept"] == (r["test_accuracy"] > 0.9)
+        # (float round-off in log Z - E can leave -1e-8 for a single-path feature)
+        assert -1e-6 <= r["irrelevant_entropy"] <= r["log_paths"] + 1e-6
+
+
+def _mlp_row(hidden: int, rel: float, irr: float, kept: bool = True) -> dict:
+    return {
+        "depth": 1,
+        "hidden": hidden,
+        "seed": 0,
+        "trained": True,
+        "test_accuracy": 1.0 if kept else 0.5,
+        "relevant_entropy": rel,
+        "irrelevant_entropy": irr,
+        "gap": rel - irr,
+        "log_paths": 0.0,
+        "kept": kept,
+    }
+
+
+def test_summarize_appb_claims_can_fail() -> None:
+    length_rows = [
+        {
+            "length": L,
+            "token_entropy_mean": h,
+            "input_entropy": h,
+            "token_log_paths_mean": 9.0,
+            "input_log_paths": 9.0,
+        }
+        for L, h in [(4, 2.0), (8, 1.0), (16, 3.0)]
+    ]
+    # entropy falls from hidden 2 to 4, and the gap shrinks and turns negative
+    mlp_rows = [_mlp_row(2, 2.0, 1.5), _mlp_row(4, 1.0, 0.8), _mlp_row(8, 1.9, 2.0)]
+    claims = list(summarize_appb(length_rows, mlp_rows)["paper_claims"].values())
+    assert claims == [False, False, False, False]
+    # a dropped run is left out: without the bad hidden-2 run the rest holds
+    mlp_rows = [_mlp_row(2, 0.1, 2.5, kept=False), _mlp_row(4, 1.0, 0.8)]
+    mlp_rows.append(_mlp_row(8, 2.0, 1.5))
+    claims = list(summarize_appb([], mlp_rows)["paper_claims"].values())
+    assert claims == [True, True, True]
+
+
+# --------------------------------------------------------------------------- fig5 model
+
+
+def test_token_entropy_batches_do_not_mix() -> None:
+    model = paper_bert(fig5_config(QUICK), seed=0).eval()
+    ids = torch.randint(
+        1, 21, (5, QUICK.seq_len), generator=torch.Generator().manual_seed(0)
+    )
+    target = torch.tensor([0, 1, 0, 1, 1])
+    together = token_entropy(model, ids, target, batch_size=5)
+    alone = torch.cat(
+        [token_entropy(model, ids[i : i + 1], target[i : i + 1]) for i in range(5)]
+    )
+    assert together.shape == (5, QUICK.seq_len)
+    assert torch.allclose(together, alone, atol=1e-4)
+    assert (together > 0).all()
+
+
+def test_fit_transformer_warm_start_leaves_init_alone() -> None:
+    X, y = Contains1()(n=40, seq_len=QUICK.seq_len, seed=0)
+    first = fit_transformer(X[:20], y[:20], QUICK)
+    before = {k: v.clone() for k, v in first.state_dict().items()}
+    second = fit_transformer(X, y, QUICK, init=first)
+    assert second is not first
+    assert all(torch.equal(v, first.state_dict()[k]) for k, v in before.items())
+    assert any(not torch.equal(v, second.state_dict()[k]) for k, v in before.items())
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_cli_reproduce_appb_quick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from captum_semiring.cli import main
+
+    monkeypatch.setenv("CAPTUM_SEMIRING_REPRO_SCALE", "quick")
+    assert main(["reproduce", "appB", "--out", str(tmp_path)]) == 0
+    for name in ("appB_length.png", "appB_mlp.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    length = _read_csv(tmp_path / "appB_length.csv")
+    assert [int(r["length"]) for r in length] == [4, 8, 16]
+    for r in length:  # an entropy never exceeds the log number of paths
+        assert 0 < float(r["input_entropy"]) < float(r["input_log_paths"])
+    mlp = _read_csv(tmp_path / "appB_mlp.csv")
+    assert {int(r["hidden"]) for r in mlp} == {2, 8, 32}
+    summary = json.loads((tmp_path / "appB_summary.json").read_text())
+    assert summary["setup"]["scale"] == "quick"
+    assert len(summary["paper_claims"]) == 4
+    assert all(isinstance(v, bool) for v in summary["paper_claims"].values())
+
+
+def test_cli_reproduce_fig5_quick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from captum_semiring.cli import main
+
+    monkeypatch.setenv("CAPTUM_SEMIRING_REPRO_SCALE", "quick")
+    argv = ["reproduce", "fig5", "--out", str(tmp_path), "--max-sentences", "8"]
+    assert main(argv) == 0
+    rows = _read_csv(tmp_path / "fig5_entropy_mdl.csv")
+    assert [r["task"] for r in rows] == [
+        "Contains1",
+        "FirstTokenRepeatedImmediately",
+        "BinCountOnes(3)",
+    ]
+    for r in rows:
+        assert int(r["n_test"]) == 8
+        blocks = [float(b) for b in r["block_bits"].split(";")]
+        assert float(r["mdl_bits"]) == pytest.approx(sum(blocks), abs=0.5)
+        # block 0 (32 labels) goes at the uniform code
+        assert blocks[0] == pytest.approx(
+            32 * math.log2(int(r["num_classes"])), abs=0.1
+        )
+    assert (tmp_path / "fig5_entropy_mdl.png").read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((tmp_path / "fig5_summary.json").read_text())
+    assert summary["n_runs"] == 3
+    assert summary["setup"]["prequential_boundaries"] == [32, 64, 128, 256]
