@@ -46,3 +46,7 @@ __all__ = [
     "cache_dir",
     "accuracy",
 ]
+
+from .appb import TrainedMLP, appb_data, appb_label, appb_mlp, train_appb_mlp
+
+__all__ += ["appb_data", "appb_label", "appb_mlp", "TrainedMLP", "train_appb_mlp"]
