@@ -109,29 +109,44 @@ def max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
 
 
 # ----- layer norm: per-row Jacobians built inside the contraction ------------------
-def layer_norm_block(s: Tensor) -> Tensor:
+def layer_norm_block(s: Tensor, index: Tensor | None = None) -> Tensor:
     r"""The layer-norm Jacobian of normalized rows ``s`` (..., n) without its scale:
-    :math:`K_{ba} = \delta_{ab} - (1 + s_a s_b) / n`, symmetric, (..., n, n)."""
+    :math:`K_{ba} = \delta_{ab} - (1 + s_a s_b) / n`, symmetric, (..., n, n).
+
+    ``index`` is ``arange(n)`` in the dtype of ``s``: a float comparison finds the
+    diagonal much faster than an integer one inside compiled kernels."""
     n = s.shape[-1]
-    index = torch.arange(n, device=s.device)
+    if index is None:
+        index = torch.arange(n, dtype=s.dtype, device=s.device)
     off = (1.0 + s.unsqueeze(-1) * s.unsqueeze(-2)) * (-1.0 / n)
-    return torch.where(index[:, None] == index[None, :], off + 1.0, off)
+    return torch.where(index.unsqueeze(-1) == index, off + 1.0, off)
 
 
-def _ln_max(pos: Tensor, neg: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
-    hi, lo = _max_times(pos.unsqueeze(-2), neg.unsqueeze(-2), layer_norm_block(s))
-    return hi.squeeze(-2), lo.squeeze(-2)
+# The kernels reduce over the last axis (K is symmetric), which vectorizes best.
+def _ln_max(
+    pos: Tensor, neg: Tensor, dead: Tensor, s: Tensor, index: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Max-times with the blocks. ``pos, neg`` hold 0 where ``dead`` (-inf, else 0)
+    marks no path: for a path, ``pos >= neg``, so the extension by ``K`` is just
+    ``max(K pos, K neg)``, and adding ``dead`` drops the rest. That is far cheaper
+    than :func:`max_extend`'s sign test and selects."""
+    k = layer_norm_block(s, index)
+    a, b, dead = pos.unsqueeze(-2) * k, neg.unsqueeze(-2) * k, dead.unsqueeze(-2)
+    return (torch.maximum(a, b) + dead).amax(-1), (torch.minimum(a, b) - dead).amin(-1)
 
 
-def _ln_sum(x: Tensor, s: Tensor) -> tuple[Tensor]:
-    return ((x.unsqueeze(-1) * layer_norm_block(s).abs()).sum(-2),)
+def _ln_sum(x: Tensor, s: Tensor, index: Tensor) -> tuple[Tensor]:
+    return ((x.unsqueeze(-2) * layer_norm_block(s, index).abs()).sum(-1),)
 
 
-def _ln_entropy(x: Tensor, xe: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
-    magnitude = layer_norm_block(s).abs()
+def _ln_entropy(
+    x: Tensor, xe: Tensor, s: Tensor, index: Tensor
+) -> tuple[Tensor, Tensor]:
+    magnitude = layer_norm_block(s, index).abs()
     magnitude_log = torch.where(magnitude > 0, magnitude * torch.log(magnitude), 0.0)
-    total = (x.unsqueeze(-1) * magnitude).sum(-2)
-    weighted = (xe.unsqueeze(-1) * magnitude + x.unsqueeze(-1) * magnitude_log).sum(-2)
+    x, xe = x.unsqueeze(-2), xe.unsqueeze(-2)
+    total = (x * magnitude).sum(-1)
+    weighted = (xe * magnitude + x * magnitude_log).sum(-1)
     return total, weighted
 
 
@@ -153,10 +168,21 @@ def layer_norm_times(kind: str, s: Tensor, *values: Tensor) -> tuple[Tensor, ...
     """
     fn = _LN_KERNELS[kind]
     rows, n = s.shape
-    out = _try_compiled(f"layer_norm_{kind}", fn, rows * n * n, *values, s)
+    if kind == "max":
+        pos, neg = values
+        dead = torch.isinf(pos)
+        values = (
+            torch.where(dead, 0.0, pos),
+            torch.where(dead, 0.0, neg),
+            torch.where(dead, -math.inf, 0.0).to(pos.dtype),
+        )
+    index = torch.arange(n, dtype=s.dtype, device=s.device)
+    out = _try_compiled(f"layer_norm_{kind}", fn, rows * n * n, *values, s, index)
     if out is not None:
         return tuple(out)
-    parts = [fn(*(v[r] for v in values), s[r]) for r in row_chunks(rows, 4 * n * n)]
+    parts = [
+        fn(*(v[r] for v in values), s[r], index) for r in row_chunks(rows, 4 * n * n)
+    ]
     return tuple(torch.cat(p) for p in zip(*parts, strict=True))
 
 

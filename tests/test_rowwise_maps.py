@@ -8,6 +8,7 @@ itself, and the reference contraction is the base class's generic broadcast
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable
 
 import pytest
@@ -110,7 +111,7 @@ CASES = {
 @pytest.mark.parametrize("direction", ["backward", "forward"])
 def test_structured_map_matches_dense_blocks(dtype, case, name, direction, monkeypatch):
     sr = SEMIRINGS[name]
-    gen = torch.Generator().manual_seed(hash((case, name, direction)) % 1000)
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{case}{name}{direction}".encode()))
     x = _inputs(dtype, gen)
     fn = CASES[case](x, gen)
     local = _op_map(fn, x)
@@ -120,8 +121,12 @@ def test_structured_map_matches_dense_blocks(dtype, case, name, direction, monke
     for compiled in ("0", "1"):
         monkeypatch.setenv("CAPTUM_SEMIRING_COMPILE", compiled)
         monkeypatch.setattr(kernels, "COMPILE_THRESHOLD", 0 if compiled == "1" else 1)
-        got = getattr(local, direction)(sr, values)
-        torch.testing.assert_close(got, expected, equal_nan=True, **TOL[dtype])
+        got, want = getattr(local, direction)(sr, values), expected
+        if isinstance(sr, cs.TopK):
+            # A path of value 0 may sit in either list (as 0.0 or -0.0); the
+            # finalized ranks, where missing ones are 0 too, do not tell them apart.
+            got, want = sr.finalize(got), sr.finalize(want)
+        torch.testing.assert_close(got, want, equal_nan=True, **TOL[dtype])
 
 
 @pytest.mark.parametrize("name", list(SEMIRINGS))
