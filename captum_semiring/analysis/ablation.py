@@ -1267,11 +1267,15 @@ def answer_text(
         f"zero keys the top path is {key['integrated_flow']:.3f} and integrated "
         f"gradients x activation recover the effect ({key['ig estimate |Δ|']:.2f})."
     )
+    plain = ", ".join(
+        f"{name} {rho(cmp, 'flow', 'zero_ablation')}" for name, cmp in models.items()
+    )
     parts.append(
-        "Answer: a single top gradient path is a local sensitivity of one path; it "
-        "ignores how large the activation is and how many paths share the effect, "
-        "and it vanishes where a softmax saturates, so on its own it is not a "
-        "faithful ranking of what ablation removes. Multiplying by the activation "
+        "Answer: whether the plain top gradient path ranks components as zero "
+        f"ablation does depends on the model (Spearman: {plain}). A top path is a "
+        "local sensitivity of one path; it ignores how large the activation is and "
+        "how many paths share the effect, and it vanishes where a softmax saturates, "
+        "so on its own it is not a reliable stand-in for ablation. Multiplying by the activation "
         "change and integrating along the path from the ablated activation "
         "(integrated gradients) makes the gradient agree with zero ablation (exactly "
         "in the limit, by completeness); this supports the discussion's "
@@ -1336,6 +1340,12 @@ def reproduce_ablation(out_dir: Path, options: ReproduceOptions) -> list[Path]:
             options.max_sentences, int(options.extra.get("fig4_steps", FIG4_STEPS))
         )
         timings["fig4"] = time.perf_counter() - start
+        if meta["fig4"].get("accuracy", 1.0) < 0.6:
+            notes.append(
+                f"the fig4 model's agreement accuracy is {meta['fig4']['accuracy']:.3f} "
+                "(near chance): its numbers describe a model that has not learned "
+                "the task"
+            )
     except (ImportError, AttributeError) as err:
         notes.append(
             f"fig4 model skipped: the agreement model is not available ({err})"
