@@ -370,6 +370,8 @@ def plot_fig4(flow: AgreementFlow, title: str | None = None) -> Any:
             plot_branch_summary(
                 rows, title=f"{group} (n={n}): {names[agg]}", ax=ax, log=True
             )
+            if ax is not axes[0][0] and ax.get_legend() is not None:
+                ax.get_legend().remove()  # one legend for the figure is enough
             ax.set_xlabel("layer (its input)", fontsize=9)
             ax.set_ylabel("mean max-product flow (log)", fontsize=9)
     fig.suptitle(

@@ -1094,17 +1094,38 @@ def agreement_model(
 
 
 def save_hf_directory(
-    trained: TrainedAgreementModel, directory: str | os.PathLike[str]
+    model: Any,
+    directory: str | os.PathLike[str],
+    tokenizer: WordTokenizer | None = None,
 ) -> Path:
-    """Save the model and a ``BertTokenizerFast`` of its vocabulary as a Hugging Face
+    """Save a model with a fast BERT tokenizer of its vocabulary as a Hugging Face
     directory, loadable with ``AutoModelForMaskedLM``/``AutoTokenizer`` (and by
     ``reproduce fig4 --hf-model DIR``).
+
+    Args:
+        model: a :class:`TrainedAgreementModel`, or a ``BertForMaskedLM`` over
+            ``tokenizer``'s vocabulary.
+        directory: where to write (created if missing).
+        tokenizer: the vocabulary; default: the trained model's, else
+            :meth:`WordTokenizer.default`.
 
     Returns:
         The directory.
     """
+    from transformers.utils import logging as hf_logging
+
+    if isinstance(model, TrainedAgreementModel):
+        tokenizer = tokenizer or model.tokenizer
+        model = model.model
+    tokenizer = tokenizer or WordTokenizer.default()
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
-    trained.model.save_pretrained(path)
-    trained.tokenizer.to_hf().save_pretrained(path)
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar
+    try:
+        model.save_pretrained(path)
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
+    tokenizer.to_hf().save_pretrained(path)
     return path
