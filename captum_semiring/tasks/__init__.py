@@ -50,3 +50,23 @@ __all__ = [
 from .appb import TrainedMLP, appb_data, appb_label, appb_mlp, train_appb_mlp
 
 __all__ += ["appb_data", "appb_label", "appb_mlp", "TrainedMLP", "train_appb_mlp"]
+
+from .agreement import (  # noqa: E402
+    AgreementBatch,
+    AgreementExample,
+    AgreementSentence,
+    TrainedAgreementModel,
+    WordTokenizer,
+    agreement_model,
+    generate_sentences,
+)
+
+__all__ += [
+    "AgreementSentence",
+    "AgreementExample",
+    "AgreementBatch",
+    "WordTokenizer",
+    "TrainedAgreementModel",
+    "agreement_model",
+    "generate_sentences",
+]
