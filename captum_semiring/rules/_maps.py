@@ -283,7 +283,7 @@ class Blockwise(LocalMap):
         """Contract ``rows`` (S, rows, n) with the blocks, built in chunks of rows."""
         n = rows.shape[-1]
         parts = []
-        for chunk in kernels.row_chunks(self.rows, sr.size * n * n):
+        for chunk in kernels.row_chunks(self.rows, n * n):
             blocks = self.jacobian(chunk)
             part = sr.matmul(
                 rows[:, chunk, None, :], blocks.mT if transpose else blocks
@@ -406,7 +406,7 @@ class LayerNormRows(Blockwise):
             return sr._pack(top + torch.log(total), expectation)
         n = x.shape[-1]
         parts = []
-        for chunk in kernels.row_chunks(self.rows, sr.size * n * n):
+        for chunk in kernels.row_chunks(self.rows, n * n):
             blocks = kernels.layer_norm_block(s[chunk])
             parts.append(sr.matmul(x[:, chunk, None, :], blocks)[..., 0, :])
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
