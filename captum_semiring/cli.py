@@ -909,7 +909,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .analysis.reproductions import ReproduceOptions, available
+    from .analysis.reproductions import ReproduceError, ReproduceOptions, available
 
     if args.max_sentences is not None and args.max_sentences < 1:
         raise CLIError("--max-sentences must be at least 1")
@@ -926,8 +926,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise CLIError(
             f"cannot create the output directory {str(out_dir)!r}: {err.strerror}"
         ) from None
-    options = ReproduceOptions(max_sentences=args.max_sentences, hf_model=args.hf_model)
-    for f in reproductions[args.name].run(out_dir, options):
+    extra = {"scale": args.scale} if args.scale else {}
+    options = ReproduceOptions(
+        max_sentences=args.max_sentences, hf_model=args.hf_model, extra=extra
+    )
+    try:
+        files = reproductions[args.name].run(out_dir, options)
+    except ReproduceError as err:
+        raise CLIError(str(err)) from None
+    for f in files:
         print(f"wrote {f}")
     return 0
 
@@ -1068,6 +1075,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="use only the first N validation sentences (quick checks; default: all)",
+    )
+    rp.add_argument(
+        "--scale",
+        choices=("quick", "full", "seeds3"),
+        help="appB and fig5: the experiment's scale (default: full; seeds3 is fig5 with the paper's 3 seeds, about 15 min)",
     )
     rp.add_argument(
         "--hf-model",

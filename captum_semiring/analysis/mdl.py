@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -75,11 +74,12 @@ from torch import Tensor, nn
 from ..tasks.appb import one_thread
 from .reproductions import (
     ReproduceOptions,
+    pick_scale,
     register_reproduction,
     write_csv,
     write_json,
 )
-from .stats import _ranks, mean_ci, spearman
+from .stats import mean_ci, ranks, spearman
 
 __all__ = [
     "FIG5_TASKS",
@@ -518,7 +518,7 @@ def spearman_permutation_p(
     rho = spearman(a, b)
     if rho is None:
         return None
-    ra, rb = _ranks(a), _ranks(b)
+    ra, rb = ranks(a), ranks(b)
     ra, rb = ra - ra.mean(), rb - rb.mean()
     gen = torch.Generator().manual_seed(seed)
     perms = torch.rand(n_perm, len(rb), generator=gen).argsort(dim=1)
@@ -788,17 +788,9 @@ def reproduce_fig5(out_dir: Path, options: ReproduceOptions) -> list[Path]:
     ``fig5_summary.json``."""
     from ..visualization import figure_to_png
 
-    scales = {"full": FULL, "seeds3": SEEDS3, "quick": QUICK}
-    scale_name = str(
-        options.extra.get(
-            "scale", os.environ.get("CAPTUM_SEMIRING_REPRO_SCALE", "full")
-        )
+    scale_name, scale = pick_scale(
+        options, {"full": FULL, "seeds3": SEEDS3, "quick": QUICK}
     )
-    if scale_name not in scales:
-        raise ValueError(
-            f"unknown scale {scale_name!r}; use one of {', '.join(scales)}"
-        )
-    scale = scales[scale_name]
     if "tasks" in options.extra:
         scale = replace(scale, tasks=tuple(options.extra["tasks"]))
     start = time.perf_counter()

@@ -12,6 +12,7 @@ import csv
 import importlib
 import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,25 @@ class ReproduceOptions:
 
 
 Runner = Callable[[Path, ReproduceOptions], list[Path]]
+
+
+class ReproduceError(ValueError):
+    """Bad options for a reproduction; the command line prints it as one line."""
+
+
+def pick_scale(options: ReproduceOptions, scales: Mapping[str, Any]) -> tuple[str, Any]:
+    """The scale named by ``options.extra["scale"]`` (else
+    ``$CAPTUM_SEMIRING_REPRO_SCALE``, else ``"full"``), and its value in ``scales``."""
+    name = str(
+        options.extra.get(
+            "scale", os.environ.get("CAPTUM_SEMIRING_REPRO_SCALE", "full")
+        )
+    )
+    if name not in scales:
+        raise ReproduceError(
+            f"this reproduction has no scale {name!r}; use one of {', '.join(scales)}"
+        )
+    return name, scales[name]
 
 
 @dataclass

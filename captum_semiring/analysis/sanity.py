@@ -31,7 +31,6 @@ the sentences per length. Trainings and sweeps run on one thread
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from torch import Tensor, nn
 from ..tasks.appb import one_thread
 from .reproductions import (
     ReproduceOptions,
+    pick_scale,
     register_reproduction,
     write_csv,
     write_json,
@@ -663,17 +663,6 @@ def plot_mlp(rows: Sequence[dict[str, Any]]) -> Any:
 # --------------------------------------------------------------------------- run
 
 
-def _scale(options: ReproduceOptions, scales: dict[str, Any]) -> tuple[str, Any]:
-    name = str(
-        options.extra.get(
-            "scale", os.environ.get("CAPTUM_SEMIRING_REPRO_SCALE", "full")
-        )
-    )
-    if name not in scales:
-        raise ValueError(f"unknown scale {name!r}; use one of {', '.join(scales)}")
-    return name, scales[name]
-
-
 @register_reproduction(
     "appB", "App. B / Fig. 6: entropy vs sentence length and vs MLP hidden size"
 )
@@ -683,7 +672,7 @@ def reproduce_appb(out_dir: Path, options: ReproduceOptions) -> list[Path]:
     from ..tasks.models import _deterministic
     from ..visualization import figure_to_png
 
-    scale_name, scale = _scale(options, {"full": FULL, "quick": QUICK})
+    scale_name, scale = pick_scale(options, {"full": FULL, "quick": QUICK})
     n_per_length = scale.n_per_length
     if options.max_sentences is not None:
         n_per_length = max(1, min(n_per_length, options.max_sentences))

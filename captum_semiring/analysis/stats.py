@@ -24,7 +24,8 @@ def mean_ci(samples: Tensor, z: float = 1.96) -> tuple[Tensor, Tensor, Tensor]:
     return mean, mean - half, mean + half
 
 
-def _ranks(x: Sequence[float]) -> Tensor:
+def ranks(x: Sequence[float]) -> Tensor:
+    """Ranks from 0, ties sharing their average rank."""
     t = torch.tensor(list(x), dtype=torch.float64)
     order = t.argsort()
     r = torch.empty_like(t)
@@ -53,7 +54,7 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
         )
     if len(a) < 2:
         return None
-    ra, rb = _ranks(a), _ranks(b)
+    ra, rb = ranks(a), ranks(b)
     ra, rb = ra - ra.mean(), rb - rb.mean()
     den = float(ra.norm() * rb.norm())
     return float((ra * rb).sum()) / den if den > 0 else None
