@@ -113,6 +113,117 @@ def _functional(func: torch._ops.OpOverload) -> torch._ops.OpOverload | None:
     return None
 
 
+# ----- fast argument flattening --------------------------------------------------
+# ATen arguments are leaves or flat lists of leaves (``Tensor[]``, ``int[]``), so a
+# one-level flatten replaces ``torch.utils._pytree`` at a fraction of its cost per op.
+# A spec is ``(layout, keys)``: per argument (keywords last) None for a leaf, or the
+# container type and its length; ``keys`` names the keyword arguments.
+_PYTREE = "pytree"
+
+
+def _flatten_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list, Any]:
+    leaves: list[Any] = []
+    layout: list[Any] = []
+    for value in (*args, *kwargs.values()):
+        kind = type(value)
+        if kind is list or kind is tuple:
+            for x in value:
+                if isinstance(x, (list, tuple, dict)):  # nested: not an ATen schema
+                    flat, spec = tree_flatten((args, kwargs))
+                    return flat, (_PYTREE, spec)
+            layout.append((kind, len(value)))
+            leaves.extend(value)
+        elif kind is dict:
+            flat, spec = tree_flatten((args, kwargs))
+            return flat, (_PYTREE, spec)
+        else:
+            layout.append(None)
+            leaves.append(value)
+    return leaves, (tuple(layout), tuple(kwargs))
+
+
+def _unflatten_args(leaves: list[Any], spec: Any) -> tuple[tuple, dict]:
+    if spec[0] == _PYTREE:
+        return tree_unflatten(leaves, spec[1])
+    layout, keys = spec
+    values: list[Any] = []
+    at = 0
+    for kind in layout:
+        if kind is None:
+            values.append(leaves[at])
+            at += 1
+        else:
+            values.append(kind[0](leaves[at : at + kind[1]]))
+            at += kind[1]
+    n_args = len(layout) - len(keys)
+    return tuple(values[:n_args]), dict(zip(keys, values[n_args:], strict=True))
+
+
+def _flatten_out(out: Any) -> list[Any]:
+    """An op's results as a flat list (a tensor, or a tuple or list of them)."""
+    if isinstance(out, Tensor):
+        return [out]
+    if type(out) in (tuple, list) and not any(
+        isinstance(x, (list, tuple, dict)) for x in out
+    ):
+        return list(out)
+    return tree_flatten(out)[0]
+
+
+class _OpInfo:
+    """Per-overload facts the recorder and rules ask for on every call, cached."""
+
+    __slots__ = ("arg_index", "writes", "kwarg_write", "metadata_inplace", "skip")
+
+    def __init__(self, func: Any) -> None:
+        arguments = func._schema.arguments
+        self.arg_index = {a.name: (i, a) for i, a in enumerate(arguments)}
+        self.writes = tuple(
+            i
+            for i, a in enumerate(arguments)
+            if a.alias_info is not None and a.alias_info.is_write
+        )
+        self.kwarg_write = any(arguments[i].kwarg_only for i in self.writes)
+        self.metadata_inplace = func in _METADATA_INPLACE
+        self.skip = func in _NOT_DIFFERENTIABLE
+
+
+_OP_INFO: dict[Any, _OpInfo] = {}
+
+
+def _op_info(func: Any) -> _OpInfo:
+    info = _OP_INFO.get(func)
+    if info is None:
+        info = _OP_INFO[func] = _OpInfo(func)
+    return info
+
+
+# Ops that only copy or view elements: NaN cannot first appear in their outputs.
+_COPIES = {
+    aten.view.default,
+    aten._unsafe_view.default,
+    aten.alias.default,
+    aten.clone.default,
+    aten.expand.default,
+    aten.permute.default,
+    aten.transpose.int,
+    aten.t.default,
+    aten.squeeze.default,
+    aten.squeeze.dim,
+    aten.squeeze.dims,
+    aten.unsqueeze.default,
+    aten.slice.Tensor,
+    aten.select.int,
+    aten.split.Tensor,
+    aten.split_with_sizes.default,
+    aten.unbind.int,
+    aten.cat.default,
+    aten.stack.default,
+    aten.index_select.default,
+    aten.embedding.default,
+}
+
+
 @dataclass(eq=False)
 class OpRecord:
     """One recorded ATen call.
@@ -130,7 +241,7 @@ class OpRecord:
     inputs: list[tuple[int, int]]
     outputs: list[tuple[int, int]]
     module: str
-    versions: dict[int, int] = field(default_factory=dict)
+    versions: list[tuple[Tensor, int]] = field(default_factory=list)
 
     @property
     def op_name(self) -> str:
@@ -138,28 +249,60 @@ class OpRecord:
 
     @property
     def args(self) -> tuple[Any, ...]:
-        return tree_unflatten(self.leaves, self.spec)[0]
+        return _unflatten_args(self.leaves, self.spec)[0]
 
     @property
     def kwargs(self) -> dict[str, Any]:
-        return tree_unflatten(self.leaves, self.spec)[1]
+        return _unflatten_args(self.leaves, self.spec)[1]
 
     def arg(self, name: str, default: Any = None) -> Any:
         """An argument by its schema name, whether given by position or keyword."""
-        args, kwargs = tree_unflatten(self.leaves, self.spec)
+        if self.spec[0] != _PYTREE:
+            # Fast path: find the argument's slot in the flat layout.
+            layout, keys = self.spec
+            n_args = len(layout) - len(keys)
+            found = _op_info(self.func).arg_index.get(name)
+            if found is not None and found[0] < n_args:
+                slot = found[0]
+            elif name in keys:
+                slot = n_args + keys.index(name)
+            else:
+                if found is not None and found[1].has_default_value():
+                    return found[1].default_value
+                return default
+            at = sum(1 if kind is None else kind[1] for kind in layout[:slot])
+            kind = layout[slot]
+            if kind is None:
+                return self.leaves[at]
+            return kind[0](self.leaves[at : at + kind[1]])
+        args, kwargs = _unflatten_args(self.leaves, self.spec)
         if name in kwargs:
             return kwargs[name]
-        for i, a in enumerate(self.func._schema.arguments):
-            if a.name == name:
-                if i < len(args):
-                    return args[i]
-                if a.has_default_value():
-                    return a.default_value
+        found = _op_info(self.func).arg_index.get(name)
+        if found is not None:
+            i, a = found
+            if i < len(args):
+                return args[i]
+            if a.has_default_value():
+                return a.default_value
         return default
 
     def position(self, name: str) -> int:
         """The leaf position of a tensor argument, by its schema name."""
-        args, kwargs = tree_unflatten(self.leaves, self.spec)
+        if self.spec[0] == _PYTREE:
+            return self._pytree_position(name)
+        layout, keys = self.spec
+        n_args = len(layout) - len(keys)
+        found = _op_info(self.func).arg_index.get(name)
+        target = found[0] if found is not None and found[0] < n_args else None
+        if target is None and name in keys:
+            target = n_args + keys.index(name)
+        if target is None:
+            raise KeyError(f"{self.op_name} has no tensor argument {name!r}")
+        return sum(1 if kind is None else kind[1] for kind in layout[:target])
+
+    def _pytree_position(self, name: str) -> int:
+        args, kwargs = tree_unflatten(self.leaves, self.spec[1])
         start = 0
         for i, a in enumerate(args):
             if self.func._schema.arguments[i].name == name:
@@ -177,15 +320,12 @@ class OpRecord:
     def rerun(self, replace: dict[int, Any]) -> list[Any]:
         """Call the op again with some leaves replaced; returns flattened outputs."""
         leaves = [replace.get(i, leaf) for i, leaf in enumerate(self.leaves)]
-        args, kwargs = tree_unflatten(leaves, self.spec)
-        return tree_flatten(self.func(*args, **kwargs))[0]
+        args, kwargs = _unflatten_args(leaves, self.spec)
+        return _flatten_out(self.func(*args, **kwargs))
 
     def check_unchanged(self) -> None:
-        for t in self.leaves + self.out_leaves:
-            if (
-                isinstance(t, Tensor)
-                and self.versions.get(id(t), t._version) != t._version
-            ):
+        for t, version in self.versions:
+            if t._version != version:
                 raise RecordingError(
                     f"a tensor read by {self.op_name} in module '{self.module}' was "
                     "changed in place after it was recorded; record again"
@@ -230,7 +370,9 @@ class LayerInput:
 
 
 def layer_input(module: nn.Module) -> LayerInput:
-    """Mark ``module``'s input as a source for :func:`record`."""
+    """Mark ``module``'s input as a source for :func:`record`: the first
+    floating-point tensor among its positional arguments (a transformer layer's
+    hidden states, not its float attention mask)."""
     return LayerInput(module)
 
 
@@ -250,10 +392,15 @@ class Graph:
         self.decompose = _decompose_set(decompose)
         self._node_of: dict[int, int] = {}
         self._keep: dict[int, Tensor] = {}
+        # Storage -> node tensors and saved slots, for in-place writes. Most models
+        # never write in place while recording, so both are built at the first write
+        # (from ``_keep`` and the records) and kept up to date from then on.
+        self._write_index = False
         self._by_storage: dict[int, set[int]] = {}
         self._saved_by_storage: dict[int, list[tuple[list[Any], int]]] = {}
         self._stale: dict[int, str] = {}
         self._maps: dict[int, dict[tuple[int, int], Any]] = {}
+        self._sweep_plan: list[Any] | None = None
         self._module_stack: list[str] = []
         self._nan_warned = False
 
@@ -263,11 +410,58 @@ class Graph:
         self.nodes.append(node)
         self._node_of[id(t)] = node.index
         self._keep[id(t)] = t
-        self._stale.pop(id(t), None)
-        key = _storage_key(t)
-        if key is not None:
-            self._by_storage.setdefault(key, set()).add(id(t))
+        if self._stale:
+            self._stale.pop(id(t), None)
+        if self._write_index:
+            key = _storage_key(t)
+            if key is not None:
+                self._by_storage.setdefault(key, set()).add(id(t))
         return node.index
+
+    def _index_storage(self) -> None:
+        """Build the storage indexes at the first in-place write."""
+        if self._write_index:
+            return
+        self._write_index = True
+        for id_, t in self._keep.items():
+            key = _storage_key(t)
+            if key is not None:
+                self._by_storage.setdefault(key, set()).add(id_)
+        for record in self.records:
+            _index_saved(self._saved_by_storage, record)
+
+    def _warn_first_nan(self) -> None:
+        """Warn once, naming the first op whose output has a NaN that its inputs do
+        not. Checked when recording ends: one norm per op output in one call (a NaN
+        anywhere makes the norm NaN; overflow gives inf), inputs only where needed."""
+        if self._nan_warned:
+            return
+        outs = [
+            (record, t)
+            for record in self.records
+            if record.func not in _COPIES  # copies cannot make a NaN
+            for t in record.out_leaves
+            if _is_tracked_dtype(t)
+        ]
+        if not outs:
+            return
+        norms = torch._foreach_norm([t.detach() for _, t in outs])
+        flags = torch.stack([n.isnan().to("cpu") for n in norms]).tolist()
+        for (record, _), flag in zip(outs, flags, strict=True):
+            if not flag:
+                continue
+            ins = [t for t in record.leaves if _is_tracked_dtype(t)]
+            if any(bool(torch.isnan(t).any()) for t in ins):
+                continue
+            self._nan_warned = True
+            warnings.warn(
+                f"NaN first appeared in the output of {record.op_name} in module "
+                f"'{record.module}'; semiring values downstream of it are not "
+                "meaningful",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return
 
     def _lookup(self, t: Tensor) -> int | None:
         index = self._node_of.get(id(t))
@@ -306,7 +500,10 @@ class Graph:
         maps = self._maps.get(id(record))
         if maps is None:
             rule = rules.rule_for(record.func)
-            with torch.no_grad():
+            if torch.is_grad_enabled():
+                with torch.no_grad():
+                    maps = rule(record)
+            else:  # inside a sweep: no grad-mode switch per op
                 maps = rule(record)
             self._maps[id(record)] = maps
         return maps
@@ -323,11 +520,11 @@ class Graph:
         """Remember saved tensors' versions once recording ends (autograd bumps them
         only after each dispatch returns, so they settle at the end)."""
         for record in self.records:
-            record.versions = {
-                id(t): t._version
-                for t in record.leaves + record.out_leaves
+            record.versions = [
+                (t, t._version)
+                for t in (*record.leaves, *record.out_leaves)
                 if isinstance(t, Tensor)
-            }
+            ]
 
     # ----- sweeps --------------------------------------------------------------
     def backward(self, output: Tensor, semiring: Any = "sum") -> Any:
@@ -371,10 +568,14 @@ def _decompose_set(decompose: Iterable[Any]) -> set[Any]:
     return ops
 
 
+_RECORD, _NO_RULE = object(), object()
+
+
 class _Recorder(TorchDispatchMode):
     def __init__(self, graph: Graph) -> None:
         super().__init__()
         self.graph = graph
+        self._plans: dict[Any, Any] = {}
 
     @property
     def module(self) -> str:
@@ -384,44 +585,38 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
         graph = self.graph
-        leaves, spec = tree_flatten((args, kwargs))
-        tracked = [
-            (i, graph._lookup(x)) for i, x in enumerate(leaves) if isinstance(x, Tensor)
-        ]
-        tracked = [(i, n) for i, n in tracked if n is not None]
-        for x in leaves:
-            if isinstance(x, Tensor) and id(x) in graph._stale:
-                raise RecordingError(
-                    f"{func} in module '{self.module}' reads a tensor that was changed "
-                    f"in place through an alias ({graph._stale[id(x)]}) after it was "
-                    "recorded; this cannot be made exact"
-                )
-        written = [
-            leaves[i]
-            for i, a in enumerate(func._schema.arguments)
-            if a.alias_info is not None and a.alias_info.is_write and i < len(args)
-        ]
-        if (
-            any(
-                a.alias_info is not None and a.alias_info.is_write and a.kwarg_only
-                for a in func._schema.arguments
+        info = _op_info(func)
+        leaves, spec = _flatten_args(args, kwargs)
+        node_of, keep = graph._node_of, graph._keep
+        tracked = []
+        for i, x in enumerate(leaves):
+            if isinstance(x, Tensor):
+                node = node_of.get(id(x))
+                if node is not None and keep.get(id(x)) is x:
+                    tracked.append((i, node))
+        if graph._stale:
+            for x in leaves:
+                if isinstance(x, Tensor) and id(x) in graph._stale:
+                    raise RecordingError(
+                        f"{func} in module '{self.module}' reads a tensor that was "
+                        f"changed in place through an alias ({graph._stale[id(x)]}) "
+                        "after it was recorded; this cannot be made exact"
+                    )
+        written = [args[i] for i in info.writes if i < len(args)]
+        if info.kwarg_write and kwargs and tracked:
+            raise RecordingError(
+                f"{func} in module '{self.module}' writes to out=; use the functional form"
             )
-            and kwargs
-        ):
-            if tracked:
-                raise RecordingError(
-                    f"{func} in module '{self.module}' writes to out=; use the functional form"
-                )
         for t in written:
-            self._copy_saved_before_write(t, metadata_only=func in _METADATA_INPLACE)
+            self._copy_saved_before_write(t, metadata_only=info.metadata_inplace)
 
         if not torch.is_grad_enabled():
             # As in autograd, a tensor changed under no_grad keeps its history.
             return func(*args, **kwargs)
-        if not tracked or func in _NOT_DIFFERENTIABLE:
+        if not tracked or info.skip:
             out = func(*args, **kwargs)
             for t in written:
-                self._forget_written(t, func, func in _METADATA_INPLACE)
+                self._forget_written(t, func, info.metadata_inplace)
             return out
 
         if written:
@@ -429,27 +624,38 @@ class _Recorder(TorchDispatchMode):
                 func, args, kwargs, leaves, spec, tracked, written
             )
 
-        decomposition = self._decomposition(func)
-        if decomposition is not None:
+        plan = self._plans.get(func)
+        if plan is None:
+            plan = self._plans[func] = self._plan(func)
+        if plan is not _RECORD:
+            if plan is _NO_RULE:
+                out = func(*args, **kwargs)
+                if not any(_is_tracked_dtype(t) for t in _flatten_out(out)):
+                    return out  # integer or boolean results carry no gradient
+                raise UnsupportedOpError(
+                    f"no rule for {func} (in module '{self.module}') and no "
+                    "decomposition; register one with "
+                    "captum_semiring.rules.register_rule"
+                )
             with self:
-                out = decomposition(*args, **kwargs)
+                out = plan(*args, **kwargs)
             if out is NotImplemented:
                 raise UnsupportedOpError(
                     f"no rule for {func} (in module '{self.module}'), and its "
                     "decomposition does not cover these arguments"
                 )
             return out
-        if not rules.has_rule(func):
-            out = func(*args, **kwargs)
-            if not any(_is_tracked_dtype(t) for t in tree_flatten(out)[0]):
-                return out  # integer or boolean results carry no gradient
-            raise UnsupportedOpError(
-                f"no rule for {func} (in module '{self.module}') and no decomposition; "
-                "register one with captum_semiring.rules.register_rule"
-            )
         out = func(*args, **kwargs)
         self._record(func, leaves, spec, out, tracked)
         return out
+
+    def _plan(self, func: Any) -> Any:
+        """What to do with a tracked call of ``func``: record it, decompose it (the
+        decomposition), or fail (no rule)."""
+        decomposition = self._decomposition(func)
+        if decomposition is not None:
+            return decomposition
+        return _RECORD if rules.has_rule(func) else _NO_RULE
 
     def _decomposition(self, func: Any) -> Callable[..., Any] | None:
         if func in self.graph.decompose:
@@ -478,9 +684,9 @@ class _Recorder(TorchDispatchMode):
         """Write down one call. ``saved_out`` is a private copy of an in-place op's
         result, whose version counter autograd bumps only after dispatch returns."""
         graph = self.graph
-        out_leaves, out_spec = tree_flatten(out)
+        out_leaves = _flatten_out(out)
         record = OpRecord(
-            func, list(leaves), spec, out_leaves, out_spec, tracked, [], self.module
+            func, list(leaves), spec, out_leaves, None, tracked, [], self.module
         )
         for i, t in enumerate(out_leaves):
             if _is_tracked_dtype(t):
@@ -489,20 +695,16 @@ class _Recorder(TorchDispatchMode):
             return record  # no float result: nothing flows through this call
         if saved_out is not None:
             record.out_leaves = [saved_out]
-        for slots in (
-            (record.leaves,)
-            if saved_out is not None
-            else (record.leaves, record.out_leaves)
-        ):
-            for i, t in enumerate(slots):
-                if isinstance(t, Tensor):
-                    key = _storage_key(t)
-                    if key is not None:
-                        graph._saved_by_storage.setdefault(key, []).append((slots, i))
+        if graph._write_index:
+            _index_saved(graph._saved_by_storage, record)
         graph.records.append(record)
+        consumers = graph.consumers
         for position, node in tracked:
-            graph.consumers.setdefault(node, []).append((record, position))
-        self._warn_nan(record)
+            entry = consumers.get(node)
+            if entry is None:
+                consumers[node] = [(record, position)]
+            else:
+                entry.append((record, position))
         return record
 
     def _record_inplace(self, func, args, kwargs, leaves, spec, tracked, written):  # type: ignore[no-untyped-def]
@@ -541,6 +743,7 @@ class _Recorder(TorchDispatchMode):
     def _copy_saved_before_write(self, t: Tensor, metadata_only: bool) -> None:
         """Saved arguments that share ``t``'s memory get private copies first."""
         graph = self.graph
+        graph._index_storage()
         key = _storage_key(t)
         if key is None or key not in graph._saved_by_storage:
             return
@@ -560,6 +763,7 @@ class _Recorder(TorchDispatchMode):
     def _forget_written(self, t: Tensor, func: Any, metadata_only: bool) -> None:
         """After ``t`` is written, tracked aliases of it hold stale values."""
         graph = self.graph
+        graph._index_storage()
         graph._node_of.pop(id(t), None)
         key = _storage_key(t)
         if key is None or metadata_only:
@@ -572,22 +776,18 @@ class _Recorder(TorchDispatchMode):
                 graph._node_of.pop(other_id, None)
                 graph._stale[other_id] = f"{func} in module '{self.module}'"
 
-    def _warn_nan(self, record: OpRecord) -> None:
-        if self.graph._nan_warned:
-            return
-        outs = [t for t in record.out_leaves if _is_tracked_dtype(t)]
-        if not any(bool(torch.isnan(t).any()) for t in outs):
-            return
-        ins = [t for t in record.leaves if _is_tracked_dtype(t)]
-        if any(bool(torch.isnan(t).any()) for t in ins):
-            return
-        self.graph._nan_warned = True
-        warnings.warn(
-            f"NaN first appeared in the output of {record.op_name} in module "
-            f"'{record.module}'; semiring values downstream of it are not meaningful",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+
+def _index_saved(
+    index: dict[int, list[tuple[list[Any], int]]], record: OpRecord
+) -> None:
+    """Add ``record``'s saved tensors to a storage index. (An in-place op's saved
+    result is a private copy that nothing writes; indexing it is harmless.)"""
+    for slots in (record.leaves, record.out_leaves):
+        for i, t in enumerate(slots):
+            if isinstance(t, Tensor):
+                key = _storage_key(t)
+                if key is not None:
+                    index.setdefault(key, []).append((slots, i))
 
 
 def _module_hooks(graph: Graph) -> list[Any]:
@@ -619,8 +819,12 @@ def _module_hooks(graph: Graph) -> list[Any]:
     ]
 
 
-def _mark_source(graph: Graph, key: Any, value: Any, label: str) -> None:
+def _mark_source(
+    graph: Graph, key: Any, value: Any, label: str, first_only: bool = False
+) -> None:
     tensors = [t for t in tree_flatten(value)[0] if _is_tracked_dtype(t)]
+    if first_only:
+        tensors = tensors[:1]
     if not tensors:
         raise TypeError(f"{label} produced no floating-point tensor to use as a source")
     for t in tensors:
@@ -697,7 +901,8 @@ def record(*sources: Source, decompose: Iterable[Any] = ()) -> Iterator[Graph]:
         elif isinstance(source, LayerInput):
 
             def pre(module: nn.Module, args: Any, key: LayerInput = source) -> None:
-                _mark_source(graph, key, args, f"input of {type(module).__name__}")
+                label = f"input of {type(module).__name__}"
+                _mark_source(graph, key, args, label, first_only=True)
 
             handles.append(source.module.register_forward_pre_hook(pre))
         elif isinstance(source, nn.Module):
@@ -724,6 +929,7 @@ def record(*sources: Source, decompose: Iterable[Any] = ()) -> Iterator[Graph]:
         for t in restore_grad:
             t.requires_grad_(False)
         graph._module_stack.clear()
+    graph._warn_first_nan()  # after the recorder is gone: its norms are not recorded
 
 
 __all__ = ["record", "layer_input", "Graph", "OpRecord", "LayerInput", "RecordingError"]

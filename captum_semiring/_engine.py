@@ -22,9 +22,20 @@ if TYPE_CHECKING:
 def _accumulate(
     sr: Semiring, env: dict[int, Tensor], node: int, value: Tensor, dtype: torch.dtype
 ) -> None:
-    value = value.to(dtype)
+    if value.dtype != dtype:
+        value = value.to(dtype)
     previous = env.get(node)
     env[node] = value if previous is None else sr.plus(previous, value)
+
+
+def _plan(graph: Graph) -> list[tuple[Any, dict[int, int], dict[int, int]]]:
+    """Per record: the record, input node by leaf, output node by position. Cached on
+    the graph; a sweep then does no per-record bookkeeping of its own."""
+    plan = graph._sweep_plan
+    if plan is None or len(plan) != len(graph.records):
+        plan = [(r, dict(r.inputs), dict(r.outputs)) for r in graph.records]
+        graph._sweep_plan = plan
+    return plan
 
 
 @torch.no_grad()
@@ -46,18 +57,18 @@ def backward(graph: Graph, output: Tensor, semiring: Semiring | str) -> Semiring
         ) from None
     graph.check_unchanged()
     env: dict[int, Tensor] = {root: sr.ones(output.shape, output.detach())}
-    for record in reversed(graph.records):
-        outs = {position: env.get(node) for position, node in record.outputs}
-        if all(v is None for v in outs.values()):
+    nodes = graph.nodes
+    # Ops none of whose outputs reach the output (dead branches, or ops recorded
+    # after it) have no value: they are skipped before their local maps are built.
+    for record, ins, outs in reversed(_plan(graph)):
+        live = {p: env[n] for p, n in outs.items() if n in env}
+        if not live:
             continue
-        nodes = dict(record.inputs)
         for (leaf, position), local in graph.local_maps(record).items():
-            value = outs.get(position)
+            value = live.get(position)
             if value is not None:
-                node = nodes[leaf]
-                _accumulate(
-                    sr, env, node, local.backward(sr, value), graph.nodes[node].dtype
-                )
+                node = ins[leaf]
+                _accumulate(sr, env, node, local.backward(sr, value), nodes[node].dtype)
     return SemiringResult(graph, sr, env, root, output)
 
 
@@ -66,22 +77,20 @@ def forward(graph: Graph, semiring: Semiring | str) -> SemiringResult:
     sr = get_semiring(semiring)
     graph.check_unchanged()
     env: dict[int, Tensor] = {}
-    for nodes in graph.sources.values():
-        for node in nodes:
-            meta = graph.nodes[node]
+    nodes = graph.nodes
+    for sources in graph.sources.values():
+        for node in sources:
+            meta = nodes[node]
             env[node] = sr.ones(meta.shape, torch.empty((), dtype=meta.dtype))
-    for record in graph.records:
-        ins = {leaf: env.get(node) for leaf, node in record.inputs}
-        if all(v is None for v in ins.values()):
+    for record, ins, outs in _plan(graph):
+        live = {leaf: env[n] for leaf, n in ins.items() if n in env}
+        if not live:
             continue
-        outs = dict(record.outputs)
         for (leaf, position), local in graph.local_maps(record).items():
-            value = ins.get(leaf)
+            value = live.get(leaf)
             if value is not None:
                 node = outs[position]
-                _accumulate(
-                    sr, env, node, local.forward(sr, value), graph.nodes[node].dtype
-                )
+                _accumulate(sr, env, node, local.forward(sr, value), nodes[node].dtype)
     return SemiringResult(graph, sr, env, None, None)
 
 

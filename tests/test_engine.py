@@ -238,6 +238,44 @@ def test_branch_flow_groups_by_consumer_module():
     assert ((top != 0).sum(0) <= 1).all()  # one branch per token carries the top path
 
 
+def test_layer_input_of_a_padded_hf_batch_is_the_hidden_states():
+    # The layer also receives a float attention mask; only the hidden states count.
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30,
+        hidden_size=8,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=16,
+        attn_implementation="eager",
+    )
+    model = BertModel(config).double().eval()
+    layer = model.encoder.layer[1]
+    ids = torch.tensor([[1, 5, 7, 3], [2, 4, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    with cs.record(cs.layer_input(layer)) as graph:
+        out = model(ids, attention_mask=mask).last_hidden_state[:, 0].sum()
+    got = graph.backward(out, "sum")[cs.layer_input(layer)]
+
+    calls: list[tuple] = []
+    handle = layer.register_forward_pre_hook(
+        lambda m, args, kwargs: calls.append((args, kwargs)), with_kwargs=True
+    )
+    try:
+        model(ids, attention_mask=mask)
+    finally:
+        handle.remove()
+    (first, *rest), kwargs = calls[0]
+    hidden = first.detach().requires_grad_(True)
+    o = layer(hidden, *rest, **kwargs)
+    o = o[0] if isinstance(o, tuple) else o
+    want = torch.autograd.grad(o[:, 0].sum(), hidden)[0]
+    assert got.shape == hidden.shape
+    torch.testing.assert_close(got, want)
+
+
 # ----- bad input -------------------------------------------------------------------
 def test_unsupported_op_names_overload_and_module():
     class Block(nn.Module):
@@ -439,3 +477,9 @@ def test_inplace_under_no_grad_keeps_history_like_autograd():
     leaf = x.clone().requires_grad_(True)
     (expected,) = torch.autograd.grad(f(leaf).sum(), leaf)
     torch.testing.assert_close(cs.semiring_grad(f, x, "sum"), expected)
+
+
+def test_entropy_is_never_negative_after_round_off():
+    # (log Z, expected log-weight) of a single path can differ by round-off either way.
+    state = torch.tensor([[2.0, 2.0, float("-inf")], [2.0 + 1e-6, 1.5, 0.0]])
+    assert torch.equal(cs.Entropy().finalize(state), torch.tensor([0.0, 0.5, 0.0]))

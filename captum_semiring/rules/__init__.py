@@ -72,8 +72,15 @@ def register_decomposition(
     return decorate
 
 
+_POINTWISE: dict[Any, bool] = {}
+
+
 def _is_pointwise(op: Any) -> bool:
-    return torch.Tag.pointwise in getattr(op, "tags", ())
+    # Reading ``op.tags`` builds a list each time; the answer never changes.
+    found = _POINTWISE.get(op)
+    if found is None:
+        found = _POINTWISE[op] = torch.Tag.pointwise in getattr(op, "tags", ())
+    return found
 
 
 def has_rule(op: Any) -> bool:

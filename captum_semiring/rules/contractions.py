@@ -30,6 +30,18 @@ _OPERANDS = {
 }
 
 
+_WITH_BIAS = {aten.addmm.default, aten.baddbmm.default, aten.addmv.default}
+
+
+def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """Broadcast batch shapes (``torch.broadcast_shapes`` costs far more per call)."""
+    if a == b:
+        return a
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
+    return tuple(y if x == 1 else x for x, y in zip(a, b, strict=True))
+
+
 @register_rule(*_OPERANDS)
 def matmul_rule(call: Any) -> dict:
     """``out = beta * self + alpha * (left @ right)``; vectors are viewed as a row
@@ -38,26 +50,32 @@ def matmul_rule(call: Any) -> dict:
     a, b = call.leaves[left], call.leaves[right]
     a_view = tuple(a.shape) if a.dim() >= 2 else (1, a.shape[0])
     b_view = tuple(b.shape) if b.dim() >= 2 else (b.shape[0], 1)
-    out_view = (
-        *torch.broadcast_shapes(a_view[:-2], b_view[:-2]),
-        a_view[-2],
-        b_view[-1],
-    )
+    out_view = (*_broadcast(a_view[:-2], b_view[:-2]), a_view[-2], b_view[-1])
     out_shape = tuple(call.output(0).shape)
     alpha = call.arg("alpha", 1)
     tracked = {i for i, _ in call.inputs}
     maps: dict = {}
     if left in tracked:
-        weight = b.detach().reshape(b_view) * alpha
+        weight = b.detach().reshape(b_view)
         maps[(left, 0)] = MatMul(
-            weight, "right", tuple(a.shape), out_shape, a_view, out_view
+            weight if alpha == 1 else weight * alpha,
+            "right",
+            tuple(a.shape),
+            out_shape,
+            a_view,
+            out_view,
         )
     if right in tracked:
-        weight = a.detach().reshape(a_view) * alpha
+        weight = a.detach().reshape(a_view)
         maps[(right, 0)] = MatMul(
-            weight, "left", tuple(b.shape), out_shape, b_view, out_view
+            weight if alpha == 1 else weight * alpha,
+            "left",
+            tuple(b.shape),
+            out_shape,
+            b_view,
+            out_view,
         )
-    if "beta" in [arg.name for arg in call.func._schema.arguments]:
+    if call.func in _WITH_BIAS:
         bias = call.position("self")
         if bias in tracked:
             beta = call.arg("beta", 1)

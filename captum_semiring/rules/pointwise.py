@@ -1,20 +1,39 @@
 """One rule for every op tagged ``torch.Tag.pointwise``.
 
 The local derivative of output element ``o`` with respect to input ``i`` is the
-elementwise partial at ``o``; autograd gives all of them in one call once every tracked
-input is broadcast to the output shape. Plain arithmetic uses closed forms instead.
+elementwise partial at ``o``. Common ops have closed forms: arithmetic, and the
+activations and functions below, through the backward kernels autograd itself calls
+(``tanh_backward``, ``gelu_backward``, ...) with a gradient of ones, so the partials
+are autograd's. Any other pointwise op gets all of them from autograd in one call,
+once every tracked input is broadcast to the output shape (slower: a rerun under
+grad mode per op).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import Tensor
 
+from ..semirings import Semiring
 from . import register_rule
 from ._maps import Elementwise
 
 aten = torch.ops.aten
+
+
+class Pointwise(Elementwise):
+    """An :class:`Elementwise` map between equal shapes without a mask: one ⊗ by the
+    weight per element, none of the general map's reshapes, expands and sums."""
+
+    def backward(self, sr: Semiring, values: Tensor) -> Tensor:
+        return values if self.weight is None else sr.scale(values, self.weight)
+
+    def forward(self, sr: Semiring, values: Tensor) -> Tensor:
+        return values if self.weight is None else sr.scale(values, self.weight)
 
 
 def _arithmetic_partials(call: Any) -> dict[int, Any] | None:
@@ -36,9 +55,9 @@ def _arithmetic_partials(call: Any) -> dict[int, Any] | None:
     else:
         by_name = {"self": 1 / b, "other": -a / (b * b)}
     partials: dict[int, Any] = {}
+    self_position = call.position("self")
     for i, _ in call.inputs:
-        name = "self" if i == call.position("self") else "other"
-        w = by_name[name]
+        w = by_name["self" if i == self_position else "other"]
         partials[i] = w if w is None else torch.as_tensor(w, dtype=dtype)
     return partials
 
@@ -46,10 +65,107 @@ def _arithmetic_partials(call: Any) -> dict[int, Any] | None:
 _ARITHMETIC = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor}
 
 
-def _partials(call: Any) -> dict[int, Any]:
-    closed_form = _arithmetic_partials(call)
-    if closed_form is not None:
-        return closed_form
+def _ones(t: Tensor) -> Tensor:
+    return torch.ones_like(t)
+
+
+def _pow_partial(x: Tensor, y: Tensor, call: Any) -> Any:
+    exponent = call.arg("exponent")
+    if not isinstance(exponent, (int, float)) or isinstance(exponent, bool):
+        return _AUTOGRAD  # complex exponents
+    if exponent == 0:
+        return torch.zeros_like(x)
+    return exponent * x.pow(exponent - 1)
+
+
+def _clamp_partial(x: Tensor, y: Tensor, call: Any) -> Tensor:
+    # autograd's clamp_backward: the subgradient 1 at the bounds themselves.
+    low, high = call.arg("min"), call.arg("max")
+    keep = torch.ones_like(x, dtype=torch.bool)
+    if low is not None:
+        keep &= x >= low
+    if high is not None:
+        keep &= x <= high
+    return keep.to(x.dtype)
+
+
+# Partial of a one-tensor op with respect to its ``self`` argument, from the input
+# ``x``, the output ``y`` and the call, following autograd's derivatives.yaml. None:
+# unit weight (never materialized); _AUTOGRAD: no closed form for these arguments.
+_AUTOGRAD = object()
+UnaryPartial = Callable[[Tensor, Tensor, Any], Any]
+_UNARY: dict[Any, UnaryPartial] = {
+    aten.relu.default: lambda x, y, c: aten.threshold_backward(_ones(y), y, 0),
+    aten.gelu.default: lambda x, y, c: aten.gelu_backward(
+        _ones(x), x, approximate=c.arg("approximate", "none")
+    ),
+    aten.tanh.default: lambda x, y, c: aten.tanh_backward(_ones(y), y),
+    aten.sigmoid.default: lambda x, y, c: aten.sigmoid_backward(_ones(y), y),
+    aten.silu.default: lambda x, y, c: aten.silu_backward(_ones(x), x),
+    aten.hardtanh.default: lambda x, y, c: aten.hardtanh_backward(
+        _ones(x), x, c.arg("min_val", -1), c.arg("max_val", 1)
+    ),
+    aten.leaky_relu.default: lambda x, y, c: aten.leaky_relu_backward(
+        _ones(x), x, c.arg("negative_slope", 0.01), False
+    ),
+    aten.elu.default: lambda x, y, c: aten.elu_backward(
+        _ones(x),
+        c.arg("alpha", 1),
+        c.arg("scale", 1),
+        c.arg("input_scale", 1),
+        False,
+        x,
+    ),
+    aten.softplus.default: lambda x, y, c: aten.softplus_backward(
+        _ones(x), x, c.arg("beta", 1), c.arg("threshold", 20)
+    ),
+    aten.exp.default: lambda x, y, c: y,
+    aten.expm1.default: lambda x, y, c: y + 1,
+    aten.log.default: lambda x, y, c: x.reciprocal(),
+    aten.log1p.default: lambda x, y, c: (x + 1).reciprocal(),
+    aten.sqrt.default: lambda x, y, c: (2 * y).reciprocal(),
+    aten.rsqrt.default: lambda x, y, c: -0.5 * y.pow(3),
+    aten.reciprocal.default: lambda x, y, c: -(y * y),
+    aten.erf.default: lambda x, y, c: (2.0 / math.sqrt(math.pi)) * torch.exp(-x.pow(2)),
+    aten.sin.default: lambda x, y, c: x.cos(),
+    aten.cos.default: lambda x, y, c: -x.sin(),
+    aten.abs.default: lambda x, y, c: x.sgn(),
+    aten.neg.default: lambda x, y, c: torch.full((), -1.0, dtype=y.dtype),
+    aten.pow.Tensor_Scalar: _pow_partial,
+    aten.clamp.default: _clamp_partial,
+    aten.add.Scalar: lambda x, y, c: None,
+    aten.sub.Scalar: lambda x, y, c: None,
+    aten.rsub.Scalar: lambda x, y, c: torch.full((), -c.arg("alpha", 1), dtype=y.dtype),
+    aten.mul.Scalar: lambda x, y, c: torch.full((), c.arg("other"), dtype=y.dtype),
+    aten.div.Scalar: lambda x, y, c: torch.ones((), dtype=y.dtype) / c.arg("other"),
+    # Selections: unit weights; the condition masks the edges (see _edge_masks).
+    aten.where.self: lambda x, y, c: None,
+    aten.where.ScalarOther: lambda x, y, c: None,
+    aten.masked_fill.Scalar: lambda x, y, c: None,
+}
+
+
+def _closed_form_partials(call: Any) -> dict[int, Any] | None:
+    """Closed-form partials (None: unit weight), or None without a closed form."""
+    partials = _arithmetic_partials(call)
+    if partials is not None:
+        return partials
+    partial = _UNARY.get(call.func)
+    if partial is None:
+        return None
+    y = call.output(0)
+    if call.func in _SELECTING:  # every tracked tensor argument: unit weight
+        return {i: None for i, _ in call.inputs}
+    ((i, _),) = call.inputs  # the ops above read one tensor, ``self``
+    w = partial(call.leaves[i].detach(), y.detach(), call)
+    if w is _AUTOGRAD:
+        return None
+    if w is not None and w.dtype != y.dtype:
+        w = w.to(y.dtype)
+    return {i: w}
+
+
+def _autograd_partials(call: Any) -> dict[int, Any]:
     out = call.output(0)
     shape = out.shape
     expanded = {
@@ -65,6 +181,13 @@ def _partials(call: Any) -> dict[int, Any]:
         i: (g if g is not None else torch.zeros_like(x)).to(out.dtype)
         for (i, x), g in zip(expanded.items(), grads, strict=True)
     }
+
+
+def _partials(call: Any) -> dict[int, Any]:
+    closed_form = _closed_form_partials(call)
+    if closed_form is not None:
+        return closed_form
+    return _autograd_partials(call)
 
 
 # Ops whose condition selects one tensor argument: (condition, selected argument).
@@ -89,12 +212,16 @@ def _edge_masks(call: Any) -> dict[int, torch.Tensor]:
 def pointwise_rule(call: Any) -> dict[tuple[int, int], Elementwise]:
     out_shape = tuple(call.output(0).shape)
     masks = _edge_masks(call)
-    maps = {}
+    maps: dict[tuple[int, int], Elementwise] = {}
     for i, weight in _partials(call).items():
         in_shape = tuple(call.leaves[i].shape)
-        maps[(i, 0)] = Elementwise(
-            weight, in_shape, out_shape, out_shape, mask=masks.get(i)
-        )
+        mask = masks.get(i)
+        if mask is None and in_shape == out_shape:
+            maps[(i, 0)] = Pointwise(weight, in_shape, out_shape, out_shape)
+        else:
+            maps[(i, 0)] = Elementwise(
+                weight, in_shape, out_shape, out_shape, mask=mask
+            )
     return maps
 
 

@@ -8,6 +8,7 @@ Average pooling is decomposed into ``im2col`` and a mean.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -58,6 +59,9 @@ def reduction_rule(call: Any) -> dict:
         out = call.output(o)
         if call.func in (aten.sum.default, aten.sum.dim_IntList):
             weight = None
+        elif call.func in (aten.mean.default, aten.mean.dim):
+            count = math.prod(x.shape[d] for d in dims)
+            weight = torch.ones((), dtype=out.dtype, device=out.device) / count
         else:
             probe = x.detach().clone().requires_grad_(True)
             with torch.enable_grad():
