@@ -533,7 +533,9 @@ class Entropy(_LogMagnitude):
 
     def finalize(self, x: Tensor) -> Tensor:
         log_z, expectation = x[0], x[1]
-        return torch.where(torch.isinf(log_z), 0.0, log_z - expectation)
+        # An entropy is >= 0; where one path dominates, round-off can dip below.
+        entropy = (log_z - expectation).clamp_min(0.0)
+        return torch.where(torch.isinf(log_z), 0.0, entropy)
 
 
 class TopK(Semiring):
