@@ -231,3 +231,37 @@ def test_cache_dir_respects_the_environment(monkeypatch, tmp_path) -> None:
     monkeypatch.delenv("CAPTUM_SEMIRING_CACHE")
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert cache_dir().parts[-2:] == (".cache", "captum-semiring")
+
+
+def test_write_cache_entry_round_trips_and_replaces(tmp_path) -> None:
+    import json
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from captum_semiring.tasks.models import write_cache_entry
+
+    config = BertConfig(
+        vocab_size=10,
+        hidden_size=4,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        intermediate_size=8,
+    )
+    entry = tmp_path / "entry"
+    for seed in (0, 1):  # the second write replaces the first
+        torch.manual_seed(seed)
+        model = BertForSequenceClassification(config)
+        write_cache_entry(
+            entry, model, {"seed": seed}, lambda d: (d / "extra.txt").write_text("x")
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"]  # no temp left
+    assert json.loads((entry / "meta.json").read_text()) == {"seed": 1}
+    assert (entry / "extra.txt").read_text() == "x"
+    loaded = BertForSequenceClassification(
+        BertConfig.from_dict(json.loads((entry / "config.json").read_text()))
+    )
+    loaded.load_state_dict(torch.load(entry / "state_dict.pt", weights_only=True))
+    for (ka, va), (kb, vb) in zip(
+        model.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
+        assert ka == kb and torch.equal(va, vb), ka

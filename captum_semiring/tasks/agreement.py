@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -1058,6 +1057,8 @@ def agreement_model(
         >>> batch.forward_func(trained.model)(batch.ids).shape[0] == len(batch.examples)
         True
     """
+    from .models import write_cache_entry
+
     entry = _entry(seed)
     if not retrain and (entry / "meta.json").exists():
         try:
@@ -1067,20 +1068,9 @@ def agreement_model(
     if verbose:
         print("training the agreement model (first use only) ...", flush=True)
     trained = train_agreement_model(seed=seed, verbose=verbose)
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=entry.name + ".", dir=entry.parent))
-    torch.save(trained.model.state_dict(), tmp / "state_dict.pt")
-    (tmp / "config.json").write_text(
-        json.dumps(trained.model.config.to_dict(), indent=1, default=str)
+    write_cache_entry(
+        entry, trained.model, trained.metadata(), trained.tokenizer.save_vocabulary
     )
-    trained.tokenizer.save_vocabulary(tmp)
-    (tmp / "meta.json").write_text(json.dumps(trained.metadata(), indent=1))
-    try:
-        if entry.exists():
-            shutil.rmtree(entry, ignore_errors=True)
-        os.replace(tmp, entry)
-    except OSError:  # another process won the race; its entry is as good as ours
-        shutil.rmtree(tmp, ignore_errors=True)
     if verbose:
         by = ", ".join(
             f"{k}: {v:.3f}" for k, v in trained.accuracy_by_attractors.items()

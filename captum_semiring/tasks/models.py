@@ -23,9 +23,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,6 +266,32 @@ def train_classifier(
     )
 
 
+def write_cache_entry(
+    entry: Path,
+    model: Any,
+    metadata: dict[str, Any],
+    write_extra: Callable[[Path], Any] | None = None,
+) -> None:
+    """Cache a trained Hugging Face model in the folder ``entry``: ``state_dict.pt``,
+    ``config.json``, ``meta.json`` and whatever ``write_extra(folder)`` adds. The files
+    go to a temporary folder that is renamed into place, so concurrent writers are
+    safe: the last rename wins and every entry is complete."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=entry.name + ".", dir=entry.parent))
+    torch.save(model.state_dict(), tmp / "state_dict.pt")
+    config = json.dumps(model.config.to_dict(), indent=1, default=str)
+    (tmp / "config.json").write_text(config)
+    (tmp / "meta.json").write_text(json.dumps(metadata, indent=1))
+    if write_extra is not None:
+        write_extra(tmp)
+    try:
+        if entry.exists():
+            shutil.rmtree(entry, ignore_errors=True)
+        os.replace(tmp, entry)
+    except OSError:  # another process won the race; its entry is as good as ours
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _default_entry(seed: int) -> Path:
     return (
         cache_dir()
@@ -315,22 +342,7 @@ def default_model(
             flush=True,
         )
     trained = train_classifier(task, seed=seed, n=n, seq_len=seq_len, vocab_size=vocab)
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=entry.name + ".", dir=entry.parent))
-    torch.save(trained.model.state_dict(), tmp / "state_dict.pt")
-    config_dict = trained.model.config.to_dict()
-    (tmp / "config.json").write_text(json.dumps(config_dict, indent=1, default=str))
-    (tmp / "meta.json").write_text(json.dumps(trained.metadata(), indent=1))
-    try:
-        if entry.exists():
-            import shutil
-
-            shutil.rmtree(entry, ignore_errors=True)
-        os.replace(tmp, entry)
-    except OSError:  # another process won the race; its entry is as good as ours
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_cache_entry(entry, trained.model, trained.metadata())
     if verbose:
         print(
             f"trained in {trained.seconds:.1f} s, validation accuracy {trained.val_accuracy:.3f}; cached in {entry}"
