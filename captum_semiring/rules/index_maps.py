@@ -92,7 +92,10 @@ class Im2col(LocalMap):
 _IM2COL_PARAMS = ("kernel_size", "dilation", "padding", "stride")
 
 
-@register_rule(
+# Ops whose copy pattern depends only on shapes and non-tensor arguments (not on
+# index tensors' values), so that one probe serves every call of the same form:
+# repeated recordings (one per example, or per benchmark run) probe once.
+_STRUCTURAL = (
     aten.slice.Tensor,
     aten.select.int,
     aten.cat.default,
@@ -101,10 +104,6 @@ _IM2COL_PARAMS = ("kernel_size", "dilation", "padding", "stride")
     aten.split_with_sizes.default,
     aten.unsafe_split.Tensor,
     aten.unbind.int,
-    aten.index_select.default,
-    aten.gather.default,
-    aten.index.Tensor,
-    aten._unsafe_index.Tensor,
     aten.flip.default,
     aten.roll.default,
     aten.repeat.default,
@@ -112,15 +111,26 @@ _IM2COL_PARAMS = ("kernel_size", "dilation", "padding", "stride")
     aten.diagonal.default,
     aten.constant_pad_nd.default,
     aten.im2col.default,
-    aten.embedding.default,
+    aten.pixel_shuffle.default,
     aten.as_strided.default,
+)
+# Ops probed on every call, uncached: gathers, whose pattern depends on index
+# values, and scatters and copies.
+_PROBED_PER_CALL = (
+    aten.index_select.default,
+    aten.gather.default,
+    aten.index.Tensor,
+    aten._unsafe_index.Tensor,
+    aten.embedding.default,
     aten.slice_scatter.default,
     aten.select_scatter.default,
     aten.copy.default,
     aten.take.default,
     aten.masked_select.default,
-    aten.pixel_shuffle.default,
 )
+
+
+@register_rule(*_STRUCTURAL, *_PROBED_PER_CALL)
 def index_map_rule(call: Any) -> dict[tuple[int, int], LocalMap]:
     if call.func is aten.im2col.default:
         return {key: Im2col(m, call) for key, m in _structured(call).items()}
@@ -145,28 +155,6 @@ def _structured(call: Any) -> dict[tuple[int, int], IndexMap]:
     return maps
 
 
-# Ops whose copy pattern depends only on shapes and non-tensor arguments (not on
-# index tensors' values), so that one probe serves every call of the same form:
-# repeated recordings (one per example, or per benchmark run) probe once.
-_STRUCTURAL = {
-    aten.slice.Tensor,
-    aten.select.int,
-    aten.cat.default,
-    aten.stack.default,
-    aten.split.Tensor,
-    aten.split_with_sizes.default,
-    aten.unsafe_split.Tensor,
-    aten.unbind.int,
-    aten.flip.default,
-    aten.roll.default,
-    aten.repeat.default,
-    aten.unfold.default,
-    aten.diagonal.default,
-    aten.constant_pad_nd.default,
-    aten.im2col.default,
-    aten.pixel_shuffle.default,
-    aten.as_strided.default,
-}
 _PROBED: dict[Any, dict[tuple[int, int], IndexMap]] = {}
 _CACHE_ENTRIES = 256
 _CACHE_ELEMENTS = 1 << 22  # largest index map kept (4M elements, 32 MB)
