@@ -90,6 +90,9 @@ def _try_compiled(
     kernel = _compiled_kernel(name, fn)
     if kernel is None:
         return None
+    # Contiguous operands: every new stride pattern would cost a recompile, and
+    # after eight dynamo silently runs the kernel eagerly.
+    args = tuple(a.contiguous() if isinstance(a, Tensor) else a for a in args)
     try:
         return kernel(*args)
     except Exception as err:  # pragma: no cover - depends on the toolchain
