@@ -236,33 +236,35 @@ def _extend(a: Tensor, b: Tensor, w: Tensor) -> Tensor:
     return torch.where(w >= 0, w * a, w * b)
 
 
-def _ranked(keys: Tensor, largest: bool) -> Tensor:
-    """Keys where larger is better; no path (NaN) ranks last."""
-    keys = keys if largest else -keys
+def _head_keys_ranked(a: Tensor, b: Tensor, wt: Tensor, sign: Tensor) -> Tensor:
+    """Head keys of every output and input, laid out (B, m, p, n), times ``sign``
+    (-1 ranks the most negative first); no path (NaN) ranks last."""
+    keys = sign * _extend(a.unsqueeze(-2), b.unsqueeze(-2), wt.unsqueeze(-3))
     return torch.where(torch.isnan(keys), -math.inf, keys)
-
-
-def _head_keys_ranked(a: Tensor, b: Tensor, wt: Tensor, largest: bool) -> Tensor:
-    """Ranked head keys of every output and input, laid out (..., m, p, n)."""
-    return _ranked(_extend(a.unsqueeze(-2), b.unsqueeze(-2), wt.unsqueeze(-3)), largest)
 
 
 def _best_inputs(a: Tensor, b: Tensor, wt: Tensor, k: int, largest: bool) -> Tensor:
     """For each output, the ``k`` inputs ``j`` whose best path extends best."""
-    m, n, p = a.shape[-2], a.shape[-1], wt.shape[-2]
-    size = m * n * p * math.prod(torch.broadcast_shapes(a.shape[:-2], wt.shape[:-2]))
+    (m, n), p = a.shape[-2:], wt.shape[-2]
+    batch = torch.broadcast_shapes(a.shape[:-2], wt.shape[:-2])
+    size = m * n * p * math.prod(batch)
+    # One layout for the compiled kernel, whatever the op: contiguous, 3-d, the
+    # direction a tensor (dynamo recompiles for each new rank, stride or flag).
+    a, b = (t.expand(*batch, m, n).reshape(-1, m, n) for t in (a, b))
+    wt = wt.expand(*batch, p, n).reshape(-1, p, n).contiguous()
+    sign = torch.tensor(1.0 if largest else -1.0, dtype=a.dtype, device=a.device)
     keys_of: Callable[..., Tensor] = _head_keys_ranked
     if size >= COMPILE_THRESHOLD and compile_enabled():
         keys_of = _compiled_kernel("head_keys", keys_of) or keys_of
-        # Contiguous operands: each new stride pattern would cost a recompile.
-        a, b, wt = a.contiguous(), b.contiguous(), wt.contiguous()
     parts = []
     for rows in row_chunks(m, size // max(1, m)):
-        keys = keys_of(a[..., rows, :], b[..., rows, :], wt, largest)
+        chunk = [t[:, rows].contiguous() for t in (a, b)]
+        keys = keys_of(*chunk, wt, sign)
         # Sorting these keys is most of a TopK sweep: torch.topk costs about 35 ms
         # for 49k rows of 384 on 2 cores, several times the fused key kernel.
         parts.append(torch.topk(keys, min(k, n), dim=-1).indices)
-    return torch.cat(parts, -3) if len(parts) > 1 else parts[0]
+    best = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+    return best.reshape(*batch, m, p, best.shape[-1])
 
 
 def _merge(
