@@ -10,6 +10,7 @@ than it saves.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -61,6 +62,24 @@ def _compiled_kernel(name: str, fn: Callable[..., Any]) -> Callable[..., Any] | 
     return _compiled[name]
 
 
+def _plain(t: Any) -> Any:
+    """A tensor as contiguous, at storage offset 0 (dynamo guards on both)."""
+    if not isinstance(t, Tensor) or (t.is_contiguous() and t.storage_offset() == 0):
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
+
+
+def call_compiled(kernel: Callable[..., Any], *args: Any) -> Any:
+    """Call a compiled kernel with plain operands, under a higher recompile limit.
+
+    Dynamo compiles anew for each stride pattern, storage offset 0 or not, and size
+    0 or 1; after its default eight versions it would run the kernel eagerly, and
+    silently slower. Plain operands keep the versions few; the limit covers the
+    rest (one per rank, dtype and such size pattern)."""
+    with torch._dynamo.config.patch(recompile_limit=64):
+        return kernel(*(_plain(a) for a in args))
+
+
 def row_chunks(m: int, row_elements: int) -> list[slice]:
     """Slices of ``m`` rows, each with at most :data:`CHUNK_ELEMENTS` elements of
     broadcast work when one row costs ``row_elements``."""
@@ -90,11 +109,8 @@ def _try_compiled(
     kernel = _compiled_kernel(name, fn)
     if kernel is None:
         return None
-    # Contiguous operands: every new stride pattern would cost a recompile, and
-    # after eight dynamo silently runs the kernel eagerly.
-    args = tuple(a.contiguous() if isinstance(a, Tensor) else a for a in args)
     try:
-        return kernel(*args)
+        return call_compiled(kernel, *args)
     except Exception as err:  # pragma: no cover - depends on the toolchain
         warnings.warn(
             f"compiled kernel failed ({err}); using eager kernels", stacklevel=3
@@ -248,18 +264,18 @@ def _best_inputs(a: Tensor, b: Tensor, wt: Tensor, k: int, largest: bool) -> Ten
     (m, n), p = a.shape[-2:], wt.shape[-2]
     batch = torch.broadcast_shapes(a.shape[:-2], wt.shape[:-2])
     size = m * n * p * math.prod(batch)
-    # One layout for the compiled kernel, whatever the op: contiguous, 3-d, the
-    # direction a tensor (dynamo recompiles for each new rank, stride or flag).
+    # Few versions of the compiled kernel: 3-d operands, the direction a tensor.
     a, b = (t.expand(*batch, m, n).reshape(-1, m, n) for t in (a, b))
-    wt = wt.expand(*batch, p, n).reshape(-1, p, n).contiguous()
+    wt = wt.expand(*batch, p, n).reshape(-1, p, n)
     sign = torch.tensor(1.0 if largest else -1.0, dtype=a.dtype, device=a.device)
     keys_of: Callable[..., Tensor] = _head_keys_ranked
     if size >= COMPILE_THRESHOLD and compile_enabled():
-        keys_of = _compiled_kernel("head_keys", keys_of) or keys_of
+        compiled = _compiled_kernel("head_keys", keys_of)
+        if compiled is not None:
+            keys_of = functools.partial(call_compiled, compiled)
     parts = []
     for rows in row_chunks(m, size // max(1, m)):
-        chunk = [t[:, rows].contiguous() for t in (a, b)]
-        keys = keys_of(*chunk, wt, sign)
+        keys = keys_of(a[:, rows], b[:, rows], wt, sign)
         # Sorting these keys is most of a TopK sweep: torch.topk costs about 35 ms
         # for 49k rows of 384 on 2 cores, several times the fused key kernel.
         parts.append(torch.topk(keys, min(k, n), dim=-1).indices)
