@@ -201,19 +201,23 @@ def test_minilm_top_path_names_its_modules():
     assert path.value == pytest.approx(float(token_values[token]), rel=1e-4)
 
 
-def test_branch_flow_groups_by_consumer_module():
+def _tiny_bert(layers: int) -> nn.Module:
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=30,
         hidden_size=8,
-        num_hidden_layers=1,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         intermediate_size=16,
         attn_implementation="eager",
     )
-    model = BertModel(config).double().eval()
+    return BertModel(config).double().eval()
+
+
+def test_branch_flow_groups_by_consumer_module():
+    model = _tiny_bert(layers=1)
     layer = model.encoder.layer[0]
     ids = torch.tensor([[1, 5, 7, 3]])
     with cs.record(cs.layer_input(layer)) as graph:
@@ -240,18 +244,7 @@ def test_branch_flow_groups_by_consumer_module():
 
 def test_layer_input_of_a_padded_hf_batch_is_the_hidden_states():
     # The layer also receives a float attention mask; only the hidden states count.
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30,
-        hidden_size=8,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=16,
-        attn_implementation="eager",
-    )
-    model = BertModel(config).double().eval()
+    model = _tiny_bert(layers=2)
     layer = model.encoder.layer[1]
     ids = torch.tensor([[1, 5, 7, 3], [2, 4, 0, 0]])
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
