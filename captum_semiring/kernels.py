@@ -10,7 +10,6 @@ than it saves.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import warnings
@@ -70,7 +69,7 @@ def _plain(t: Any) -> Any:
     return t.clone(memory_format=torch.contiguous_format)
 
 
-def call_compiled(kernel: Callable[..., Any], *args: Any) -> Any:
+def _call_compiled(kernel: Callable[..., Any], *args: Any) -> Any:
     """Call a compiled kernel with plain operands, under a higher recompile limit.
 
     Dynamo compiles anew for each stride pattern, storage offset 0 or not, and size
@@ -111,7 +110,7 @@ def _try_compiled(
     if kernel is None:
         return None
     try:
-        return call_compiled(kernel, *args)
+        return _call_compiled(kernel, *args)
     except Exception as err:  # pragma: no cover - depends on the toolchain
         warnings.warn(
             f"compiled kernel failed ({err}); using eager kernels", stacklevel=3
@@ -269,14 +268,12 @@ def _best_inputs(a: Tensor, b: Tensor, wt: Tensor, k: int, largest: bool) -> Ten
     a, b = (t.expand(*batch, m, n).reshape(-1, m, n) for t in (a, b))
     wt = wt.expand(*batch, p, n).reshape(-1, p, n)
     sign = torch.tensor(1.0 if largest else -1.0, dtype=a.dtype, device=a.device)
-    keys_of: Callable[..., Tensor] = _head_keys_ranked
-    if size >= COMPILE_THRESHOLD and compile_enabled():
-        compiled = _compiled_kernel("head_keys", keys_of)
-        if compiled is not None:
-            keys_of = functools.partial(call_compiled, compiled)
     parts = []
     for rows in row_chunks(m, size // max(1, m)):
-        keys = keys_of(a[:, rows], b[:, rows], wt, sign)
+        args = (a[:, rows], b[:, rows], wt, sign)
+        keys = _try_compiled("head_keys", _head_keys_ranked, size, *args)
+        if keys is None:
+            keys = _head_keys_ranked(*args)
         # Sorting these keys is most of a TopK sweep: torch.topk costs about 35 ms
         # for 49k rows of 384 on 2 cores, several times the fused key kernel.
         parts.append(torch.topk(keys, min(k, n), dim=-1).indices)
