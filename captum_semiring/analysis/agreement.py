@@ -53,14 +53,20 @@ from ..tasks.agreement import (
     evaluate,
     generate_sentences,
 )
-from .branch_flow import TRANSFORMER_BRANCHES, transformer_branch
+from .branch_flow import (
+    AGGREGATION_TITLES,
+    AGGREGATIONS,
+    TRANSFORMER_BRANCHES,
+    bar_group,
+    branch_ci_rows,
+    transformer_branch,
+)
 from .reproductions import (
     ReproduceOptions,
     register_reproduction,
     write_csv,
     write_json,
 )
-from .stats import mean_ci
 
 __all__ = [
     "TOKEN_GROUPS",
@@ -75,7 +81,6 @@ __all__ = [
 ]
 
 TOKEN_GROUPS = ("subject", "attractor", "all")
-AGGREGATIONS = ("top-branch", "branch-max")
 CSV_COLUMNS = (
     "layer",
     "token_group",
@@ -243,20 +248,7 @@ def agreement_branch_flow(
                 s = samples.get((li, group, agg))
                 if s is None:
                     continue
-                mean, low, high = mean_ci(s)
-                for i, branch in enumerate(TRANSFORMER_BRANCHES):
-                    rows.append(
-                        {
-                            "layer": li,
-                            "token_group": group,
-                            "branch": branch,
-                            "aggregation": agg,
-                            "mean": float(mean[i]),
-                            "ci_low": float(low[i]),
-                            "ci_high": float(high[i]),
-                            "n": int(s.shape[0]),
-                        }
-                    )
+                rows += branch_ci_rows(s, layer=li, token_group=group, aggregation=agg)
     return AgreementFlow([name for name, _ in layers], rows, samples, n)
 
 
@@ -343,33 +335,21 @@ def plot_fig4(flow: AgreementFlow, title: str | None = None) -> Any:
     ]
     fig = Figure(figsize=(4.6 * max(len(groups), 1), 7.2), layout="constrained")
     axes = fig.subplots(len(AGGREGATIONS), max(len(groups), 1), squeeze=False)
-    names = {
-        "top-branch": "top-branch (paper's aggregation)",
-        "branch-max": "branch-max (each branch's ⊕ over hidden)",
-    }
     for row_axes, agg in zip(axes, AGGREGATIONS):
         for ax, group in zip(row_axes, groups):
             rows = []
             for li in range(len(flow.layers)):
-                sel = {
-                    r["branch"]: r
+                sel = [
+                    r
                     for r in flow.rows
                     if r["layer"] == li
                     and r["token_group"] == group
                     and r["aggregation"] == agg
-                }
-                rows.append(
-                    {
-                        "label": f"L{li}",
-                        "mean": {b: r["mean"] for b, r in sel.items()},
-                        "low": {b: r["ci_low"] for b, r in sel.items()},
-                        "high": {b: r["ci_high"] for b, r in sel.items()},
-                    }
-                )
+                ]
+                rows.append(bar_group(f"L{li}", sel))
             n = next((r["n"] for r in flow.rows if r["token_group"] == group), 0)
-            plot_branch_summary(
-                rows, title=f"{group} (n={n}): {names[agg]}", ax=ax, log=True
-            )
+            title = f"{group} (n={n}): {AGGREGATION_TITLES[agg]}"
+            plot_branch_summary(rows, title=title, ax=ax, log=True)
             if ax is not axes[0][0] and ax.get_legend() is not None:
                 ax.get_legend().remove()  # one legend for the figure is enough
             ax.set_xlabel("layer (its input)", fontsize=9)

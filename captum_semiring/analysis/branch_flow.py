@@ -8,7 +8,7 @@ projections from the residual (skip) connection.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..semirings import MaxProduct, Semiring, TopK
+from .stats import mean_ci
 
 if TYPE_CHECKING:
     from .._engine import SemiringResult
@@ -112,6 +113,46 @@ def transformer_branch(label: str, layer_name: str) -> str | None:
             return branch
     prefix = f"{layer_name}." if layer_name else ""
     return "skip" if label == f"{prefix}attention.output" else None
+
+
+#: The two per-token summaries of a transformer branch flow, with their plot titles:
+#: the paper's (the branch carrying the token's top path gets its value, the others
+#: 0) and each branch's own ⊕ over the hidden dims.
+AGGREGATION_TITLES = {
+    "top-branch": "top-branch (paper's aggregation)",
+    "branch-max": "branch-max (each branch's ⊕ over hidden)",
+}
+AGGREGATIONS = tuple(AGGREGATION_TITLES)
+
+
+def branch_ci_rows(samples: Tensor, **columns: Any) -> list[dict[str, Any]]:
+    """Table rows for per-example values of the :data:`TRANSFORMER_BRANCHES`
+    (``samples``: n × 4): ``columns``, then each branch's mean over the examples with
+    its 95% interval (``mean``, ``ci_low``, ``ci_high``) and ``n``."""
+    mean, low, high = mean_ci(samples)
+    return [
+        {
+            **columns,
+            "branch": branch,
+            "mean": float(mean[i]),
+            "ci_low": float(low[i]),
+            "ci_high": float(high[i]),
+            "n": int(samples.shape[0]),
+        }
+        for i, branch in enumerate(TRANSFORMER_BRANCHES)
+    ]
+
+
+def bar_group(label: str, rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """One group of bars for :func:`~captum_semiring.visualization.plot_branch_summary`
+    from rows of :func:`branch_ci_rows`."""
+    rows = list(rows)
+    return {
+        "label": label,
+        "mean": {r["branch"]: r["mean"] for r in rows},
+        "low": {r["branch"]: r["ci_low"] for r in rows},
+        "high": {r["branch"]: r["ci_high"] for r in rows},
+    }
 
 
 @torch.no_grad()

@@ -9,7 +9,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .branch_flow import TRANSFORMER_BRANCHES, transformer_branch
+from .branch_flow import (
+    AGGREGATION_TITLES,
+    AGGREGATIONS,
+    TRANSFORMER_BRANCHES,
+    bar_group,
+    branch_ci_rows,
+    transformer_branch,
+)
 from .reproductions import (
     ReproduceOptions,
     module_name,
@@ -17,10 +24,8 @@ from .reproductions import (
     write_csv,
     write_json,
 )
-from .stats import mean_ci
 
 TOKEN_TYPES = ("first", "repeat", "other")
-AGGREGATIONS = ("top-branch", "branch-max")
 CSV_COLUMNS = ("token_type", "branch", "aggregation", "mean", "ci_low", "ci_high", "n")
 
 
@@ -94,19 +99,11 @@ def fig2_branch_flow(
             vecs = per_sentence.get((token_type, agg))
             if not vecs:
                 continue
-            mean, low, high = mean_ci(torch.stack(vecs))
-            for i, branch in enumerate(TRANSFORMER_BRANCHES):
-                rows.append(
-                    {
-                        "token_type": token_type,
-                        "branch": branch,
-                        "aggregation": agg,
-                        "mean": float(mean[i]),
-                        "ci_low": float(low[i]),
-                        "ci_high": float(high[i]),
-                        "n": len(vecs),
-                    }
-                )
+            new = branch_ci_rows(
+                torch.stack(vecs), token_type=token_type, aggregation=agg
+            )
+            rows.extend(new)
+            mean = torch.tensor([r["mean"] for r in new], dtype=torch.float64)
             winners.setdefault(agg, {})[token_type] = TRANSFORMER_BRANCHES[
                 int(mean.argmax())
             ]
@@ -149,10 +146,6 @@ def plot_fig2(panels: dict[str, list[dict[str, Any]]], n_sentences: int) -> Any:
 
     fig = Figure(figsize=(12, 3.8 * len(panels)), layout="constrained")
     axes = fig.subplots(len(panels), 2, squeeze=False)
-    titles = {
-        "top-branch": "top-branch (paper's aggregation)",
-        "branch-max": "branch-max (each branch's ⊕ over hidden)",
-    }
     for row_axes, (granularity, rows) in zip(axes, panels.items(), strict=True):
         for ax, agg in zip(row_axes, AGGREGATIONS, strict=True):
             plot_rows = []
@@ -164,17 +157,10 @@ def plot_fig2(panels: dict[str, list[dict[str, Any]]], n_sentences: int) -> Any:
                 }
                 if sel:
                     n = next(iter(sel.values()))["n"]
-                    plot_rows.append(
-                        {
-                            "label": f"{token_type} (n={n})",
-                            "mean": {b: r["mean"] for b, r in sel.items()},
-                            "low": {b: r["ci_low"] for b, r in sel.items()},
-                            "high": {b: r["ci_high"] for b, r in sel.items()},
-                        }
-                    )
-            plot_branch_summary(
-                plot_rows, title=f"{granularity}: {titles[agg]}", ax=ax, log=True
-            )
+                    label = f"{token_type} (n={n})"
+                    plot_rows.append(bar_group(label, sel.values()))
+            title = f"{granularity}: {AGGREGATION_TITLES[agg]}"
+            plot_branch_summary(plot_rows, title=title, ax=ax, log=True)
             ax.set_ylabel("mean max-product flow (log)", fontsize=9)
     fig.suptitle(
         "Fig. 2 reproduction: FirstTokenRepeatedOnce, "
