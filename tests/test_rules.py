@@ -16,6 +16,7 @@ def _r(*shape):
     return torch.randn(*shape, dtype=torch.float64)
 
 
+aten = torch.ops.aten
 _LABELS = torch.tensor([0, 3, 1])
 _MASK = torch.tensor([[True, False, True, True], [False, True, False, True]])
 
@@ -40,6 +41,25 @@ OPS = {
             + F.elu(a)
             + F.hardtanh(a)
             + F.mish(a)
+        ),
+        (_r(2, 5),),
+    ),
+    "unary_more": (
+        lambda a: (
+            a.cos()
+            + a.expm1()
+            + (a.abs() + 0.5).log()
+            + (a.abs() + 0.5).sqrt()
+            + (a.abs() + 0.5).reciprocal()
+            + a.pow(3)
+            + a.pow(0)
+            + (a.abs() + 0.5).pow(0.5)
+            + aten.add.Scalar(a, 2.0)
+            + aten.sub.Scalar(a, 2.0)
+            + aten.rsub.Scalar(a, 2.0)
+            + aten.div.Scalar(a, 4.0)
+            + aten.mul.Scalar(a, -3.0)
+            + aten.neg(a)
         ),
         (_r(2, 5),),
     ),
@@ -351,3 +371,16 @@ def test_unknown_decompose_name():
     with pytest.raises(ValueError, match="cannot decompose 'conv'"):
         with cs.record(_r(2), decompose=("conv",)):
             pass
+
+
+def test_every_closed_form_partial_is_exercised():
+    # Pointwise ops take closed-form partials (rules.pointwise._UNARY); each must be
+    # checked against autograd by the op sweep above.
+    from captum_semiring.rules import pointwise
+
+    seen = set()
+    for name, (fn, inputs) in OPS.items():
+        graph, _, _ = _sweep(fn, tuple(x.clone() for x in inputs), name)
+        seen.update(r.func for r in graph.records)
+    untested = {str(op) for op in pointwise._UNARY} - {str(op) for op in seen}
+    assert not untested, f"closed forms never exercised: {sorted(untested)}"
