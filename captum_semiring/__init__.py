@@ -1,8 +1,7 @@
 """captum-semiring: semiring backpropagation for any PyTorch model, through Captum."""
 
-from ._capture import Graph, LayerInput, OpRecord, RecordingError, layer_input, record
-from ._engine import SemiringResult
-from .analysis import BranchFlow
+from ._capture import Graph, record
+from ._record import LayerInput, OpRecord, RecordingError, layer_input
 from .attr import (
     GradientEntropy,
     LayerBranchFlow,
@@ -12,7 +11,9 @@ from .attr import (
     TopGradientPath,
     semiring_grad,
 )
+from .branch_flow import BranchFlow
 from .paths import Hop, Path
+from .result import SemiringResult
 from .rules import UnsupportedOpError, register_decomposition, register_rule
 from .semirings import (
     Entropy,

@@ -1,22 +1,78 @@
 """The sweeps: one reverse (or forward) walk over the recorded ops, any semiring.
 
 The environment maps node index to its accumulated semiring value; a node with no
-entry is the symbolic zero, and ops whose outputs are all zero are skipped.
+entry is the symbolic zero, and ops whose outputs are all zero are skipped. The
+engine owns its caches per recording: each record's local maps (built by its rule
+on first use) and the sweep plan.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from .semirings import Dims, Semiring, get_semiring
+from . import rules
+from ._record import OpRecord, Recording, RecordingError
+from .rules import UnsupportedOpError
+from .rules._maps import LocalMap
+from .semirings import Semiring, get_semiring
 
-if TYPE_CHECKING:
-    from ._capture import Graph
-    from .paths import Path
+Maps = dict[tuple[int, int], LocalMap]
+PlanStep = tuple[OpRecord, dict[int, int], dict[int, int]]
+
+
+@dataclass
+class _Cache:
+    maps: dict[int, Maps] = field(default_factory=dict)
+    plan: list[PlanStep] = field(default_factory=list)
+
+
+_CACHES: weakref.WeakKeyDictionary[Recording, _Cache] = weakref.WeakKeyDictionary()
+
+
+def _cache(recording: Recording) -> _Cache:
+    cache = _CACHES.get(recording)
+    if cache is None:
+        cache = _CACHES[recording] = _Cache()
+    return cache
+
+
+def clear_cache(recording: Recording) -> None:
+    """Drop the cached local maps (they are rebuilt on the next sweep)."""
+    _cache(recording).maps.clear()
+
+
+class RuleError(RuntimeError):
+    """A rule failed while building the local derivatives of one recorded call."""
+
+
+def local_maps(recording: Recording, record: OpRecord) -> Maps:
+    """The rule's maps for ``record``, keyed by (input leaf, output position);
+    built on first use and cached."""
+    cache = _cache(recording).maps
+    maps = cache.get(id(record))
+    if maps is None:
+        rule = rules.rule_for(record.func)
+        try:
+            if torch.is_grad_enabled():
+                with torch.no_grad():
+                    maps = rule(record)
+            else:  # inside a sweep: no grad-mode switch per op
+                maps = rule(record)
+        except (UnsupportedOpError, RecordingError):
+            raise  # these name the op and module already
+        except Exception as err:
+            raise RuleError(
+                f"the rule for {record.func._schema.name} (overload "
+                f"{record.func._overloadname!r}) in module '{record.module}' failed: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+        cache[id(record)] = maps
+    return maps
 
 
 def _accumulate(
@@ -28,18 +84,17 @@ def _accumulate(
     env[node] = value if previous is None else sr.plus(previous, value)
 
 
-def _plan(graph: Graph) -> list[tuple[Any, dict[int, int], dict[int, int]]]:
-    """Per record: the record, input node by leaf, output node by position. Cached on
-    the graph; a sweep then does no per-record bookkeeping of its own."""
-    plan = graph._sweep_plan
-    if plan is None or len(plan) != len(graph.records):
-        plan = [(r, dict(r.inputs), dict(r.outputs)) for r in graph.records]
-        graph._sweep_plan = plan
-    return plan
+def _plan(graph: Recording) -> list[PlanStep]:
+    """Per record: the record, input node by leaf, output node by position. Cached;
+    a sweep then does no per-record bookkeeping of its own."""
+    cache = _cache(graph)
+    if len(cache.plan) != len(graph.records):
+        cache.plan = [(r, dict(r.inputs), dict(r.outputs)) for r in graph.records]
+    return cache.plan
 
 
 @torch.no_grad()
-def backward(graph: Graph, output: Tensor, semiring: Semiring | str) -> SemiringResult:
+def backward(graph: Recording, output: Tensor, semiring: Semiring | str) -> Sweep:
     sr = get_semiring(semiring)
     if not isinstance(output, Tensor):
         raise TypeError(f"output must be a tensor, got {type(output).__name__}")
@@ -64,16 +119,16 @@ def backward(graph: Graph, output: Tensor, semiring: Semiring | str) -> Semiring
         live = {p: env[n] for p, n in outs.items() if n in env}
         if not live:
             continue
-        for (leaf, position), local in graph.local_maps(record).items():
+        for (leaf, position), local in local_maps(graph, record).items():
             value = live.get(position)
             if value is not None:
                 node = ins[leaf]
                 _accumulate(sr, env, node, local.backward(sr, value), nodes[node].dtype)
-    return SemiringResult(graph, sr, env, root, output)
+    return Sweep(graph, sr, env, root, output)
 
 
 @torch.no_grad()
-def forward(graph: Graph, semiring: Semiring | str) -> SemiringResult:
+def forward(graph: Recording, semiring: Semiring | str) -> Sweep:
     sr = get_semiring(semiring)
     graph.check_unchanged()
     env: dict[int, Tensor] = {}
@@ -86,38 +141,28 @@ def forward(graph: Graph, semiring: Semiring | str) -> SemiringResult:
         live = {leaf: env[n] for leaf, n in ins.items() if n in env}
         if not live:
             continue
-        for (leaf, position), local in graph.local_maps(record).items():
+        for (leaf, position), local in local_maps(graph, record).items():
             value = live.get(leaf)
             if value is not None:
                 node = outs[position]
                 _accumulate(sr, env, node, local.forward(sr, value), nodes[node].dtype)
-    return SemiringResult(graph, sr, env, None, None)
+    return Sweep(graph, sr, env, None, None)
 
 
-class SemiringResult:
-    """The semiring values of one sweep, for every recorded tensor.
+class Sweep:
+    """The raw outcome of one sweep: the semiring value of every node reached.
 
-    Index it with a source (tensor, module or :func:`~captum_semiring.layer_input`)
-    or any tensor computed inside the recording to get finalized values.
-
-    Examples::
-
-        >>> import torch, captum_semiring as cs
-        >>> x = torch.randn(2, 3)
-        >>> lin = torch.nn.Linear(3, 1)
-        >>> with cs.record(x) as graph:
-        ...     out = torch.tanh(lin(x)).sum(-1)
-        >>> res = graph.backward(out, "max")
-        >>> res[x].shape, res.aggregate(x, dim=-1).shape
-        (torch.Size([2, 3]), torch.Size([2]))
-        >>> path = res.path(x, (0, 1))
-        >>> abs(path.value - float(res[x][0, 1])) < 1e-6
-        True
+    Attributes:
+        graph: the swept recording.
+        semiring: the semiring of the sweep.
+        env: node index to its value ``(S, *shape)``; absent nodes hold the zero.
+        root: the output node (backward sweeps), else None.
+        output: the output tensor (backward sweeps), else None.
     """
 
     def __init__(
         self,
-        graph: Graph,
+        graph: Recording,
         semiring: Semiring,
         env: dict[int, Tensor],
         root: int | None,
@@ -139,43 +184,3 @@ class SemiringResult:
             meta = self.graph.nodes[node]
             value = self.semiring.zeros(meta.shape, torch.empty((), dtype=meta.dtype))
         return value
-
-    def __getitem__(self, item: Any) -> Tensor:
-        return self.semiring.finalize(self.values(item))
-
-    def aggregate(self, item: Any, dim: Dims) -> Tensor:
-        r"""The aggregated derivative (eq. 3): :math:`\bigoplus` over ``dim`` of the
-        source's axes, then finalize. ``dim`` counts the source's own axes."""
-        values = self.values(item)
-        dims = [dim] if isinstance(dim, int) else list(dim)
-        axes = [d % (values.dim() - 1) + 1 for d in dims]
-        return self.semiring.finalize(self.semiring.sum(values, axes))
-
-    def flow(self, item: Any, forward: SemiringResult) -> Tensor:
-        r"""Flow through each element: :math:`\mathrm{forward} \otimes \mathrm{backward}`,
-        all paths from any source through it to the output, finalized."""
-        return self.semiring.finalize(
-            self.semiring.times(forward.values(item), self.values(item))
-        )
-
-    def path(self, item: Any, index: int | Sequence[int], rank: int = 0) -> Path:
-        """The best path (or the ``rank``-th best, for TopK) from one source element.
-
-        Args:
-            item: the source (tensor, module or layer input).
-            index: the element, as a tuple into the source or a flat int.
-            rank: for :class:`~captum_semiring.TopK`, which of the k paths.
-        """
-        from .paths import trace_path
-
-        return trace_path(self, item, index, rank)
-
-    def branch_flow(self, item: Any, by: str = "module") -> Any:
-        """Per consumer group of ``item``'s tensor, the flow into that group; see
-        :func:`captum_semiring.analysis.branch_flow`."""
-        from .analysis.branch_flow import branch_flow
-
-        return branch_flow(self, item, by=by)
-
-    def __repr__(self) -> str:
-        return f"SemiringResult({self.semiring!r}, {len(self.env)} tensors reached)"

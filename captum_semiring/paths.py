@@ -9,12 +9,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from ._engine import SemiringResult
+from ._engine import Sweep, local_maps
 
 
 @dataclass(frozen=True)
@@ -106,8 +105,10 @@ def _unravel(flat: int, shape: Sequence[int]) -> tuple[int, ...]:
 
 @torch.no_grad()
 def trace_path(
-    result: SemiringResult, item: Any, index: int | Sequence[int], rank: int = 0
+    result: Sweep, item: Any, index: int | Sequence[int], rank: int = 0
 ) -> Path:
+    """The best (or ``rank``-th best) path from one element of ``item`` to the
+    output of a backward sweep."""
     sr = result.semiring
     if not sr.has_paths:
         raise TypeError(f"{sr!r} does not single out paths; use MaxProduct or TopK")
@@ -124,7 +125,7 @@ def trace_path(
         edges = []  # (record, output node, flat output indices, weights)
         for record, leaf in graph.consumers.get(node, ()):
             out_nodes = dict(record.outputs)
-            for (map_leaf, position), local in graph.local_maps(record).items():
+            for (map_leaf, position), local in local_maps(graph, record).items():
                 target = out_nodes[position]
                 if map_leaf != leaf or target not in result.env:
                     continue

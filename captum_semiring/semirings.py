@@ -75,6 +75,9 @@ class Semiring:
     size: int = 1
     #: Whether :meth:`path` can recover single paths for this semiring.
     has_paths: bool = False
+    #: Whether ⊕ and ⊗ are ordinary + and ×, so that a map may apply autograd's own
+    #: vector-Jacobian (and Jacobian-vector) kernels instead of a semiring contraction.
+    linear: bool = False
 
     def zeros(self, shape: Sequence[int], like: Tensor) -> Tensor:
         """The semiring zero (no path), shaped ``(size, *shape)``."""
@@ -112,6 +115,38 @@ class Semiring:
         the one that continues the path at ``state``: ``(edge, next state, value)``,
         or None when no path continues."""
         raise NotImplementedError(f"{self.name} does not single out paths")
+
+    def score(self, finalized: Tensor) -> Tensor:
+        """A score of finalized values whose maximum is the semiring's best value (the
+        largest by default)."""
+        return finalized
+
+    def best(self, finalized: Tensor) -> Tensor:
+        """The best path's value from finalized values (TopK drops its rank axis)."""
+        return finalized
+
+    def magnitude(self, finalized: Tensor) -> Tensor:
+        """A non-negative size of finalized values, comparable across elements (the
+        finalized value itself by default: entropy, log path count)."""
+        return finalized
+
+    @property
+    def has_fast_sum_others(self) -> bool:
+        """Whether :meth:`sum_others` is overridden with an ``O(n)`` form; otherwise
+        a dense contraction is as cheap."""
+        return type(self).sum_others is not Semiring.sum_others
+
+    def layer_norm_matmul(self, x: Tensor, normalized: Tensor) -> Tensor:
+        r""":math:`\bigoplus_b x_b \otimes K_{ba}` for values ``x`` (size, rows, n) and
+        the layer-norm blocks ``K`` of ``normalized`` rows (rows, n), see
+        :func:`~captum_semiring.kernels.layer_norm_block`. The default builds the
+        blocks in chunks of rows and uses :meth:`matmul`."""
+        n = x.shape[-1]
+        parts = []
+        for chunk in kernels.row_chunks(normalized.shape[0], n * n):
+            blocks = kernels.layer_norm_block(normalized[chunk])
+            parts.append(self.matmul(x[:, chunk, None, :], blocks)[..., 0, :])
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def lift(self, w: Tensor) -> Tensor:
         """A real weight as a semiring value."""
@@ -204,6 +239,8 @@ class SumProduct(Semiring):
         tensor([2., 4.])
     """
 
+    linear = True
+
     def zeros(self, shape: Sequence[int], like: Tensor) -> Tensor:
         return like.new_zeros((1, *shape))
 
@@ -233,6 +270,9 @@ class SumProduct(Semiring):
 
     def finalize(self, x: Tensor) -> Tensor:
         return x[0]
+
+    def magnitude(self, finalized: Tensor) -> Tensor:
+        return finalized.abs()
 
 
 Sign = Literal["positive", "negative", "absolute"]
@@ -304,6 +344,9 @@ class MaxProduct(Semiring):
     def matmul(self, x: Tensor, w: Tensor) -> Tensor:
         return torch.stack(kernels.max_times(x[0], x[1], w))
 
+    def layer_norm_matmul(self, x: Tensor, normalized: Tensor) -> Tensor:
+        return torch.stack(kernels.layer_norm_times("max", normalized, x[0], x[1]))
+
     def sum_others(self, x: Tensor) -> Tensor:
         # The best of the others is the row's best, or its runner-up at the best.
         return torch.stack(
@@ -326,6 +369,18 @@ class MaxProduct(Semiring):
         else:
             out = torch.where(neg.abs() > pos.abs(), neg, pos)
         return torch.where(torch.isinf(out), 0.0, out)
+
+    def score(self, finalized: Tensor) -> Tensor:
+        """Largest for ``"positive"``, most negative for ``"negative"``, largest
+        magnitude for ``"absolute"``."""
+        if self.sign == "negative":
+            return -finalized
+        if self.sign == "absolute":
+            return finalized.abs()
+        return finalized
+
+    def magnitude(self, finalized: Tensor) -> Tensor:
+        return finalized.abs()
 
     def start_state(self, x: Tensor, rank: int = 0) -> int:
         """Which half (0 = most positive, 1 = most negative) the result reports."""
@@ -425,6 +480,11 @@ class LogSum(_LogMagnitude):
         scaled, top = self._row_scaled(x)
         return top + torch.log(self._others(scaled, scaled)[0])
 
+    def layer_norm_matmul(self, x: Tensor, normalized: Tensor) -> Tensor:
+        scaled, top = self._row_scaled(x[0])
+        (total,) = kernels.layer_norm_times("sum", normalized, scaled)
+        return (top + torch.log(total))[None]
+
     def segment_sum(self, x: Tensor, index: Tensor, size: int) -> Tensor:
         top = torch.full((x.shape[0], size), -math.inf, dtype=x.dtype, device=x.device)
         top = top.scatter_reduce(1, index.expand_as(x), x, "amax", include_self=True)
@@ -436,6 +496,10 @@ class LogSum(_LogMagnitude):
 
     def finalize(self, x: Tensor) -> Tensor:
         return x[0]
+
+    def magnitude(self, finalized: Tensor) -> Tensor:
+        """Z itself, :math:`\\exp \\log Z`."""
+        return finalized.exp()
 
 
 class PathCount(LogSum):
@@ -459,6 +523,10 @@ class PathCount(LogSum):
 
     def _edge_magnitude(self, w: Tensor) -> Tensor:
         return torch.ones_like(w)
+
+    def layer_norm_matmul(self, x: Tensor, normalized: Tensor) -> Tensor:
+        # Every pair in a row is one edge, whatever its weight.
+        return self.sum(x, -1)[..., None].expand(x.shape)
 
 
 class Entropy(_LogMagnitude):
@@ -528,6 +596,14 @@ class Entropy(_LogMagnitude):
     def sum_others(self, x: Tensor) -> Tensor:
         scaled, top = self._row_scaled(x[0])
         total, weighted = self._others(scaled, scaled, scaled * x[1])
+        expectation = torch.where(total > 0, weighted / total, 0.0)
+        return self._pack(top + torch.log(total), expectation)
+
+    def layer_norm_matmul(self, x: Tensor, normalized: Tensor) -> Tensor:
+        scaled, top = self._row_scaled(x[0])
+        total, weighted = kernels.layer_norm_times(
+            "entropy", normalized, scaled, scaled * x[1]
+        )
         expectation = torch.where(total > 0, weighted / total, 0.0)
         return self._pack(top + torch.log(total), expectation)
 
@@ -654,6 +730,17 @@ class TopK(Semiring):
     def finalize(self, x: Tensor) -> Tensor:
         best = x.gather(0, self.ranked(x)[: self.k])
         return torch.nan_to_num(best, nan=0.0)
+
+    def score(self, finalized: Tensor) -> Tensor:
+        """Largest magnitude (apply to one rank, e.g. :meth:`best`'s result)."""
+        return finalized.abs()
+
+    def best(self, finalized: Tensor) -> Tensor:
+        return finalized[0]
+
+    def magnitude(self, finalized: Tensor) -> Tensor:
+        """|value| of the best path; apply after :meth:`best`."""
+        return finalized.abs()
 
     def start_state(self, x: Tensor, rank: int) -> int:
         """The position in the ``2k`` axis of the ``rank``-th best path."""

@@ -7,14 +7,9 @@ from .ablation import (
     saturated_softmax_case,
     transformer_components,
 )
-from .branch_flow import (
-    TRANSFORMER_BRANCHES,
-    BranchFlow,
-    branch_flow,
-    transformer_branch,
-)
+from .branch_flow import TRANSFORMER_BRANCHES, transformer_branch
 
-__all__ = ["BranchFlow", "branch_flow", "TRANSFORMER_BRANCHES", "transformer_branch"]
+__all__ = ["TRANSFORMER_BRANCHES", "transformer_branch"]
 __all__ += [
     "AblationComparison",
     "compare_with_ablation",

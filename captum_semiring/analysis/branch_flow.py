@@ -1,106 +1,22 @@
-"""Branch flow: how much of a tensor's flow goes into each group of its consumers.
+"""Branch flow of transformer layers: which consumer group is which branch (skip,
+query, key, value), and mean-with-CI rows over sentences for tables and plots.
 
-For an element t and a group c of consumer ops,
-:math:`b(t, c) = \\bigoplus_{(t \\to v),\\, v \\in c} w(t, v) \\otimes B[v]`.
-Grouping by module path separates a transformer layer input's query, key and value
-projections from the residual (skip) connection.
+The flow itself is computed by :func:`captum_semiring.branch_flow.branch_flow`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import Tensor
 
-from ..semirings import MaxProduct, Semiring, TopK
 from .stats import mean_ci
 
 if TYPE_CHECKING:
-    from .._engine import SemiringResult
+    pass
 
 
-def best_score(semiring: Semiring, values: Tensor) -> Tensor:
-    """A score whose maximum is the semiring's best finalized value (largest for
-    ``MaxProduct("positive")``, most negative for ``"negative"``, largest magnitude
-    for ``"absolute"`` and for the rank-0 path of TopK)."""
-    if isinstance(semiring, MaxProduct):
-        if semiring.sign == "negative":
-            return -values
-        if semiring.sign == "absolute":
-            return values.abs()
-        return values
-    if isinstance(semiring, TopK):
-        return values.abs()
-    return values
-
-
-def keep_top_branch(per_group: Tensor, semiring: Semiring) -> Tensor:
-    """The paper's aggregation of finalized per-group values ``(groups, ...)``: the
-    group with the best value keeps it, the others get 0."""
-    winner = best_score(semiring, per_group).argmax(dim=0, keepdim=True)
-    return torch.zeros_like(per_group).scatter(0, winner, per_group.gather(0, winner))
-
-
-@dataclass
-class BranchFlow:
-    """Semiring flow per consumer group.
-
-    Attributes:
-        labels: one label per group (module path, or op name with ``by="op"``).
-        values: raw semiring values, shape ``(groups, S, *tensor.shape)``.
-        semiring: the semiring of the sweep.
-    """
-
-    labels: list[str]
-    values: Tensor
-    semiring: Semiring
-
-    def finalize(self) -> Tensor:
-        """Finalized flow per group: ``(groups, *tensor.shape)``."""
-        return torch.stack([self.semiring.finalize(v) for v in self.values])
-
-    def aggregate(self, dim: int | list[int]) -> Tensor:
-        """⊕ over the tensor's ``dim`` within each group, then finalize."""
-        dims = [dim] if isinstance(dim, int) else list(dim)
-        nd = self.values.dim() - 2
-        axes = [d % nd + 1 for d in dims]
-        return torch.stack(
-            [self.semiring.finalize(self.semiring.sum(v, axes)) for v in self.values]
-        )
-
-    def top_branch(self, dim: int | list[int]) -> Tensor:
-        """The paper's aggregation: per position, the group carrying the best path over
-        ``dim`` gets that path's value and the other groups get 0. "Best" follows the
-        semiring: most negative for ``MaxProduct("negative")``, largest magnitude for
-        ``"absolute"``, largest otherwise."""
-        per_group = self.aggregate(dim)
-        if isinstance(self.semiring, TopK):
-            per_group = per_group[:, 0]  # the best path's rank
-        return keep_top_branch(per_group, self.semiring)
-
-    def grouped(
-        self, key: Callable[[str], str | None], names: Sequence[str]
-    ) -> BranchFlow:
-        """Groups merged by ``key(label)`` with ⊕, one per entry of ``names`` and in
-        that order. Labels whose key is not in ``names`` are dropped; a name that no
-        label maps to gets the semiring zero."""
-        sr, merged = self.semiring, []
-        for name in names:
-            rows = [i for i, label in enumerate(self.labels) if key(label) == name]
-            if rows:
-                merged.append(sr.sum(self.values[rows].movedim(0, 1), 1))
-            else:
-                merged.append(sr.zeros(self.values.shape[2:], self.values))
-        return BranchFlow(list(names), torch.stack(merged), sr)
-
-    def __repr__(self) -> str:
-        return f"BranchFlow({self.labels})"
-
-
-#: The four branches a transformer layer's input feeds (Fig. 2 of the paper).
 TRANSFORMER_BRANCHES = ("skip", "query", "key", "value")
 
 
@@ -153,43 +69,3 @@ def bar_group(label: str, rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "low": {r["branch"]: r["ci_low"] for r in rows},
         "high": {r["branch"]: r["ci_high"] for r in rows},
     }
-
-
-@torch.no_grad()
-def branch_flow(result: SemiringResult, item: Any, by: str = "module") -> BranchFlow:
-    """The flow from ``item``'s tensor into each group of its consumers.
-
-    Args:
-        result: a backward sweep.
-        item: a source, module (its output) or recorded tensor.
-        by: ``"module"`` groups consumers by the module path they ran in, ``"op"``
-            by their ATen overload.
-
-    Returns:
-        A :class:`BranchFlow`.
-    """
-    if by not in ("module", "op"):
-        raise ValueError(f"by must be 'module' or 'op', got {by!r}")
-    graph, sr = result.graph, result.semiring
-    node = graph.node_of(item)
-    groups: dict[str, Tensor] = {}
-    for record, leaf in graph.consumers.get(node, ()):
-        outs = dict(record.outputs)
-        for (map_leaf, position), local in graph.local_maps(record).items():
-            value = result.env.get(outs[position])
-            if map_leaf != leaf or value is None:
-                continue
-            label = record.module if by == "module" else record.op_name
-            flow = local.backward(sr, value).to(graph.nodes[node].dtype)
-            groups[label] = (
-                flow if label not in groups else sr.plus(groups[label], flow)
-            )
-    if not groups:
-        meta = graph.nodes[node]
-        return BranchFlow(
-            [],
-            sr.zeros((0, *meta.shape), torch.empty((), dtype=meta.dtype)).movedim(1, 0),
-            sr,
-        )
-    labels = list(groups)
-    return BranchFlow(labels, torch.stack([groups[k] for k in labels]), sr)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .. import _captum_compat as compat
 from .._capture import record
-from .._engine import SemiringResult
+from ..result import SemiringResult
 from ..semirings import Semiring, get_semiring
 from ._common import (
     Baseline,

@@ -13,7 +13,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .. import _captum_compat as compat
 from .._capture import recording_kernels
-from ..analysis.branch_flow import keep_top_branch
+from ..branch_flow import keep_top_branch
 from ..semirings import Semiring, get_semiring
 from ._common import (
     check_internal_batch_size,

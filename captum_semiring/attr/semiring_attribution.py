@@ -10,7 +10,6 @@ import torch
 from torch import Tensor
 
 from .. import _captum_compat as compat
-from ..analysis.branch_flow import best_score
 from ..paths import Path
 from ..semirings import Entropy, MaxProduct, Semiring, TopK, get_semiring
 from ._common import (
@@ -387,8 +386,8 @@ class TopGradientPath(SemiringAttribution):
         best: tuple[float, int, tuple[int, ...]] | None = None
         for position, source in enumerate(sources):
             raw = result.values(source)[:, example]
-            score = best_score(
-                semiring, first_rank(semiring.finalize(raw), source.dim() - 1)
+            score = semiring.score(
+                first_rank(semiring.finalize(raw), source.dim() - 1)
             )
             score = torch.where(torch.isfinite(raw).any(0), score, -math.inf).reshape(
                 -1

@@ -1,10 +1,15 @@
-"""The rule registry: for each ATen overload, how to build its local maps.
+"""The rule registry: for each ATen overload, how to build its local maps, and the
+per-op facts the recorder asks for.
 
-A rule takes an :class:`~captum_semiring._capture.OpRecord` and returns a dict that
+A rule takes an :class:`~captum_semiring._record.OpRecord` and returns a dict that
 maps ``(input leaf position, output position)`` to a
 :class:`~captum_semiring.rules._maps.LocalMap`. Ops tagged ``torch.Tag.pointwise``
 share one generic rule. Decompositions registered here split an op into recorded
-pieces (for example convolution into im2col and a matmul).
+pieces (for example convolution into im2col and a matmul). The facts: which ops
+only copy elements (:func:`only_copies`), which have float outputs that do not
+depend on the values read (:func:`is_constant`), which in-place ops change only
+metadata (:func:`changes_metadata_only`), and each in-place op's out-of-place form
+(:func:`out_of_place`).
 
 Examples::
 
@@ -17,14 +22,21 @@ Examples::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-Rule = Callable[[Any], dict]
+from .._record import OpRecord
+
+if TYPE_CHECKING:
+    from ._maps import LocalMap
+
+Rule = Callable[[OpRecord], "dict[tuple[int, int], LocalMap]"]
 
 _RULES: dict[Any, Rule] = {}
 _DECOMPOSITIONS: dict[Any, Callable[..., Any]] = {}
+_COPIES: set[Any] = set()
+_CONSTANT: set[Any] = set()
 
 
 class UnsupportedOpError(NotImplementedError):
@@ -41,10 +53,12 @@ def _overloads(ops: tuple[Any, ...]) -> list[Any]:
     return result
 
 
-def register_rule(*ops: Any) -> Callable[[Rule], Rule]:
+def register_rule(*ops: Any, copies: bool = False) -> Callable[[Rule], Rule]:
     """Register a rule for ATen overloads (a packet registers all its overloads).
 
-    The decorated function is returned unchanged. Registering an op twice raises.
+    ``copies=True`` says the ops only copy or view elements, so no NaN can first
+    appear in their outputs. The decorated function is returned unchanged.
+    Registering an op twice raises.
     """
 
     def decorate(rule: Rule) -> Rule:
@@ -52,9 +66,18 @@ def register_rule(*ops: Any) -> Callable[[Rule], Rule]:
             if op in _RULES:
                 raise ValueError(f"a rule for {op} is already registered")
             _RULES[op] = rule
+            if copies:
+                _COPIES.add(op)
         return rule
 
     return decorate
+
+
+def register_constant(*ops: Any) -> None:
+    """Declare ops whose float outputs do not depend on the values they read
+    (``zeros_like``, ``detach``, random draws): autograd does not track them, so a
+    path ends there."""
+    _CONSTANT.update(_overloads(ops))
 
 
 def register_decomposition(
@@ -101,7 +124,57 @@ def decomposition_for(op: Any) -> Callable[..., Any] | None:
     return _DECOMPOSITIONS.get(op)
 
 
-from . import contractions, index_maps, pointwise, reductions, rowwise  # noqa: E402
+def only_copies(op: Any) -> bool:
+    """Whether ``op`` only copies or views elements (registered ``copies=True``)."""
+    return op in _COPIES
+
+
+def is_constant(op: Any) -> bool:
+    """Whether ``op``'s float outputs do not depend on the values read."""
+    return op in _CONSTANT
+
+
+_METADATA_ONLY: dict[Any, bool] = {}
+
+
+def changes_metadata_only(op: Any) -> bool:
+    """Whether in-place ``op`` changes only shape or strides, never data (the ops
+    PyTorch tags ``inplace_view``: ``transpose_``, ``unsqueeze_``, ...)."""
+    found = _METADATA_ONLY.get(op)
+    if found is None:
+        found = _METADATA_ONLY[op] = torch.Tag.inplace_view in getattr(op, "tags", ())
+    return found
+
+
+def out_of_place(op: Any) -> Any | None:
+    """The out-of-place overload of in-place ``op`` (``add_.Tensor`` to
+    ``add.Tensor``), by ATen's naming convention: same name without the trailing
+    underscore, same overload name, or else the overload with as many arguments."""
+    name = op._schema.name.split("::")[-1]
+    if not name.endswith("_"):
+        return None
+    packet = getattr(torch.ops.aten, name[:-1], None)
+    if packet is None:
+        return None
+    overload = getattr(packet, op._overloadname, None)
+    if overload is not None:
+        return overload
+    n_args = len(op._schema.arguments)
+    for overload_name in packet.overloads():
+        candidate = getattr(packet, overload_name)
+        if len(candidate._schema.arguments) == n_args:
+            return candidate
+    return None
+
+
+from . import (  # noqa: E402
+    constants,
+    contractions,
+    index_maps,
+    pointwise,
+    reductions,
+    rowwise,
+)
 
 __all__ = [
     "register_rule",
@@ -109,7 +182,13 @@ __all__ = [
     "rule_for",
     "has_rule",
     "decomposition_for",
+    "register_constant",
+    "only_copies",
+    "is_constant",
+    "changes_metadata_only",
+    "out_of_place",
     "UnsupportedOpError",
+    "constants",
     "contractions",
     "index_maps",
     "pointwise",

@@ -15,15 +15,7 @@ import torch
 from torch import Tensor
 
 from .. import kernels
-from ..semirings import (
-    Entropy,
-    LogSum,
-    MaxProduct,
-    PathCount,
-    Semiring,
-    SumProduct,
-    TopK,
-)
+from ..semirings import PathCount, Semiring, SumProduct
 
 Shape = tuple[int, ...]
 
@@ -298,7 +290,7 @@ class Blockwise(LocalMap):
     def _apply(self, sr: Semiring, values: Tensor, transpose: bool) -> Tensor:
         rows = self._to_rows(values)
         direct = self.jvp if transpose else self.vjp
-        if direct is not None and isinstance(sr, SumProduct):
+        if direct is not None and sr.linear:
             return self._from_rows(direct(rows))
         return self._from_rows(self._rows_apply(sr, rows, transpose))
 
@@ -307,9 +299,6 @@ class Blockwise(LocalMap):
 
     def forward(self, sr: Semiring, values: Tensor) -> Tensor:
         return self._apply(sr, values, transpose=True)
-
-
-_FAST_ROWS = (SumProduct, MaxProduct, LogSum, Entropy, TopK)
 
 
 class RankOneRows(Blockwise):
@@ -344,7 +333,7 @@ class RankOneRows(Blockwise):
         return blocks
 
     def _rows_apply(self, sr: Semiring, rows: Tensor, transpose: bool) -> Tensor:
-        if not isinstance(sr, _FAST_ROWS):
+        if not sr.has_fast_sum_others:
             return self._dense(sr, rows, transpose)
         inner, outer = (self.q, self.p) if transpose else (self.p, self.q)
         others = sr.sum_others(rows if inner is None else sr.scale(rows, inner))
@@ -366,7 +355,7 @@ class LayerNormRows(Blockwise):
     for normalized rows ``s`` and scale ``c`` = gamma · rstd, both ``(rows, n)``.
 
     ``K`` has no low-rank form under ``|·|`` (a sign change inside each row), so the
-    semiring contractions build it inside a fused kernel, never all rows at once;
+    semiring's :meth:`~captum_semiring.Semiring.layer_norm_matmul` builds it inside a fused kernel, never all rows at once;
     ``c`` scales the values before (backward) or after (forward) the contraction.
     """
 
@@ -386,35 +375,10 @@ class LayerNormRows(Blockwise):
         blocks = kernels.layer_norm_block(self.normalized[rows])
         return blocks.mul_(self.scale[rows, :, None])
 
-    def _contract(self, sr: Semiring, x: Tensor) -> Tensor:
-        r""":math:`\bigoplus_b x_b \otimes K_{ba}` for values ``x`` (S, rows, n)."""
-        s = self.normalized
-        if isinstance(sr, PathCount):  # every pair in a row is one edge
-            return sr.sum(x, -1)[..., None].expand(x.shape)
-        if isinstance(sr, MaxProduct):
-            return torch.stack(kernels.layer_norm_times("max", s, x[0], x[1]))
-        if isinstance(sr, LogSum):
-            scaled, top = sr._row_scaled(x[0])
-            (total,) = kernels.layer_norm_times("sum", s, scaled)
-            return (top + torch.log(total))[None]
-        if isinstance(sr, Entropy):
-            scaled, top = sr._row_scaled(x[0])
-            total, weighted = kernels.layer_norm_times(
-                "entropy", s, scaled, scaled * x[1]
-            )
-            expectation = torch.where(total > 0, weighted / total, 0.0)
-            return sr._pack(top + torch.log(total), expectation)
-        n = x.shape[-1]
-        parts = []
-        for chunk in kernels.row_chunks(self.rows, n * n):
-            blocks = kernels.layer_norm_block(s[chunk])
-            parts.append(sr.matmul(x[:, chunk, None, :], blocks)[..., 0, :])
-        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-
     def _rows_apply(self, sr: Semiring, rows: Tensor, transpose: bool) -> Tensor:
         if transpose:
-            return sr.scale(self._contract(sr, rows), self.scale)
-        return self._contract(sr, sr.scale(rows, self.scale))
+            return sr.scale(sr.layer_norm_matmul(rows, self.normalized), self.scale)
+        return sr.layer_norm_matmul(sr.scale(rows, self.scale), self.normalized)
 
     def edges_from(self, flat_index: int, like: Tensor) -> tuple[Tensor, Tensor]:
         row, i, index = self._row_of(flat_index, like)

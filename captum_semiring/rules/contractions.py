@@ -7,11 +7,10 @@ decomposed into ``im2col`` (an index map) and a matmul.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
+from .._record import OpRecord
 from . import UnsupportedOpError, register_decomposition, register_rule
 from ._maps import Elementwise, MatMul
 
@@ -43,7 +42,7 @@ def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
 
 
 @register_rule(*_OPERANDS)
-def matmul_rule(call: Any) -> dict:
+def matmul_rule(call: OpRecord) -> dict:
     """``out = beta * self + alpha * (left @ right)``; vectors are viewed as a row
     (left) or a column (right) matrix."""
     left, right = (call.position(name) for name in _OPERANDS[call.func])

@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..semirings import Semiring, SumProduct
-from . import register_rule
+from .._record import OpRecord
+from ..semirings import Semiring
+from . import UnsupportedOpError, register_rule
 from ._maps import Elementwise, IndexMap, LocalMap, Permute, Reshape
 
 aten = torch.ops.aten
@@ -30,14 +31,15 @@ aten = torch.ops.aten
     aten.squeeze.dim,
     aten.squeeze.dims,
     aten.unsqueeze.default,
+    copies=True,
 )
-def reshape_rule(call: Any) -> dict[tuple[int, int], Reshape]:
+def reshape_rule(call: OpRecord) -> dict[tuple[int, int], Reshape]:
     ((i, _),) = call.inputs
     return {(i, 0): Reshape(tuple(call.leaves[i].shape), tuple(call.output(0).shape))}
 
 
-@register_rule(aten.permute.default, aten.transpose.int, aten.t.default)
-def permute_rule(call: Any) -> dict[tuple[int, int], Permute]:
+@register_rule(aten.permute.default, aten.transpose.int, aten.t.default, copies=True)
+def permute_rule(call: OpRecord) -> dict[tuple[int, int], Permute]:
     ((i, _),) = call.inputs
     x = call.leaves[i]
     nd = x.dim()
@@ -55,8 +57,8 @@ def permute_rule(call: Any) -> dict[tuple[int, int], Permute]:
     return {(i, 0): Permute(tuple(x.shape), dims)}
 
 
-@register_rule(aten.expand.default)
-def expand_rule(call: Any) -> dict[tuple[int, int], Elementwise]:
+@register_rule(aten.expand.default, copies=True)
+def expand_rule(call: OpRecord) -> dict[tuple[int, int], Elementwise]:
     ((i, _),) = call.inputs
     out = tuple(call.output(0).shape)
     return {(i, 0): Elementwise(None, tuple(call.leaves[i].shape), out, out)}
@@ -66,20 +68,20 @@ class Im2col(LocalMap):
     """im2col's index map; the ordinary gradient takes col2im (autograd's own
     backward) and im2col itself instead of scattering through the index."""
 
-    def __init__(self, index: IndexMap, call: Any) -> None:
+    def __init__(self, index: IndexMap, call: OpRecord) -> None:
         self.index = index
         self.in_shape, self.out_shape = index.in_shape, index.out_shape
         self.params = [call.arg(name) for name in _IM2COL_PARAMS]
 
     def backward(self, sr: Semiring, values: Tensor) -> Tensor:
-        if not isinstance(sr, SumProduct):
+        if not sr.linear:
             return self.index.backward(sr, values)
         cols = values.reshape(-1, *self.out_shape[-2:])
         image = aten.col2im(cols, list(self.in_shape[-2:]), *self.params)
         return image.reshape(values.shape[0], *self.in_shape)
 
     def forward(self, sr: Semiring, values: Tensor) -> Tensor:
-        if not isinstance(sr, SumProduct):
+        if not sr.linear:
             return self.index.forward(sr, values)
         image = values.reshape(-1, *self.in_shape[-3:])
         cols = aten.im2col(image, *self.params)
@@ -130,8 +132,8 @@ _PROBED_PER_CALL = (
 )
 
 
-@register_rule(*_STRUCTURAL, *_PROBED_PER_CALL)
-def index_map_rule(call: Any) -> dict[tuple[int, int], LocalMap]:
+@register_rule(*_STRUCTURAL, *_PROBED_PER_CALL, copies=True)
+def index_map_rule(call: OpRecord) -> dict[tuple[int, int], LocalMap]:
     if call.func is aten.im2col.default:
         return {key: Im2col(m, call) for key, m in _structured(call).items()}
     maps: dict[tuple[int, int], LocalMap] = dict(
@@ -140,7 +142,7 @@ def index_map_rule(call: Any) -> dict[tuple[int, int], LocalMap]:
     return maps
 
 
-def _structured(call: Any) -> dict[tuple[int, int], IndexMap]:
+def _structured(call: OpRecord) -> dict[tuple[int, int], IndexMap]:
     """The probed maps of a structural op, from the cache when seen before."""
     key = _structure_key(call)
     if key is None:
@@ -160,7 +162,7 @@ _CACHE_ENTRIES = 256
 _CACHE_ELEMENTS = 1 << 22  # largest index map kept (4M elements, 32 MB)
 
 
-def _structure_key(call: Any) -> Any:
+def _structure_key(call: OpRecord) -> Any:
     """What the probe's result depends on: the op, which leaves are tracked, tensor
     shapes and device, and the other arguments; None when an argument is unhashable."""
     parts: list[Any] = [call.func, tuple(i for i, _ in call.inputs)]
@@ -178,17 +180,15 @@ def _structure_key(call: Any) -> Any:
 
 
 @register_rule(aten.index_put.default, aten.scatter.src, aten.scatter.value)
-def overwrite_rule(call: Any) -> dict[tuple[int, int], IndexMap]:
+def overwrite_rule(call: OpRecord) -> dict[tuple[int, int], IndexMap]:
     if call.arg("accumulate", False) or call.arg("reduce") is not None:
-        from . import UnsupportedOpError
-
         raise UnsupportedOpError(
             f"{call.func} with accumulation has no rule (module '{call.module}')"
         )
     return probe_index_map(call)
 
 
-def probe_index_map(call: Any) -> dict[tuple[int, int], IndexMap]:
+def probe_index_map(call: OpRecord) -> dict[tuple[int, int], IndexMap]:
     """Find which input element each output element copies, by running the op on
     element positions (in float64, exact up to 2**53 elements)."""
     offsets, replace = {}, {}

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._record import OpRecord
 from ..semirings import Semiring
 from . import register_rule
 from ._maps import Elementwise
@@ -36,7 +37,7 @@ class Pointwise(Elementwise):
         return values if self.weight is None else sr.scale(values, self.weight)
 
 
-def _arithmetic_partials(call: Any) -> dict[int, Any] | None:
+def _arithmetic_partials(call: OpRecord) -> dict[int, Any] | None:
     """Closed-form partials of +, -, ×, ÷ (None: unit weight), broadcastable to the
     output; None when the op is not one of them."""
     if call.func not in _ARITHMETIC:
@@ -69,7 +70,7 @@ def _ones(t: Tensor) -> Tensor:
     return torch.ones_like(t)
 
 
-def _pow_partial(x: Tensor, y: Tensor, call: Any) -> Any:
+def _pow_partial(x: Tensor, y: Tensor, call: OpRecord) -> Any:
     exponent = call.arg("exponent")
     if not isinstance(exponent, (int, float)) or isinstance(exponent, bool):
         return _AUTOGRAD  # complex exponents
@@ -78,7 +79,7 @@ def _pow_partial(x: Tensor, y: Tensor, call: Any) -> Any:
     return exponent * x.pow(exponent - 1)
 
 
-def _clamp_partial(x: Tensor, y: Tensor, call: Any) -> Tensor:
+def _clamp_partial(x: Tensor, y: Tensor, call: OpRecord) -> Tensor:
     # autograd's clamp_backward: the subgradient 1 at the bounds themselves.
     low, high = call.arg("min"), call.arg("max")
     keep = torch.ones_like(x, dtype=torch.bool)
@@ -145,7 +146,7 @@ _UNARY: dict[Any, UnaryPartial] = {
 }
 
 
-def _closed_form_partials(call: Any) -> dict[int, Any] | None:
+def _closed_form_partials(call: OpRecord) -> dict[int, Any] | None:
     """Closed-form partials (None: unit weight), or None without a closed form."""
     partials = _arithmetic_partials(call)
     if partials is not None:
@@ -165,7 +166,7 @@ def _closed_form_partials(call: Any) -> dict[int, Any] | None:
     return {i: w}
 
 
-def _autograd_partials(call: Any) -> dict[int, Any]:
+def _autograd_partials(call: OpRecord) -> dict[int, Any]:
     out = call.output(0)
     shape = out.shape
     expanded = {
@@ -183,7 +184,7 @@ def _autograd_partials(call: Any) -> dict[int, Any]:
     }
 
 
-def _partials(call: Any) -> dict[int, Any]:
+def _partials(call: OpRecord) -> dict[int, Any]:
     closed_form = _closed_form_partials(call)
     if closed_form is not None:
         return closed_form
@@ -199,7 +200,7 @@ _SELECTING = {
 }
 
 
-def _edge_masks(call: Any) -> dict[int, torch.Tensor]:
+def _edge_masks(call: OpRecord) -> dict[int, torch.Tensor]:
     """Inputs that a boolean condition hides from some outputs have no edge there."""
     if call.func not in _SELECTING:
         return {}
@@ -209,7 +210,7 @@ def _edge_masks(call: Any) -> dict[int, torch.Tensor]:
     return {i: condition if i == selected else ~condition for i, _ in call.inputs}
 
 
-def pointwise_rule(call: Any) -> dict[tuple[int, int], Elementwise]:
+def pointwise_rule(call: OpRecord) -> dict[tuple[int, int], Elementwise]:
     out_shape = tuple(call.output(0).shape)
     masks = _edge_masks(call)
     maps: dict[tuple[int, int], Elementwise] = {}

@@ -9,18 +9,18 @@ Average pooling is decomposed into ``im2col`` and a mean.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from .._record import OpRecord
 from . import UnsupportedOpError, register_decomposition, register_rule
 from ._maps import Elementwise
 
 aten = torch.ops.aten
 
 
-def _reduced_dims(call: Any, x: torch.Tensor) -> list[int]:
+def _reduced_dims(call: OpRecord, x: torch.Tensor) -> list[int]:
     dim = call.arg("dim")
     if dim is None or dim == [] or dim == ():
         return list(range(x.dim()))
@@ -48,7 +48,7 @@ def _reduced_dims(call: Any, x: torch.Tensor) -> list[int]:
     aten.var_mean.dim,
     aten.logsumexp.default,
 )
-def reduction_rule(call: Any) -> dict:
+def reduction_rule(call: OpRecord) -> dict:
     ((i, _),) = call.inputs
     x = call.leaves[i]
     dims = _reduced_dims(call, x)

@@ -9,10 +9,10 @@ With ``record(decompose=...)`` these ops are split into finer ops instead.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
+from .._record import OpRecord
 from . import register_rule
 from ._maps import Blockwise, Elementwise, LayerNormRows, RankOneRows
 
@@ -25,7 +25,7 @@ def _rows(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 @register_rule(aten._softmax.default, aten._log_softmax.default)
-def softmax_rule(call: Any) -> dict:
+def softmax_rule(call: OpRecord) -> dict:
     ((i, _),) = call.inputs
     out = call.output(0).detach()
     dim = call.arg("dim") % max(1, out.dim())
@@ -54,7 +54,7 @@ def softmax_rule(call: Any) -> dict:
 
 
 @register_rule(aten.native_layer_norm.default)
-def layer_norm_rule(call: Any) -> dict:
+def layer_norm_rule(call: OpRecord) -> dict:
     x, weight = call.arg("input"), call.arg("weight")
     k = len(call.arg("normalized_shape"))
     shape = tuple(x.shape)
@@ -102,7 +102,7 @@ def layer_norm_rule(call: Any) -> dict:
 
 
 @register_rule(aten.cumsum.default)
-def cumsum_rule(call: Any) -> dict:
+def cumsum_rule(call: OpRecord) -> dict:
     ((i, _),) = call.inputs
     out = call.output(0)
     if out.dim() == 0:

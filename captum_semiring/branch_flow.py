@@ -1,0 +1,125 @@
+"""Branch flow: how much of a tensor's flow goes into each group of its consumers.
+
+For an element t and a group c of consumer ops,
+:math:`b(t, c) = \\bigoplus_{(t \\to v),\\, v \\in c} w(t, v) \\otimes B[v]`.
+Grouping by module path separates a transformer layer input's query, key and value
+projections from the residual (skip) connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._engine import Sweep, local_maps
+from .semirings import Semiring
+
+
+def keep_top_branch(per_group: Tensor, semiring: Semiring) -> Tensor:
+    """The paper's aggregation of finalized per-group values ``(groups, ...)`` (one
+    rank: TopK's best, see :meth:`Semiring.best`): the group with the best value
+    keeps it, the others get 0."""
+    winner = semiring.score(per_group).argmax(dim=0, keepdim=True)
+    return torch.zeros_like(per_group).scatter(0, winner, per_group.gather(0, winner))
+
+
+@dataclass
+class BranchFlow:
+    """Semiring flow per consumer group.
+
+    Attributes:
+        labels: one label per group (module path, or op name with ``by="op"``).
+        values: raw semiring values, shape ``(groups, S, *tensor.shape)``.
+        semiring: the semiring of the sweep.
+    """
+
+    labels: list[str]
+    values: Tensor
+    semiring: Semiring
+
+    def finalize(self) -> Tensor:
+        """Finalized flow per group: ``(groups, *tensor.shape)``."""
+        return torch.stack([self.semiring.finalize(v) for v in self.values])
+
+    def aggregate(self, dim: int | list[int]) -> Tensor:
+        """⊕ over the tensor's ``dim`` within each group, then finalize."""
+        dims = [dim] if isinstance(dim, int) else list(dim)
+        nd = self.values.dim() - 2
+        axes = [d % nd + 1 for d in dims]
+        return torch.stack(
+            [self.semiring.finalize(self.semiring.sum(v, axes)) for v in self.values]
+        )
+
+    def top_branch(self, dim: int | list[int]) -> Tensor:
+        """The paper's aggregation: per position, the group carrying the best path over
+        ``dim`` gets that path's value and the other groups get 0. "Best" follows the
+        semiring: most negative for ``MaxProduct("negative")``, largest magnitude for
+        ``"absolute"``, largest otherwise."""
+        per_group = self.aggregate(dim)
+        best = torch.stack([self.semiring.best(v) for v in per_group])
+        return keep_top_branch(best, self.semiring)
+
+    def grouped(
+        self, key: Callable[[str], str | None], names: Sequence[str]
+    ) -> BranchFlow:
+        """Groups merged by ``key(label)`` with ⊕, one per entry of ``names`` and in
+        that order. Labels whose key is not in ``names`` are dropped; a name that no
+        label maps to gets the semiring zero."""
+        sr, merged = self.semiring, []
+        for name in names:
+            rows = [i for i, label in enumerate(self.labels) if key(label) == name]
+            if rows:
+                merged.append(sr.sum(self.values[rows].movedim(0, 1), 1))
+            else:
+                merged.append(sr.zeros(self.values.shape[2:], self.values))
+        return BranchFlow(list(names), torch.stack(merged), sr)
+
+    def __repr__(self) -> str:
+        return f"BranchFlow({self.labels})"
+
+
+#: The four branches a transformer layer's input feeds (Fig. 2 of the paper).
+
+
+@torch.no_grad()
+def branch_flow(result: Sweep, item: Any, by: str = "module") -> BranchFlow:
+    """The flow from ``item``'s tensor into each group of its consumers.
+
+    Args:
+        result: a backward sweep.
+        item: a source, module (its output) or recorded tensor.
+        by: ``"module"`` groups consumers by the module path they ran in, ``"op"``
+            by their ATen overload.
+
+    Returns:
+        A :class:`BranchFlow`.
+    """
+    if by not in ("module", "op"):
+        raise ValueError(f"by must be 'module' or 'op', got {by!r}")
+    graph, sr = result.graph, result.semiring
+    node = graph.node_of(item)
+    groups: dict[str, Tensor] = {}
+    for record, leaf in graph.consumers.get(node, ()):
+        outs = dict(record.outputs)
+        for (map_leaf, position), local in local_maps(graph, record).items():
+            value = result.env.get(outs[position])
+            if map_leaf != leaf or value is None:
+                continue
+            label = record.module if by == "module" else record.op_name
+            flow = local.backward(sr, value).to(graph.nodes[node].dtype)
+            groups[label] = (
+                flow if label not in groups else sr.plus(groups[label], flow)
+            )
+    if not groups:
+        meta = graph.nodes[node]
+        return BranchFlow(
+            [],
+            sr.zeros((0, *meta.shape), torch.empty((), dtype=meta.dtype)).movedim(1, 0),
+            sr,
+        )
+    labels = list(groups)
+    return BranchFlow(labels, torch.stack([groups[k] for k in labels]), sr)
