@@ -1,16 +1,13 @@
-"""captum-semiring: semiring backpropagation for any PyTorch model, through Captum."""
+"""captum-semiring: semiring backpropagation for any PyTorch model, through Captum.
+
+The Captum attribution classes load on first use: Captum imports matplotlib and
+more, which the engine alone does not need.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from ._capture import Graph, record
 from ._record import LayerInput, OpRecord, RecordingError, layer_input
-from .attr import (
-    GradientEntropy,
-    LayerBranchFlow,
-    SemiringAttribution,
-    SemiringLayerAttribution,
-    SemiringLLMGradientAttribution,
-    TopGradientPath,
-    semiring_grad,
-)
 from .branch_flow import BranchFlow
 from .paths import Hop, Path
 from .result import SemiringResult
@@ -26,7 +23,36 @@ from .semirings import (
     get_semiring,
 )
 
+if TYPE_CHECKING:
+    from .attr import (
+        GradientEntropy,
+        LayerBranchFlow,
+        SemiringAttribution,
+        SemiringLayerAttribution,
+        SemiringLLMGradientAttribution,
+        TopGradientPath,
+        semiring_grad,
+    )
+
 __version__ = "0.1.0"
+
+_FROM_ATTR = (
+    "semiring_grad",
+    "SemiringAttribution",
+    "TopGradientPath",
+    "GradientEntropy",
+    "SemiringLayerAttribution",
+    "SemiringLLMGradientAttribution",
+    "LayerBranchFlow",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_ATTR:
+        from . import attr
+
+        return getattr(attr, name)
+    raise AttributeError(f"module 'captum_semiring' has no attribute {name!r}")
 
 __all__ = [
     "record",

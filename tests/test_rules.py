@@ -384,3 +384,83 @@ def test_every_closed_form_partial_is_exercised():
         seen.update(r.func for r in graph.records)
     untested = {str(op) for op in pointwise._UNARY} - {str(op) for op in seen}
     assert not untested, f"closed forms never exercised: {sorted(untested)}"
+
+
+# ----- registry facts and errors -------------------------------------------------
+
+
+def test_a_failing_rule_names_op_overload_and_module(monkeypatch):
+    from captum_semiring import rules
+    from captum_semiring._engine import RuleError
+
+    def broken(call):
+        raise ValueError("boom")
+
+    mm = torch.ops.aten.mm.default
+    monkeypatch.setitem(rules._RULES, mm, broken)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2, bias=False))
+    x = torch.randn(4, 3)
+    with cs.record(x) as graph:
+        out = net(x).sum(-1)
+    with pytest.raises(RuleError, match=r"aten::mm \(overload 'default'\) in module '0'.*boom"):
+        graph.backward(out, "sum")
+
+
+def test_registry_facts():
+    from captum_semiring import rules
+
+    aten = torch.ops.aten
+    assert rules.only_copies(aten.view.default) and rules.only_copies(aten.cat.default)
+    assert not rules.only_copies(aten.mul.Tensor)
+    assert rules.is_constant(aten.zeros_like.default) and not rules.is_constant(aten.mul.Tensor)
+    assert rules.changes_metadata_only(aten.transpose_.default)
+    assert not rules.changes_metadata_only(aten.add_.Tensor)
+    assert rules.out_of_place(aten.add_.Tensor) is aten.add.Tensor
+    assert rules.out_of_place(aten.add.Tensor) is None
+
+
+class _MinProduct(cs.Semiring):
+    """Smallest path product; positive weights only (enough for a softmax of
+    positive probabilities times positive edges)."""
+
+    def zeros(self, shape, like):
+        return like.new_full((1, *shape), float("inf"))
+
+    def ones(self, shape, like):
+        return like.new_ones((1, *shape))
+
+    def plus(self, a, b):
+        return torch.minimum(a, b)
+
+    def scale(self, x, w):
+        return torch.where(torch.isinf(x), x, x * w)
+
+    def sum(self, x, dim):
+        return x.amin(dim=dim)
+
+    def finalize(self, x):
+        return x[0]
+
+
+class _FastMinProduct(_MinProduct):
+    calls = 0
+
+    def sum_others(self, x):
+        type(self).calls += 1
+        n = x.shape[-1]
+        eye = torch.eye(n, dtype=torch.bool)
+        spread = x[..., None, :].expand(*x.shape, n)
+        return torch.where(eye, float("inf"), spread).amin(-1)
+
+
+def test_a_user_semiring_that_overrides_sum_others_gets_the_fast_path():
+    assert not _MinProduct().has_fast_sum_others
+    assert _FastMinProduct().has_fast_sum_others
+    x = torch.randn(2, 5, dtype=torch.float64)
+    with cs.record(x) as graph:
+        out = torch.softmax(x, -1)[:, 0]
+    dense = graph.backward(out, _MinProduct())[x]
+    _FastMinProduct.calls = 0
+    fast = graph.backward(out, _FastMinProduct())[x]
+    assert _FastMinProduct.calls > 0
+    torch.testing.assert_close(fast, dense)

@@ -1,0 +1,177 @@
+"""The recorder: sources, module paths, in-place writes, and bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from builders import tiny_bert
+from torch import nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+import captum_semiring as cs
+
+
+def _global_hooks():
+    from torch.nn.modules import module as m
+
+    return len(m._global_forward_hooks), len(m._global_forward_pre_hooks)
+
+
+def test_layer_input_of_a_padded_hf_batch_is_the_hidden_states():
+    # The layer also receives a float attention mask; only the hidden states count.
+    model = tiny_bert(layers=2)
+    layer = model.encoder.layer[1]
+    ids = torch.tensor([[1, 5, 7, 3], [2, 4, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    with cs.record(cs.layer_input(layer)) as graph:
+        out = model(ids, attention_mask=mask).last_hidden_state[:, 0].sum()
+    got = graph.backward(out, "sum")[cs.layer_input(layer)]
+
+    calls: list[tuple] = []
+    handle = layer.register_forward_pre_hook(
+        lambda m, args, kwargs: calls.append((args, kwargs)), with_kwargs=True
+    )
+    try:
+        model(ids, attention_mask=mask)
+    finally:
+        handle.remove()
+    (first, *rest), kwargs = calls[0]
+    hidden = first.detach().requires_grad_(True)
+    o = layer(hidden, *rest, **kwargs)
+    o = o[0] if isinstance(o, tuple) else o
+    want = torch.autograd.grad(o[:, 0].sum(), hidden)[0]
+    assert got.shape == hidden.shape
+    torch.testing.assert_close(got, want)
+
+
+def test_unsupported_op_names_overload_and_module():
+    class Block(nn.Module):
+        def forward(self, x):
+            return torch.linalg.svdvals(x).sum()
+
+    model = nn.Sequential(nn.Linear(3, 3), Block())
+    x = torch.randn(3, 3)
+    before = _global_hooks()
+    with pytest.raises(
+        cs.UnsupportedOpError, match=r"aten\._linalg_svd\.default.*module '1'"
+    ):
+        with cs.record(x):
+            model(x)
+    assert _global_hooks() == before
+    assert _get_current_dispatch_mode() is None
+
+
+def test_model_raising_mid_forward_leaves_nothing_installed():
+    class Boom(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    model = nn.Sequential(nn.Linear(2, 2), Boom())
+    source_module = model[0]
+    before = _global_hooks()
+    with pytest.raises(RuntimeError, match="boom"):
+        with cs.record(source_module, cs.layer_input(model[1])):
+            model(torch.randn(1, 2))
+    assert _global_hooks() == before
+    assert not source_module._forward_hooks and not model[1]._forward_pre_hooks
+    assert _get_current_dispatch_mode() is None
+
+
+def test_output_not_recorded():
+    x = torch.randn(2)
+    with cs.record(x) as graph:
+        pass
+    with pytest.raises(ValueError, match="not computed from the sources"):
+        graph.backward((x * 2).sum(), "sum")
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+def test_integer_sources_are_rejected(dtype):
+    with pytest.raises(TypeError, match="floating-point"):
+        with cs.record(torch.zeros(3, dtype=dtype)):
+            pass
+
+
+def test_inplace_on_recorded_tensor_is_exact():
+    x = torch.randn(4, dtype=torch.float64)
+    with cs.record(x) as graph:
+        y = x * 2
+        z = y * 3  # reads y before it changes
+        y.mul_(y)  # then y changes in place
+        out = (z + y).sum()
+    leaf = x.detach().requires_grad_(True)
+    y2 = leaf * 2
+    (expected,) = torch.autograd.grad((y2 * 3 + y2 * y2).sum(), leaf)
+    torch.testing.assert_close(graph.backward(out, "sum")[x], expected)
+
+
+def test_inplace_through_an_alias_then_read_is_an_error():
+    x = torch.randn(2, 3)
+    with pytest.raises(
+        cs.RecordingError,
+        match=r"changed in place through an alias \(aten\.add_\.Tensor",
+    ):
+        with cs.record(x):
+            y = x * 2
+            row = y[0]
+            row.add_(1.0)  # changes y too
+            (y * 1).sum()
+
+
+def test_mutation_after_recording_is_detected():
+    x = torch.randn(3)
+    w = torch.randn(3)
+    with cs.record(x) as graph:
+        out = (x * w).sum()
+    w.add_(1.0)
+    with pytest.raises(
+        cs.RecordingError, match="changed in place after it was recorded"
+    ):
+        graph.backward(out, "sum")
+
+
+def test_nan_in_forward_warns_with_op_name():
+    x = torch.tensor([1.0, -1.0])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with cs.record(x) as graph:
+            torch.sqrt(x).sum()
+    messages = [
+        str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)
+    ]
+    assert any("aten.sqrt.default" in m for m in messages)
+    assert graph.records
+
+
+def test_sources_restore_requires_grad():
+    x = torch.randn(2)
+    with cs.record(x):
+        assert x.requires_grad
+    assert not x.requires_grad
+
+
+def test_module_source_that_never_runs():
+    used, unused = nn.Linear(2, 2), nn.Linear(2, 2)
+    with cs.record(unused) as graph:
+        out = used(torch.randn(1, 2)).sum()
+    del out
+    with pytest.raises(KeyError, match="never ran"):
+        graph.node_of(unused)
+
+
+def test_inplace_under_no_grad_keeps_history_like_autograd():
+    """F.cosine_similarity clamps a norm in place under no_grad; autograd keeps the
+    norm's history, so the recording must too."""
+    x = torch.randn(3, 4, dtype=torch.float64)
+
+    def f(t):
+        n = t.norm(dim=-1, keepdim=True).clone()
+        with torch.no_grad():
+            n.clamp_min_(1e-8)
+        return (t / n).sum(-1)
+
+    leaf = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(f(leaf).sum(), leaf)
+    torch.testing.assert_close(cs.semiring_grad(f, x, "sum"), expected)
