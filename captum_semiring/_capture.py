@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -81,7 +81,7 @@ class Graph(Recording):
         super().__init__()
         self.decompose = _decompose_set(decompose)
 
-    def local_maps(self, record: OpRecord) -> dict[tuple[int, int], LocalMap]:
+    def local_maps(self, record: OpRecord) -> Mapping[tuple[int, int], LocalMap]:
         """The rule's maps for ``record``, keyed by (input leaf, output position)."""
         return engine.local_maps(self, record)
 

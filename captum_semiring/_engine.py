@@ -9,6 +9,7 @@ on first use) and the sweep plan.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ from .rules import UnsupportedOpError
 from .rules._maps import LocalMap
 from .semirings import Semiring, get_semiring
 
-Maps = dict[tuple[int, int], LocalMap]
+Maps = Mapping[tuple[int, int], LocalMap]
 PlanStep = tuple[OpRecord, dict[int, int], dict[int, int]]
 
 

@@ -130,8 +130,8 @@ def trace_path(
                 if map_leaf != leaf or target not in result.env:
                     continue
                 like = result.env[target]
-                out_index, weights = local.edges_from(flat, like)
-                edges.append((record, target, out_index, weights))
+                out_index, edge_weights = local.edges_from(flat, like)
+                edges.append((record, target, out_index, edge_weights))
         weights = [w for *_, w in edges]
         candidates = [result.env[t].reshape(sr.size, -1)[:, i] for _, t, i, _ in edges]
         if node == result.root:

@@ -21,7 +21,7 @@ Examples::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -31,7 +31,7 @@ from .._record import OpRecord
 if TYPE_CHECKING:
     from ._maps import LocalMap
 
-Rule = Callable[[OpRecord], "dict[tuple[int, int], LocalMap]"]
+Rule = Callable[[OpRecord], "Mapping[tuple[int, int], LocalMap]"]
 
 _RULES: dict[Any, Rule] = {}
 _DECOMPOSITIONS: dict[Any, Callable[..., Any]] = {}
