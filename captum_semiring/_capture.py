@@ -47,7 +47,7 @@ aten = torch.ops.aten
 
 # Names accepted by ``record(decompose=...)``.
 COMPOSITE_PRIMITIVES = {
-    "softmax": (aten._softmax.default,),
+    "softmax": (aten._softmax.default, aten._safe_softmax.default),
     "log_softmax": (aten._log_softmax.default,),
     "layer_norm": (aten.native_layer_norm.default,),
     "gelu": (aten.gelu.default,),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -402,7 +404,9 @@ def test_a_failing_rule_names_op_overload_and_module(monkeypatch):
     x = torch.randn(4, 3)
     with cs.record(x) as graph:
         out = net(x).sum(-1)
-    with pytest.raises(RuleError, match=r"aten::mm \(overload 'default'\) in module '0'.*boom"):
+    with pytest.raises(
+        RuleError, match=r"aten::mm \(overload 'default'\) in module '0'.*boom"
+    ):
         graph.backward(out, "sum")
 
 
@@ -412,7 +416,9 @@ def test_registry_facts():
     aten = torch.ops.aten
     assert rules.only_copies(aten.view.default) and rules.only_copies(aten.cat.default)
     assert not rules.only_copies(aten.mul.Tensor)
-    assert rules.is_constant(aten.zeros_like.default) and not rules.is_constant(aten.mul.Tensor)
+    assert rules.is_constant(aten.zeros_like.default) and not rules.is_constant(
+        aten.mul.Tensor
+    )
     assert rules.changes_metadata_only(aten.transpose_.default)
     assert not rules.changes_metadata_only(aten.add_.Tensor)
     assert rules.out_of_place(aten.add_.Tensor) is aten.add.Tensor
@@ -464,3 +470,57 @@ def test_a_user_semiring_that_overrides_sum_others_gets_the_fast_path():
     fast = graph.backward(out, _FastMinProduct())[x]
     assert _FastMinProduct.calls > 0
     torch.testing.assert_close(fast, dense)
+
+
+# ----- attention -------------------------------------------------------------------
+
+
+def _masked_attention_inputs():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 3, 4, dtype=torch.float64) for _ in range(3))
+    keep = torch.ones(3, 3, dtype=torch.bool)
+    keep[0] = False  # query row 0 sees no key, as a left-padded row does
+    return q, k, v, keep
+
+
+@pytest.mark.parametrize("semiring", ["max", "entropy", "logsum", cs.TopK(2)])
+def test_a_fully_masked_attention_row_stays_finite_and_exact(semiring):
+    q, k, v, keep = _masked_attention_inputs()
+    x = q.clone()
+    with cs.record(x) as graph:
+        out = (F.scaled_dot_product_attention(x, k, v, attn_mask=keep) + x).sum(
+            (1, 2, 3)
+        )
+    xr = q.clone().requires_grad_(True)
+    ref = (F.scaled_dot_product_attention(xr, k, v, attn_mask=keep) + xr).sum()
+    (expected,) = torch.autograd.grad(ref, xr)
+    torch.testing.assert_close(
+        graph.backward(out, "sum")[x], expected, rtol=1e-9, atol=1e-12
+    )
+    assert torch.isfinite(graph.backward(out, semiring)[x]).all()
+
+
+def test_autograd_inside_a_recording_of_attention_is_unchanged():
+    q, k, v, keep = _masked_attention_inputs()
+    mask = torch.zeros(3, 3, dtype=torch.float64).masked_fill(~keep, -math.inf)
+    mask[0] = 0.0  # the kernel needs a row with a key to define its backward
+    xr = q.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(
+        F.scaled_dot_product_attention(xr, k, v, attn_mask=mask).pow(2).sum(), xr
+    )
+    x = q.clone().requires_grad_(True)
+    with cs.record(x):
+        (inside,) = torch.autograd.grad(
+            F.scaled_dot_product_attention(x, k, v, attn_mask=mask).pow(2).sum(), x
+        )
+    torch.testing.assert_close(inside, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_decompose_softmax_also_splits_the_attention_softmax():
+    q, k, v, _ = _masked_attention_inputs()
+    x = q.clone()
+    with cs.record(x, decompose=("softmax",)) as graph:
+        F.scaled_dot_product_attention(x, k, v)
+    ops = {str(r.func) for r in graph.records}
+    assert "aten.exp.default" in ops
+    assert not ops & {"aten._softmax.default", "aten._safe_softmax.default"}

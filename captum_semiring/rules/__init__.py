@@ -168,6 +168,7 @@ def out_of_place(op: Any) -> Any | None:
 
 
 from . import (  # noqa: E402
+    attention,
     constants,
     contractions,
     index_maps,
@@ -188,6 +189,7 @@ __all__ = [
     "changes_metadata_only",
     "out_of_place",
     "UnsupportedOpError",
+    "attention",
     "constants",
     "contractions",
     "index_maps",

@@ -24,8 +24,11 @@ def _rows(t: torch.Tensor, dim: int) -> torch.Tensor:
     return t.movedim(dim, -1).reshape(-1, t.shape[dim])
 
 
-@register_rule(aten._softmax.default, aten._log_softmax.default)
+@register_rule(aten._softmax.default, aten._safe_softmax.default, aten._log_softmax.default)
 def softmax_rule(call: OpRecord) -> dict:
+    """Softmax and log-softmax rows. ``_safe_softmax`` (SDPA's softmax) outputs a row
+    of zeros where every input is -inf; its Jacobian there is zero, as the kernel's
+    gradient is, so no NaN from the plain softmax of such a row enters the sweep."""
     ((i, _),) = call.inputs
     out = call.output(0).detach()
     dim = call.arg("dim") % max(1, out.dim())
@@ -33,7 +36,7 @@ def softmax_rule(call: OpRecord) -> dict:
         return {(i, 0): Elementwise(torch.zeros_like(out), (), (), ())}
     y = _rows(out, dim)
     shape = tuple(out.shape)
-    if call.func is aten._softmax.default:
+    if call.func is not aten._log_softmax.default:
         # J[j, i] = y_j (δ_ij - y_i): symmetric, so vjp and jvp agree.
         def apply(v: torch.Tensor) -> torch.Tensor:
             return y * (v - (v * y).sum(-1, keepdim=True))
