@@ -13,42 +13,40 @@ stderr and exit code 2. An unexpected failure gives a one-line message and exit 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
 import json
-import math
 import os
 import re
 import sys
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor, nn
-
-from .analysis.branch_flow import TRANSFORMER_BRANCHES, transformer_branch
-from .analysis.reproductions import json_ready, module_name
-from .analysis.stats import spearman
+from .analysis.branch_flow import TRANSFORMER_BRANCHES
+from .analysis.explain import (
+    Example,
+    ExplainError,
+    ExplainReport,
+    ExplainResult,
+    demo_examples,
+    explain,
+    prepare_target,
+    text_example,
+    token_example,
+)
+from .analysis.models import (
+    LoadedModel,
+    ModelLoadError,
+    encoder_layers,
+    first_line,
+    load_callable_model,
+    load_default_model,
+    load_hf_model,
+    quiet_transformers,
+)
+from .analysis.reproductions import json_ready
 
 PROG = "captum-semiring"
-
-# FirstTokenRepeatedOnce sequences for the default demo: three positives (the first
-# token comes back later, last, right away) and two negatives (one with distractor
-# repeats among the other tokens).
-DEMO_TOKENS: list[list[int]] = [
-    [3, 7, 12, 5, 3, 9, 14, 1, 8, 11],
-    [5, 2, 9, 13, 7, 17, 4, 11, 6, 5],
-    [8, 8, 1, 4, 15, 20, 2, 6, 10, 3],
-    [3, 7, 12, 5, 6, 9, 14, 1, 8, 11],
-    [14, 2, 2, 6, 19, 11, 6, 4, 13, 9],
-]
-DEMO_TEXT = "the quick brown fox jumps over the lazy dog ."
-DEMO_MLM_TEXT = "the keys to the old cabinet {mask} on the table ."
-DEMO_MLM_PAIR = ("are", "is")
 
 EPILOG = """\
 examples:
@@ -83,287 +81,32 @@ class CLIError(Exception):
     """Bad user input: reported as one line on stderr, exit code 2."""
 
 
+# Library errors that are bad user input too: one line on stderr, exit code 2.
+_INPUT_ERRORS = (CLIError, ModelLoadError, ExplainError)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # one line, no usage block
         raise CLIError(f"{message} (see {self.prog} --help)")
 
 
-# --------------------------------------------------------------------------- models
+# --------------------------------------------------------------------------- explain
 
 
-@dataclass
-class Subject:
-    """A model prepared for explanation."""
-
-    model: nn.Module
-    kind: str  # "default" | "hf" | "callable"
-    description: str
-    layer_name: str
-    layer: nn.Module
-    encoder_layers: list[tuple[str, nn.Module]]
-    tokenizer: Any = None
-    max_positions: int | None = None
-    vocab_size: int | None = None
-    num_labels: int | None = None
-    is_mlm: bool = False
-    hf: bool = False
-    pad_id: int = 0
-    special_ids: set[int] = field(default_factory=set)
-    notes: list[str] = field(default_factory=list)
-    val_accuracy: float | None = None
-    label_fn: Callable[[Tensor], Tensor] | None = None
-    token_range: tuple[int, int] | None = None
-
-
-@dataclass
-class Example:
-    ids: Tensor  # (1, L)
-    tokens: list[str]
-    extra: dict[str, Tensor] = field(default_factory=dict)
-    label: int | None = None
-
-
-@dataclass
-class Target:
-    kind: str  # "class" | "pair"
-    description: str
-    fn: Callable[[Tensor], Tensor]
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    old = hf_logging.get_verbosity()
-    bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        hf_logging.set_verbosity(old)
-        if bar:
-            hf_logging.enable_progress_bar()
-
-
-def _find_embeddings(model: nn.Module) -> tuple[str, nn.Module]:
-    base = getattr(model, "base_model", None)
-    emb = getattr(base, "embeddings", None)
-    if isinstance(base, nn.Module) and isinstance(emb, nn.Module):
-        return module_name(model, emb), emb
-    for name, m in model.named_modules():
-        if name and type(m).__name__.endswith("Embeddings"):
-            return name, m
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Embedding):
-            return name, m
-    raise CLIError(
-        "found no embedding layer in the model; name the attribution layer with --layer"
-    )
-
-
-def _find_encoder_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    layers = []
-    for name, m in model.named_modules():
-        try:
-            for part in ("query", "key", "value"):
-                m.get_submodule(f"attention.self.{part}")
-        except AttributeError:
-            continue
-        layers.append((name, m))
-    return layers
-
-
-def _resolve_layer(model: nn.Module, name: str | None) -> tuple[str, nn.Module]:
-    if name is None:
-        return _find_embeddings(model)
-    if name in ("", "."):
-        raise CLIError("--layer needs a dotted module path such as bert.embeddings")
-    try:
-        return name, model.get_submodule(name)
-    except AttributeError:
-        raise CLIError(
-            f"model has no layer {name!r} (give a dotted module path such as {_find_embeddings_name(model)})"
-        ) from None
-
-
-def _find_embeddings_name(model: nn.Module) -> str:
-    try:
-        return _find_embeddings(model)[0]
-    except CLIError:
-        return next((n for n, _ in model.named_modules() if n), "<none>")
-
-
-def _load_default(args: argparse.Namespace) -> Subject:
-    from .tasks.models import default_model
-    from .tasks.synthetic import FirstTokenRepeatedOnce
-
-    trained = default_model(verbose=True)
-    model = trained.model.eval()
-    layer_name, layer = _resolve_layer(model, args.layer)
-    return Subject(
-        model=model,
-        kind="default",
-        description=(
-            "embedded default: the paper's 1-layer BERT (hidden 16, 2 heads, intermediate 32) "
-            f"trained on FirstTokenRepeatedOnce, seed {trained.seed}"
-        ),
-        layer_name=layer_name,
-        layer=layer,
-        encoder_layers=_find_encoder_layers(model),
-        max_positions=trained.seq_len,
-        vocab_size=trained.vocab_size + 1,
-        num_labels=2,
-        hf=True,
-        pad_id=0,
-        val_accuracy=trained.val_accuracy,
-        label_fn=FirstTokenRepeatedOnce().label,
-        token_range=(1, trained.vocab_size),
-        notes=[
-            "Inputs are raw token ids 1..20 without [CLS]; the classifier reads the first "
-            "position (through BERT's pooler). Label 1 = the first token occurs again."
-        ],
-    )
-
-
-def _load_hf(args: argparse.Namespace) -> Subject:
-    path = Path(args.hf_model).expanduser()
-    if not path.exists():
-        raise CLIError(f"model directory {str(path)!r} does not exist")
-    if not path.is_dir() or not (path / "config.json").exists():
-        raise CLIError(
-            f"{str(path)!r} is not a Hugging Face model directory (no config.json)"
+def _load(args: argparse.Namespace) -> LoadedModel:
+    if args.hf_model is not None:
+        return load_hf_model(
+            args.hf_model,
+            prefer_masked_lm=args.target_pair is not None,
+            seed=args.seed,
+            layer=args.layer,
         )
-    from transformers import (
-        AutoConfig,
-        AutoModelForMaskedLM,
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-    )
-
-    with _quiet_transformers():
-        try:
-            config = AutoConfig.from_pretrained(path, local_files_only=True)
-        except Exception as err:
-            raise CLIError(
-                f"cannot read the model config in {str(path)!r}: {_first_line(err)}"
-            ) from None
-        archs = list(getattr(config, "architectures", None) or [])
-        is_mlm = any("MaskedLM" in a for a in archs) or (
-            args.target_pair is not None
-            and not any("SequenceClassification" in a for a in archs)
-        )
-        auto = AutoModelForMaskedLM if is_mlm else AutoModelForSequenceClassification
-        torch.manual_seed(args.seed)  # a newly initialized head is reproducible
-        try:
-            model, info = auto.from_pretrained(
-                path,
-                local_files_only=True,
-                attn_implementation="eager",
-                output_loading_info=True,
-            )
-        except Exception as err:
-            raise CLIError(
-                f"cannot load a {auto.__name__[12:]} from {str(path)!r}: {_first_line(err)}"
-            ) from None
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        except Exception:
-            tokenizer = None
-    model.eval()
-    notes = []
-    missing = sorted(info.get("missing_keys") or [])
-    if missing:
-        notes.append(
-            f"{len(missing)} weights are not in the checkpoint and were initialized randomly "
-            f"(seed {args.seed}): {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}. "
-            "Attributions then explain an untrained head."
-        )
-    if tokenizer is None:
-        notes.append(
-            "no tokenizer found in the model directory: only --tokens inputs work"
-        )
-    layer_name, layer = _resolve_layer(model, args.layer)
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    pad = getattr(tokenizer, "pad_token_id", None)
-    if pad is None:
-        pad = getattr(config, "pad_token_id", None) or 0
-    return Subject(
-        model=model,
-        kind="hf",
-        description=f"{type(model).__name__} from {path} ({', '.join(archs) or 'no architectures listed'})",
-        layer_name=layer_name,
-        layer=layer,
-        encoder_layers=_find_encoder_layers(model),
-        tokenizer=tokenizer,
-        max_positions=getattr(config, "max_position_embeddings", None),
-        vocab_size=getattr(config, "vocab_size", None),
-        num_labels=None if is_mlm else getattr(config, "num_labels", None),
-        is_mlm=is_mlm,
-        hf=True,
-        pad_id=int(pad),
-        special_ids=special,
-        notes=notes,
-    )
-
-
-def _load_callable(args: argparse.Namespace) -> Subject:
-    spec = args.model
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise CLIError(
-            f"--model must look like 'package.module:callable', got {spec!r}"
-        )
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise CLIError(
-            f"cannot import module {module_name!r}: {_first_line(err)}"
-        ) from None
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise CLIError(f"module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    model = obj() if callable(obj) and not isinstance(obj, nn.Module) else obj
-    if not isinstance(model, nn.Module):
-        raise CLIError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
-    model.eval()
-    layer_name, layer = _resolve_layer(model, args.layer)
-    config = getattr(model, "config", None)
-    hf = config is not None and hasattr(model, "get_input_embeddings")
-    vocab = None
-    emb = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
-    if emb is not None:
-        vocab = emb.num_embeddings
-    return Subject(
-        model=model,
-        kind="callable",
-        description=f"{type(model).__name__} from {spec}",
-        layer_name=layer_name,
-        layer=layer,
-        encoder_layers=_find_encoder_layers(model),
-        max_positions=getattr(config, "max_position_embeddings", None),
-        vocab_size=vocab,
-        hf=hf,
-        pad_id=int(getattr(config, "pad_token_id", None) or 0),
-    )
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
+    if args.model is not None:
+        # a spec names a module of the working directory, as `python -m` would find it
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        return load_callable_model(args.model, layer=args.layer)
+    return load_default_model(layer=args.layer)
 
 
 def _parse_ids(text: str) -> list[int]:
@@ -378,448 +121,65 @@ def _parse_ids(text: str) -> list[int]:
         ) from None
 
 
-def _check_length(subject: Subject, n: int, what: str) -> None:
-    if subject.max_positions is not None and n > subject.max_positions:
-        raise CLIError(
-            f"{what} has {n} tokens; the model takes at most {subject.max_positions} positions"
-        )
+def _parse_pair(text: str) -> tuple[str, str]:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise CLIError(f"--target-pair takes 'correct,wrong', got {text!r}")
+    return parts[0], parts[1]
 
 
-def _examples(subject: Subject, args: argparse.Namespace) -> list[Example]:
+def _examples(model: LoadedModel, args: argparse.Namespace) -> list[Example]:
+    """The inputs of --text and --tokens, else the built-in demo (which may set
+    ``args.target_pair``, the demo pair of a masked LM)."""
     texts: list[str] = args.text or []
     token_lists: list[str] = args.tokens or []
-    examples: list[Example] = []
-    if texts and subject.tokenizer is None:
-        if subject.kind == "default":
+    if texts and model.tokenizer is None:
+        if model.kind == "default":
             raise CLIError(
                 'the default model reads token ids 1..20, not text; use --tokens "3 7 12 5 3 9 14 1 8 11"'
             )
         raise CLIError("this model has no tokenizer; give --tokens instead of --text")
-    for i, text in enumerate(texts, 1):
-        enc = subject.tokenizer(text, return_tensors="pt", truncation=False)
-        ids = enc["input_ids"]
-        _check_length(subject, ids.shape[1], f"text {i}")
-        extra = {
-            k: v for k, v in enc.items() if k in ("attention_mask", "token_type_ids")
-        }
-        examples.append(
-            Example(
-                ids, subject.tokenizer.convert_ids_to_tokens(ids[0].tolist()), extra
-            )
-        )
+    examples = [
+        text_example(model, text, what=f"text {i}") for i, text in enumerate(texts, 1)
+    ]
     for i, text in enumerate(token_lists, 1):
-        ids_list = _parse_ids(text)
-        _check_length(subject, len(ids_list), f"token list {i}")
-        low, high = subject.token_range or (0, (subject.vocab_size or 2**62) - 1)
-        bad = [t for t in ids_list if not low <= t <= high]
-        if bad:
-            raise CLIError(
-                f"token id {bad[0]} in token list {i} is outside the model's vocabulary {low}..{high}"
-            )
-        ids = torch.tensor([ids_list])
-        tokens = (
-            subject.tokenizer.convert_ids_to_tokens(ids_list)
-            if subject.tokenizer is not None
-            else [str(t) for t in ids_list]
-        )
-        extra = {"attention_mask": torch.ones_like(ids)} if subject.hf else {}
-        label = int(subject.label_fn(ids)[0]) if subject.label_fn is not None else None
-        examples.append(Example(ids, tokens, extra, label))
+        examples.append(token_example(model, _parse_ids(text), what=f"token list {i}"))
     if examples:
         return examples
-    # built-in demos
-    if subject.kind == "default":
-        assert subject.label_fn is not None
-        out = []
-        for row in DEMO_TOKENS:
-            ids = torch.tensor([row])
-            out.append(
-                Example(
-                    ids,
-                    [str(t) for t in row],
-                    {"attention_mask": torch.ones_like(ids)},
-                    int(subject.label_fn(ids)[0]),
-                )
-            )
-        return out
-    if subject.tokenizer is not None:
-        mask = getattr(subject.tokenizer, "mask_token", None)
-        text = DEMO_MLM_TEXT.format(mask=mask) if subject.is_mlm and mask else DEMO_TEXT
-        if subject.is_mlm and args.target_pair is None:
-            args.target_pair = ",".join(DEMO_MLM_PAIR)
-        args.text = [text]
-        return _examples(subject, args)
-    raise CLIError(
-        'give the inputs with --tokens "ID ID ..." (this model has no built-in demo)'
-    )
-
-
-def _vocab_id(subject: Subject, word: str) -> int:
-    tok = subject.tokenizer
-    if tok is None:
-        try:
-            return int(word)
-        except ValueError:
-            raise CLIError(
-                f"unknown target token {word!r}: without a tokenizer, give token ids"
-            ) from None
-    vocab = tok.get_vocab()
-    if word in vocab:
-        return int(vocab[word])
-    pieces = tok.tokenize(word)
-    if len(pieces) == 1 and pieces[0] in vocab and pieces[0] != tok.unk_token:
-        return int(vocab[pieces[0]])
-    raise CLIError(
-        f"unknown target token {word!r}: it is not a single token of the model's vocabulary"
-    )
-
-
-def _target(
-    subject: Subject, ex: Example, logits: Tensor, args: argparse.Namespace
-) -> Target:
-    if args.target_pair is not None:
-        parts = [p.strip() for p in args.target_pair.split(",")]
-        if len(parts) != 2 or not all(parts):
-            raise CLIError(
-                f"--target-pair takes 'correct,wrong', got {args.target_pair!r}"
-            )
-        if logits.dim() != 3:
-            raise CLIError(
-                "--target-pair needs a masked language model (per-token logits); this model is a classifier, use --target"
-            )
-        correct, wrong = (_vocab_id(subject, p) for p in parts)
-        mask_id = getattr(subject.tokenizer, "mask_token_id", None)
-        where = (
-            (ex.ids[0] == mask_id).nonzero().flatten().tolist()
-            if mask_id is not None
-            else []
-        )
-        if not where:
-            mask = getattr(subject.tokenizer, "mask_token", None) or "[MASK]"
-            raise CLIError(
-                f"input {' '.join(ex.tokens)[:60]!r} has no {mask} token for --target-pair"
-            )
-        pos = where[0]
-
-        def pair_fn(
-            out: Tensor, p: int = pos, c: int = correct, w: int = wrong
-        ) -> Tensor:
-            return out[:, p, c] - out[:, p, w]
-
-        return Target(
-            "pair",
-            f"logit({parts[0]}) − logit({parts[1]}) at {getattr(subject.tokenizer, 'mask_token', 'mask')} (position {pos})",
-            pair_fn,
-            {
-                "correct": parts[0],
-                "wrong": parts[1],
-                "correct_id": correct,
-                "wrong_id": wrong,
-                "mask_position": pos,
-            },
-        )
-    if logits.dim() != 2:
-        if logits.dim() == 3:
-            raise CLIError(
-                "this model gives per-token logits (a masked LM): use --target-pair correct,wrong"
-            )
+    examples, pair = demo_examples(model)
+    if pair is not None and args.target_pair is None:
+        args.target_pair = ",".join(pair)
+    if not examples:
         raise CLIError(
-            f"the model output has shape {tuple(logits.shape)}; expected (batch, classes)"
+            'give the inputs with --tokens "ID ID ..." (this model has no built-in demo)'
         )
-    n = logits.shape[1]
-    if args.target is not None:
-        c, how = args.target, "given"
-    elif ex.label is not None:
-        c, how = ex.label, "the correct class"
-    else:
-        c, how = int(logits[0].argmax()), "the predicted class"
-    if not 0 <= c < n:
-        raise CLIError(
-            f"--target {c} is out of range: the model has {n} classes (0..{n - 1})"
-        )
-
-    def class_fn(out: Tensor, c: int = c) -> Tensor:
-        return out[:, c]
-
-    return Target("class", f"logit of class {c} ({how})", class_fn, {"class": c})
+    return examples
 
 
-# --------------------------------------------------------------------------- analysis
-
-
-def _forward(subject: Subject, ids: Tensor, extra: dict[str, Tensor]) -> Tensor:
-    if subject.hf:
-        kwargs = {k: v.expand(ids.shape[0], -1) for k, v in extra.items()}
-        out: Any = subject.model(input_ids=ids, **kwargs)
-    else:
-        out = subject.model(ids)
-    if hasattr(out, "logits"):
-        out = out.logits
-    elif isinstance(out, (tuple, list)):
-        out = out[0]
-    if not isinstance(out, Tensor):
-        raise CLIError(
-            f"the model returned {type(out).__name__}, not a tensor of logits"
-        )
-    return out
-
-
-def prepare_target(
-    subject: Subject, ex: Example, args: argparse.Namespace
-) -> tuple[Target, Any]:
-    """The target of one input and the model's prediction (one cheap forward pass);
-    raises :class:`CLIError` on a bad target before any attribution runs."""
-    with torch.no_grad():
-        logits = _forward(subject, ex.ids, ex.extra)
-    target = _target(subject, ex, logits, args)
-    if target.kind == "class":
-        return target, int(logits[0].argmax())
-    diff = float(target.fn(logits)[0])
-    return target, target.info["correct"] if diff > 0 else target.info["wrong"]
-
-
-def explain_example(
-    subject: Subject,
-    ex: Example,
-    args: argparse.Namespace,
-    index: int,
-    target: Target | None = None,
-    prediction: Any = None,
-) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """All the numbers and plots for one input."""
-    import captum_semiring as cs
-
-    from .visualization import figure_to_png, plot_branch_flow, plot_token_scores
-
-    layer = subject.layer
-    L = ex.ids.shape[1]
-    if target is None:
-        target, prediction = prepare_target(subject, ex, args)
-
-    layer_inputs = [(name, m, cs.layer_input(m)) for name, m in subject.encoder_layers]
-    with cs.record(layer, *[li for *_, li in layer_inputs]) as graph:
-        out = target.fn(_forward(subject, ex.ids, ex.extra))
-    try:
-        node = graph.node_of(layer)
-    except Exception:
-        raise CLIError(
-            f"layer {subject.layer_name!r} produced no tensor in the forward pass"
-        ) from None
-    shape = tuple(graph.nodes[node].shape)
-    if len(shape) < 2 or shape[0] != 1 or shape[1] != L:
-        raise CLIError(
-            f"layer {subject.layer_name!r} outputs shape {shape}, not (batch, tokens, ...): choose another --layer"
-        )
-    dims = list(range(2, len(shape)))
-
-    def per_token(res: Any) -> Tensor:
-        return res.aggregate(layer, dims)[..., 0, :] if dims else res[layer][..., 0, :]
-
-    r_max = graph.backward(out, cs.MaxProduct())
-    top = per_token(r_max)  # (L,)
-    r_ent = graph.backward(out, cs.Entropy())
-    ent = per_token(r_ent)
-
-    # top-k paths from the token that carries the largest |path product| (TopK);
-    # with k = 1, the max-product sweep already holds the best (positive) path
-    k = args.top_k
-    if k == 1:
-        r_k = r_max
-        t_star = int(top.argmax())
-        raw = r_max[layer][0, t_star].reshape(1, -1)
-    else:
-        r_k = graph.backward(out, cs.TopK(k))
-        t_star = int(per_token(r_k)[0].abs().argmax())
-        raw = r_k[layer][:, 0, t_star].reshape(k, -1)  # (k, hidden...)
-    rest_shape = shape[2:]
-    paths: list[dict[str, Any]] = []
-    flat_order = (raw if k == 1 else raw.abs()).reshape(-1).argsort(descending=True)[:k]
-    for flat in flat_order.tolist():
-        rank, elem = divmod(flat, raw.shape[1])
-        value = float(raw[rank, elem])
-        if value == 0 or not math.isfinite(value):
-            continue
-        sub = (
-            list(torch.unravel_index(torch.tensor(elem), rest_shape))
-            if rest_shape
-            else []
-        )
-        element = (0, t_star, *[int(s) for s in sub])
-        path = r_k.path(layer, element, rank=rank)
-        paths.append(
-            {
-                "rank": len(paths) + 1,
-                "value": float(path.value),
-                "token_index": t_star,
-                "token": ex.tokens[t_star],
-                "element": list(element[1:]),
-                "modules": path.modules(),
-                "hops": len(path.hops),
-                "ops": [h.op for h in path.hops],
-            }
-        )
-
-    # branch flow at each transformer layer's input
-    flows = []
-    for name, _m, li in layer_inputs:
-        try:
-            bf = r_max.branch_flow(li)
-        except (
-            Exception
-        ) as err:  # the layer input was not recorded (e.g. upstream of --layer)
-            flows.append({"name": name, "error": _first_line(err)})
-            continue
-        branches = bf.grouped(
-            lambda label, name=name: transformer_branch(label, name),
-            TRANSFORMER_BRANCHES,
-        )
-        agg = branches.aggregate(-1)[:, 0]  # (4, L)
-        tb = branches.top_branch(-1)[:, 0]
-        entry: dict[str, Any] = {
-            "name": name,
-            "top_branch": {},
-            "branch_max": {},
-            "labels": list(bf.labels),
-            "other": [],
-        }
-        for i, b in enumerate(TRANSFORMER_BRANCHES):
-            entry["branch_max"][b] = [float(v) for v in agg[i]]
-            entry["top_branch"][b] = [float(v) for v in tb[i]]
-        entry["other"] = [
-            lab for lab in bf.labels if transformer_branch(lab, name) is None
-        ]
-        flows.append(entry)
-    flows_ok = [f for f in flows if "error" not in f]
-
-    # Integrated Gradients on the same layer
-    ig_info: dict[str, Any] | None = None
-    if args.ig_steps > 0:
-        from captum.attr import LayerIntegratedGradients
-
-        baseline = ex.ids.clone()
-        keep = torch.tensor(
-            [
-                int(t) in subject.special_ids and int(t) != subject.pad_id
-                for t in ex.ids[0]
-            ]
-        )
-        baseline[0, ~keep] = subject.pad_id
-        lig = LayerIntegratedGradients(
-            lambda ids: target.fn(_forward(subject, ids, ex.extra)), layer
-        )
-        attr, delta = lig.attribute(
-            ex.ids,
-            baselines=baseline,
-            n_steps=args.ig_steps,
-            internal_batch_size=args.ig_steps,
-            return_convergence_delta=True,
-        )
-        if isinstance(attr, (tuple, list)):
-            attr = attr[0]
-        ig_tok = attr.detach()[0].reshape(L, -1).sum(-1)
-        top_list = [float(v) for v in top]
-        ig_list = [float(v) for v in ig_tok]
-        ig_info = {
-            "per_token": ig_list,
-            "n_steps": args.ig_steps,
-            "baseline": "pad ids (special tokens kept)",
-            "convergence_delta": float(delta.reshape(-1)[0]),
-            "spearman": spearman(top_list, ig_list),
-            "spearman_abs": spearman(top_list, [abs(v) for v in ig_list]),
-            "top_token_agrees": int(torch.tensor(ig_list).abs().argmax())
-            == int(top.argmax()),
-        }
-
-    item: dict[str, Any] = {
-        "index": index,
-        "tokens": ex.tokens,
-        "ids": [int(t) for t in ex.ids[0]],
-        "label": ex.label,
-        "target": {
-            "kind": target.kind,
-            "description": target.description,
-            **target.info,
-        },
-        "output": float(out.detach().reshape(-1)[0]),
-        "prediction": prediction,
-        "top_path_per_token": [float(v) for v in top],
-        "entropy_per_token": [float(v) for v in ent],
-        "most_important_token": t_star,
-        "top_paths": paths,
-        "branch_flow": flows_ok,
-        "integrated_gradients": ig_info,
-        "plots": {},
-    }
-    if not subject.encoder_layers:
-        item["branch_flow_note"] = (
-            "no transformer layers (attention.self.query/key/value) found: no branch flow"
-        )
-    elif flows and not flows_ok:
-        item["branch_flow_note"] = f"branch flow unavailable: {flows[0]['error']}"
-
-    images: dict[str, bytes] = {}
-    scores: dict[str, list[float | None]] = {
-        "top path (max-product)": list(item["top_path_per_token"]),
-        "entropy (nats)": list(item["entropy_per_token"]),
-    }
-    if ig_info:
-        scores["integrated gradients"] = list(ig_info["per_token"])
-    name = f"input{index + 1}_tokens.png"
-    images[name] = figure_to_png(
-        plot_token_scores(
-            ex.tokens,
-            scores,
-            title=f"input {index + 1}: {target.description}",
-            highlight=[t_star],
-            log=["top path (max-product)"],
-        )
-    )
-    item["plots"]["tokens"] = name
-    if flows_ok:
-        name = f"input{index + 1}_branch_flow.png"
-        images[name] = figure_to_png(
-            plot_branch_flow(
-                ex.tokens,
-                flows_ok,
-                title=f"input {index + 1}: branch flow at each layer's input (max-product)",
-            )
-        )
-        item["plots"]["branch_flow"] = name
-    return item, images
-
-
-def _console_block(item: dict[str, Any]) -> str:
-    lines = [f"input {item['index'] + 1}: {' '.join(item['tokens'])}"]
-    pred = (
-        f", prediction {item['prediction']}"
-        if item.get("prediction") is not None
-        else ""
-    )
-    lines.append(
-        f"  target {item['target']['description']}: {item['output']:.4g}{pred}"
-    )
-    for p in item["top_paths"]:
+def _console_block(result: ExplainResult) -> str:
+    lines = [f"input {result.index + 1}: {' '.join(result.tokens)}"]
+    pred = f", prediction {result.prediction}" if result.prediction is not None else ""
+    lines.append(f"  target {result.target.description}: {result.output:.4g}{pred}")
+    for p in result.top_paths:
         lines.append(
-            f"  path {p['rank']} ({p['value']:+.3e}) from token {p['token_index']} {p['token']!r}: "
-            + " -> ".join(m or "<output>" for m in p["modules"])
+            f"  path {p.rank} ({p.value:+.3e}) from token {p.token_index} {p.token!r}: "
+            + " -> ".join(m or "<output>" for m in p.modules)
         )
     ent = " ".join(
-        f"{t}:{e:.2f}" for t, e in zip(item["tokens"], item["entropy_per_token"])
+        f"{t}:{e:.2f}" for t, e in zip(result.tokens, result.entropy_per_token)
     )
     lines.append(f"  entropy (nats) {ent}")
-    for f in item["branch_flow"]:
-        wins = {
-            b: sum(1 for v in f["top_branch"][b] if v) for b in TRANSFORMER_BRANCHES
-        }
+    for f in result.branch_flow:
+        wins = f.wins()
         lines.append(
-            f"  {f['name']}: tokens whose top path enters via "
+            f"  {f.name}: tokens whose top path enters via "
             + ", ".join(f"{b} {wins[b]}" for b in TRANSFORMER_BRANCHES)
         )
-    ig = item.get("integrated_gradients")
+    ig = result.integrated_gradients
     if ig:
-        rho = "n/a" if ig["spearman"] is None else f"{ig['spearman']:+.2f}"
+        rho = "n/a" if ig.spearman is None else f"{ig.spearman:+.2f}"
         lines.append(
-            f"  vs integrated gradients: Spearman {rho}, same top token: {'yes' if ig['top_token_agrees'] else 'no'}"
+            f"  vs integrated gradients: Spearman {rho}, same top token: {'yes' if ig.top_token_agrees else 'no'}"
         )
     return "\n".join(lines)
 
@@ -834,22 +194,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.ig_steps < 0:
         raise CLIError("--ig-steps must be >= 0")
     start = time.perf_counter()
-    if args.hf_model is not None:
-        subject = _load_hf(args)
-    elif args.model is not None:
-        subject = _load_callable(args)
-    else:
-        subject = _load_default(args)
-    if (
-        args.target_pair is not None
-        and not subject.is_mlm
-        and subject.kind != "callable"
-    ):
+    model = _load(args)
+    if args.target_pair is not None and not model.is_mlm and model.kind != "callable":
         raise CLIError(
             "--target-pair needs a masked language model; this model is a classifier, use --target"
         )
-    with _quiet_transformers():
-        examples = _examples(subject, args)
+    with quiet_transformers():
+        examples = _examples(model, args)
     out_dir = Path(args.out)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -858,36 +209,36 @@ def cmd_explain(args: argparse.Namespace) -> int:
             f"cannot create the output directory {str(out_dir)!r}: {err.strerror}"
         ) from None
 
-    items, images = [], {}
-    prepared = [prepare_target(subject, ex, args) for ex in examples]
+    pair = _parse_pair(args.target_pair) if args.target_pair is not None else None
+    prepared = [
+        prepare_target(model, ex, target_class=args.target, target_pair=pair)
+        for ex in examples
+    ]
+    results = []
     for i, ex in enumerate(
         tqdm(examples, desc="explaining", unit="input", disable=None, file=sys.stderr)
     ):
-        item, imgs = explain_example(subject, ex, args, i, *prepared[i])
-        items.append(item)
-        images.update(imgs)
-        tqdm.write(_console_block(item), file=sys.stdout)
+        target, prediction = prepared[i]
+        result = explain(
+            model,
+            ex,
+            target,
+            prediction=prediction,
+            top_k=args.top_k,
+            ig_steps=args.ig_steps,
+            index=i,
+        )
+        results.append(result)
+        tqdm.write(_console_block(result), file=sys.stdout)
 
+    run = ExplainReport(model, results, top_k=args.top_k)
+    images = run.images
     for name, png in images.items():
         (out_dir / name).write_bytes(png)
     summary = {
         "tool": PROG,
         "version": _version(),
-        "model": {
-            "kind": subject.kind,
-            "description": subject.description,
-            "val_accuracy": subject.val_accuracy,
-            "notes": subject.notes,
-        },
-        "layer": subject.layer_name,
-        "encoder_layers": [name for name, _ in subject.encoder_layers],
-        "semirings": {
-            "top_path_per_token": "MaxProduct (most positive path product), ⊕ over the token's hidden units",
-            "top_paths": f"TopK({args.top_k}) from the token with the largest |path product|",
-            "entropy_per_token": "Entropy (nats), ⊕ over the token's hidden units (eq. 3)",
-            "branch_flow": "MaxProduct at each encoder layer's input; top_branch = paper's aggregation, branch_max = each branch's ⊕ over hidden",
-        },
-        "inputs": items,
+        **run.to_json(),
         "files": {
             "report": "report.html",
             "summary": "summary.json",
@@ -898,11 +249,27 @@ def cmd_explain(args: argparse.Namespace) -> int:
     (out_dir / "summary.json").write_text(
         json.dumps(json_ready(summary), indent=1, allow_nan=False), encoding="utf-8"
     )
-    report = write_html_report(json_ready(summary), images, out_dir / "report.html")
+    report = write_html_report(run, out_dir / "report.html")
     print(f"report:  {report.resolve()}")
     print(f"summary: {(out_dir / 'summary.json').resolve()}")
     print(f"plots:   {len(images)} PNG files in {out_dir.resolve()}")
     return 0
+
+
+# ----------------------------------------------------- old private names (temporary)
+# analysis/agreement.py (being moved to reproductions/fig4.py) still imports these;
+# delete this block once it calls captum_semiring.analysis.models directly.
+_find_encoder_layers = encoder_layers
+_quiet_transformers = quiet_transformers
+
+
+def _load_hf(args: argparse.Namespace) -> LoadedModel:
+    return load_hf_model(
+        args.hf_model,
+        prefer_masked_lm=args.target_pair is not None,
+        seed=args.seed,
+        layer=args.layer,
+    )
 
 
 # --------------------------------------------------------------------------- reproduce
@@ -1116,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except CLIError as err:
+    except _INPUT_ERRORS as err:
         _error(str(err))
         return 2
     except KeyboardInterrupt:
@@ -1126,7 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         _error(
-            f"unexpected {type(err).__name__}: {_first_line(err)} (rerun with --debug for the traceback)"
+            f"unexpected {type(err).__name__}: {first_line(err)} (rerun with --debug for the traceback)"
         )
         return 1
 

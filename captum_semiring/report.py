@@ -12,7 +12,10 @@ import html
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .analysis.explain import ExplainReport, ExplainResult
 
 __all__ = ["write_html_report", "render_html_report"]
 
@@ -121,23 +124,21 @@ def _kv(rows: Sequence[tuple[str, object]]) -> str:
     return f'<table class="kv">{body}</table>'
 
 
-def _input_section(item: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
-    tokens = [str(t) for t in item["tokens"]]
-    target = item.get("target", {})
-    top = item.get("top_path_per_token", [])
-    ent = item.get("entropy_per_token", [])
-    ig = item.get("integrated_gradients") or {}
-    best = item.get("most_important_token")
-    highlight = [best] if isinstance(best, int) else []
-    out = [f'<section class="card"><h2>Input {item["index"] + 1}</h2>']
+def _input_section(result: ExplainResult, images: Mapping[str, bytes]) -> str:
+    tokens = [str(t) for t in result.tokens]
+    top = result.top_path_per_token
+    ent = result.entropy_per_token
+    ig = result.integrated_gradients
+    highlight = [result.most_important_token]
+    out = [f'<section class="card"><h2>Input {result.index + 1}</h2>']
     rows: list[tuple[str, object]] = [
-        ("target", target.get("description", "")),
-        ("target output", _fmt(item.get("output"))),
+        ("target", result.target.description),
+        ("target output", _fmt(result.output)),
     ]
-    if item.get("prediction") is not None:
-        rows.append(("prediction", item["prediction"]))
-    if item.get("label") is not None:
-        rows.append(("correct label", item["label"]))
+    if result.prediction is not None:
+        rows.append(("prediction", result.prediction))
+    if result.label is not None:
+        rows.append(("correct label", result.label))
     out.append(_kv(rows))
     out.append("<h3>Tokens, shaded by their top gradient path value</h3>")
     out.append(_token_strip(tokens, top, highlight))
@@ -145,7 +146,7 @@ def _input_section(item: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
         '<div class="legend">darker = larger top-path value; the framed token carries the best path</div>'
     )
 
-    paths = item.get("top_paths", [])
+    paths = result.top_paths
     if paths:
         out.append(
             f"<h3>{'Top gradient path' if len(paths) == 1 else f'Top {len(paths)} gradient paths'}"
@@ -153,9 +154,9 @@ def _input_section(item: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
         )
         for p in paths:
             out.append(
-                f'<li><span class="val">{_fmt(p["value"])}</span> from token {p["token_index"]} '
-                f"<code>{_esc(p['token'])}</code>, element {_esc(tuple(p['element']))} "
-                f"({p['hops']} hops):<br>{_chain(p['modules'])}</li>"
+                f'<li><span class="val">{_fmt(p.value)}</span> from token {p.token_index} '
+                f"<code>{_esc(p.token)}</code>, element {_esc(tuple(p.element))} "
+                f"({p.hops} hops):<br>{_chain(p.modules)}</li>"
             )
         out.append("</ol>")
 
@@ -164,7 +165,7 @@ def _input_section(item: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
         '<h3>Per-token values</h3><table><tr><th class="l">#</th><th class="l">token</th>'
         '<th title="max-product">top path</th><th>entropy (nats)</th><th title="integrated gradients">IG</th></tr>'
     )
-    ig_tok = ig.get("per_token", [None] * len(tokens))
+    ig_tok: Sequence[float | None] = ig.per_token if ig else [None] * len(tokens)
     for i, tok in enumerate(tokens):
         cells = [
             _fmt(top[i] if i < len(top) else None),
@@ -184,12 +185,12 @@ def _input_section(item: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
         out.append(
             _kv(
                 [
-                    ("Spearman ρ (top path vs IG)", _fmt(ig.get("spearman"), 3)),
-                    ("Spearman ρ (top path vs |IG|)", _fmt(ig.get("spearman_abs"), 3)),
-                    ("same most important token", _fmt(ig.get("top_token_agrees"))),
+                    ("Spearman ρ (top path vs IG)", _fmt(ig.spearman, 3)),
+                    ("Spearman ρ (top path vs |IG|)", _fmt(ig.spearman_abs, 3)),
+                    ("same most important token", _fmt(ig.top_token_agrees)),
                     (
                         "IG steps / convergence delta",
-                        f"{ig.get('n_steps')} / {_fmt(ig.get('convergence_delta'), 3)}",
+                        f"{ig.n_steps} / {_fmt(ig.convergence_delta, 3)}",
                     ),
                 ]
             )
@@ -201,21 +202,20 @@ def _input_section(item: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
         )
     out.append("</div></div>")
 
-    plots = item.get("plots", {})
+    plots = result.plots
     if "tokens" in plots and plots["tokens"] in images:
         out.append(
             "<h3>Per-token scores</h3>"
             + _img(images[plots["tokens"]], "per-token scores")
         )
-    flows = item.get("branch_flow", [])
+    flows = result.branch_flow
     if flows:
         out.append("<h3>Branch flow per layer (skip / query / key / value)</h3>")
         summary_rows = []
         for layer in flows:
-            tb = layer.get("top_branch", {})
-            wins = {b: sum(1 for v in vals if v) for b, vals in tb.items()}
+            wins = layer.wins()
             summary_rows.append(
-                f'<tr><td class="l">{_esc(layer["name"])}</td>'
+                f'<tr><td class="l">{_esc(layer.name)}</td>'
                 + "".join(
                     f"<td>{wins.get(b, 0)}</td>"
                     for b in ("skip", "query", "key", "value")
@@ -232,29 +232,28 @@ def _input_section(item: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
         )
         if "branch_flow" in plots and plots["branch_flow"] in images:
             out.append(_img(images[plots["branch_flow"]], "branch flow"))
-    elif item.get("branch_flow_note"):
-        out.append(f'<div class="note">{_esc(item["branch_flow_note"])}</div>')
+    elif result.branch_flow_note:
+        out.append(f'<div class="note">{_esc(result.branch_flow_note)}</div>')
     out.append("</section>")
     return "\n".join(out)
 
 
-def render_html_report(summary: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
-    """The report as an HTML string.
+def render_html_report(report: ExplainReport) -> str:
+    """The report of an ``explain`` run as an HTML string.
 
     Args:
-        summary: the ``summary.json`` content (see ``captum_semiring.cli``).
-        images: PNG bytes by file name, as named in each input's ``"plots"``.
+        report: the run's results (see :mod:`captum_semiring.analysis.explain`);
+            the plots are their :attr:`~captum_semiring.analysis.explain.ExplainResult.images`.
     """
-    model = summary.get("model", {})
-    head = [
-        ("model", model.get("description", "")),
-        ("attribution layer", f"<code>{_esc(summary.get('layer', ''))}</code>"),
+    model = report.model
+    images = report.images
+    head: list[tuple[str, object]] = [
+        ("model", model.description),
+        ("attribution layer", f"<code>{_esc(model.layer_name)}</code>"),
     ]
-    if model.get("val_accuracy") is not None:
-        head.append(
-            ("validation accuracy", f"{100 * float(model['val_accuracy']):.1f}%")
-        )
-    head.append(("inputs", len(summary.get("inputs", []))))
+    if model.val_accuracy is not None:
+        head.append(("validation accuracy", f"{100 * float(model.val_accuracy):.1f}%"))
+    head.append(("inputs", len(report.results)))
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -266,7 +265,7 @@ def render_html_report(summary: Mapping[str, Any], images: Mapping[str, bytes]) 
         "(max-product), gradient path entropy, and branch flow, compared with Integrated Gradients.</p>",
         '<section class="card">' + _kv(head),
     ]
-    for note in model.get("notes", []):
+    for note in model.notes:
         parts.append(f'<div class="note">{_esc(note)}</div>')
     parts.append(
         '<div class="legend">Top path: the largest product of local derivatives along one path from a '
@@ -275,15 +274,13 @@ def render_html_report(summary: Mapping[str, Any], images: Mapping[str, bytes]) 
         "Branch flow: at each transformer layer's input, the flow into the query, key and value "
         "projections and into the residual (skip) connection.</div></section>"
     )
-    parts += [_input_section(item, images) for item in summary.get("inputs", [])]
+    parts += [_input_section(result, images) for result in report.results]
     parts.append("</main></body></html>")
     return "\n".join(parts)
 
 
-def write_html_report(
-    summary: Mapping[str, Any], images: Mapping[str, bytes], path: str | Path
-) -> Path:
+def write_html_report(report: ExplainReport, path: str | Path) -> Path:
     """Write :func:`render_html_report` to ``path`` and return it."""
     path = Path(path)
-    path.write_text(render_html_report(summary, images), encoding="utf-8")
+    path.write_text(render_html_report(report), encoding="utf-8")
     return path

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from captum_semiring import cli
+from captum_semiring.analysis.explain import DEMO_TOKENS
 from captum_semiring.analysis.reproductions import available
 from captum_semiring.cli import main
 
@@ -75,7 +76,7 @@ def test_explain_default_demo_writes_a_self_contained_report(
         summary["model"]["kind"] == "default"
         and summary["model"]["val_accuracy"] == 1.0
     )
-    assert len(summary["inputs"]) == len(cli.DEMO_TOKENS)
+    assert len(summary["inputs"]) == len(DEMO_TOKENS)
     for item in summary["inputs"]:
         assert {
             "tokens",
@@ -224,7 +225,7 @@ def test_unexpected_errors_are_one_line_unless_debug(
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("kaput\nsecond line")
 
-    monkeypatch.setattr(cli, "explain_example", boom)
+    monkeypatch.setattr(cli, "explain", boom)
     argv = ["explain", "--tokens", "1 2 1", "--out", str(tmp_path)]
     assert main(argv) == 1
     _one_line_error(capsys, "unexpected RuntimeError: kaput", "--debug")
