@@ -13,6 +13,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .. import _captum_compat as compat
 from .._capture import recording_kernels
+from .._hooks import removable_handles
 from ..analysis.branch_flow import keep_top_branch
 from ..semirings import Semiring, get_semiring
 from ._common import (
@@ -237,7 +238,9 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         )
         return f"'{name}' ({type(module).__name__})" if name else type(module).__name__
 
-    def _hook(self, index: int, to_input: bool, fn: Callable[..., Any]) -> Any:
+    def _hook(
+        self, index: int, to_input: bool, fn: Callable[..., Any]
+    ) -> torch.utils.hooks.RemovableHandle:
         layer = self._layers[index]
         if to_input:
             return layer.register_forward_pre_hook(lambda module, args: fn(args))
@@ -264,15 +267,11 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
 
             return fn
 
-        handles = []
-        try:
+        with removable_handles() as handles:
             for index in range(len(self._layers)):
-                handles.append(self._hook(index, to_input, capture(index)))
+                handles.add(self._hook(index, to_input, capture(index)))
             with recording_kernels():
                 compat.run_forward(self.forward_func, inputs, None, args)
-        finally:
-            for handle in handles:
-                handle.remove()
         for index in range(len(self._layers)):
             if index not in captured:
                 raise ValueError(
@@ -300,15 +299,11 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
 
             return fn
 
-        handles = []
-        try:
+        with removable_handles() as handles:
             for index in range(len(self._layers)):
-                handles.append(self._hook(index, to_input, patch(index)))
+                handles.add(self._hook(index, to_input, patch(index)))
             flat = tuple(t for layer_sources in sources for t in layer_sources)
             result = sweep(self.forward_func, flat, inputs, semiring, target, args)
-        finally:
-            for handle in handles:
-                handle.remove()
         for index in range(len(self._layers)):
             if index not in ran:
                 raise ValueError(
