@@ -1,5 +1,9 @@
 """Argument checks and the integration along IG's straight-line path, shared by the
-attribution classes and the functional form."""
+attribution classes and the functional form.
+
+:func:`step_parameters` is public, exported as ``captum_semiring.attr.step_parameters``;
+the rest serves the attribution classes.
+"""
 
 from __future__ import annotations
 
@@ -147,7 +151,33 @@ def check_aggregate_dims(
 
 
 def step_parameters(n_steps: int, method: str) -> tuple[list[float], list[float]]:
-    """IG's step sizes (weights) and alphas for ``method``."""
+    r"""Integrated gradients' quadrature: step sizes (weights) and alphas.
+
+    The points of the straight line from a baseline :math:`x'` to an input :math:`x`
+    are :math:`x' + \alpha_i (x - x')`, and a quantity taken at those points is
+    integrated as :math:`\sum_i s_i f(\alpha_i)`. These are exactly the numbers
+    :class:`captum.attr.IntegratedGradients` uses, so a sweep along them reproduces
+    it.
+
+    Args:
+        n_steps (int): number of points, at least 1.
+        method (str): Captum's approximation method: ``"riemann_right"``,
+            ``"riemann_left"``, ``"riemann_middle"``, ``"riemann_trapezoid"`` or
+            ``"gausslegendre"``.
+
+    Returns:
+        *tuple[list[float], list[float]]*: ``(step_sizes, alphas)``, each of length
+        ``n_steps``.
+
+    Examples::
+
+        >>> from captum_semiring.attr import step_parameters
+        >>> step_parameters(4, "riemann_left")
+        ([0.25, 0.25, 0.25, 0.25], [0.0, 0.25, 0.5, 0.75])
+        >>> sizes, alphas = step_parameters(5, "gausslegendre")
+        >>> round(sum(sizes), 6)
+        1.0
+    """
     step_sizes_func, alphas_func = compat.approximation_parameters(method)
     return list(step_sizes_func(n_steps)), list(alphas_func(n_steps))
 

@@ -1,4 +1,7 @@
-"""The functional form: one semiring sweep with Captum's ``target`` semantics."""
+"""The functional form: one semiring sweep with Captum's ``target`` semantics.
+
+:func:`select_output` is public, exported as ``captum_semiring.attr.select_output``.
+"""
 
 from __future__ import annotations
 
@@ -88,7 +91,44 @@ def check_target(output: Tensor, target: Any) -> None:
 
 
 def select_output(output: Any, target: Any, num_examples: int) -> Tensor:
-    """Captum's target selection, then one scalar per example (shape ``(batch,)``)."""
+    """Captum's target selection, then one scalar per example.
+
+    This is how every attribution class in this package turns a model output into
+    the scalars a sweep starts from. ``target`` is checked against the output's shape
+    first, so a wrong target gives an error that names both, instead of an indexing
+    error inside Captum.
+
+    Args:
+        output (Tensor): the model output, batch first.
+        target (int, tuple, Tensor or list, optional): Captum's output selection: an
+            int or tuple of indices for every example, or a list or 1D tensor with one
+            index per example; ``None`` when the output already holds one value per
+            example.
+        num_examples (int): the batch size the output must have.
+
+    Returns:
+        *Tensor*: the selected values, shape ``(num_examples,)`` (a 0-dimensional
+        output stays 0-dimensional).
+
+    Raises:
+        TypeError: ``output`` is not a tensor, or ``target`` has an unknown form.
+        ValueError: ``target`` does not fit the output, or does not select one scalar
+            per example.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_semiring.attr import select_output
+        >>> logits = torch.tensor([[0.1, 0.9], [0.7, 0.3]])
+        >>> select_output(logits, 1, 2)
+        tensor([0.9000, 0.3000])
+        >>> select_output(logits, [0, 1], 2)
+        tensor([0.1000, 0.3000])
+        >>> select_output(logits, None, 2)
+        Traceback (most recent call last):
+        ...
+        ValueError: the selected output has shape (2, 2); it must hold one scalar per example. Pass a target (for example target=0) that selects one
+    """
     if not isinstance(output, Tensor):
         raise TypeError(
             f"forward_func must return a tensor; got {type(output).__name__}"

@@ -11,7 +11,7 @@ from captum.attr import IntegratedGradients, LayerIntegratedGradients
 from torch import nn
 
 import captum_semiring as cs
-from captum_semiring.attr._common import step_parameters
+from captum_semiring.attr import step_parameters
 
 EXPLAINERS = [IntegratedGradients, cs.TopGradientPath, cs.GradientEntropy]
 
