@@ -7,13 +7,14 @@ the rest serves the attribution classes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from .. import _captum_compat as compat
+from .._captum_compat import BaselineType, TargetType
 from ..semirings import Semiring
 
 Baseline = Tensor | int | float
@@ -51,7 +52,7 @@ def check_float_inputs(inputs: tuple[Tensor, ...], cls: str) -> None:
 
 
 def format_baselines(
-    inputs: tuple[Tensor, ...], baselines: Any
+    inputs: tuple[Tensor, ...], baselines: BaselineType
 ) -> tuple[Baseline, ...]:
     """Baselines as a tuple matching ``inputs``: zeros when ``None``, and each a scalar,
     a tensor of the input's shape, or a single example of shape ``(1, *shape[1:])``."""
@@ -113,7 +114,28 @@ def check_internal_batch_size(internal_batch_size: Any) -> None:
         )
 
 
-def check_target_count(num_examples: int, target: Any) -> None:
+def check_grad_kwargs(grad_kwargs: Mapping[str, Any] | None, cls: str) -> None:
+    """``grad_kwargs`` are keyword arguments for ``torch.autograd.grad``, which a
+    semiring sweep never calls: accept ``None`` or an empty mapping, reject the rest."""
+    if grad_kwargs is None:
+        return
+    if not isinstance(grad_kwargs, Mapping):
+        raise TypeError(
+            f"grad_kwargs must be a dict of torch.autograd.grad keyword arguments or "
+            f"None; got {type(grad_kwargs).__name__}"
+        )
+    if grad_kwargs:
+        names = ", ".join(repr(k) for k in grad_kwargs)
+        raise ValueError(
+            f"{cls} cannot honour grad_kwargs ({names}): they are keyword arguments "
+            "for torch.autograd.grad, but a semiring sweep runs its own reverse pass "
+            "over the recorded operators and never calls autograd (its results carry "
+            "no autograd graph, and the output is seeded with the semiring's one). "
+            "Pass grad_kwargs=None"
+        )
+
+
+def check_target_count(num_examples: int, target: TargetType) -> None:
     """A list or multi-element tensor target names one index per example."""
     if isinstance(target, list) or (isinstance(target, Tensor) and target.numel() > 1):
         if len(target) != num_examples:

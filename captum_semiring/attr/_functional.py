@@ -6,11 +6,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor
 
 from .. import _captum_compat as compat
+from .._captum_compat import TargetType, TensorOrTupleOfTensorsGeneric
 from .._capture import record
 from .._engine import SemiringResult
 from ..semirings import Semiring, get_semiring
@@ -41,7 +42,7 @@ def _check_index(output: Tensor, index: Any, what: str) -> None:
             )
 
 
-def check_target(output: Tensor, target: Any) -> None:
+def check_target(output: Tensor, target: TargetType) -> None:
     """Check every Captum target form against the model output's shape."""
     if target is None:
         return
@@ -90,7 +91,7 @@ def check_target(output: Tensor, target: Any) -> None:
         )
 
 
-def select_output(output: Any, target: Any, num_examples: int) -> Tensor:
+def select_output(output: Any, target: TargetType, num_examples: int) -> Tensor:
     """Captum's target selection, then one scalar per example.
 
     This is how every attribution class in this package turns a model output into
@@ -156,7 +157,7 @@ def sweep(
     sources: tuple[Tensor, ...],
     forward_inputs: tuple[Any, ...],
     semiring: Semiring,
-    target: Any,
+    target: TargetType,
     additional_forward_args: Any,
 ) -> SemiringResult:
     """Record ``forward_func(*forward_inputs, *additional_forward_args)`` with
@@ -204,12 +205,12 @@ def integrated(
 
 def semiring_grad(
     func: Callable[..., Any],
-    inputs: Tensor | tuple[Tensor, ...],
+    inputs: TensorOrTupleOfTensorsGeneric,
     semiring: Semiring | str,
-    target: Any = None,
-    additional_forward_args: Any = None,
+    target: TargetType = None,
+    additional_forward_args: object | None = None,
     aggregate_dims: Dims | None = None,
-) -> Tensor | tuple[Tensor, ...]:
+) -> TensorOrTupleOfTensorsGeneric:
     r"""The semiring gradient of ``func``'s output with respect to ``inputs``.
 
     The functional counterpart of :class:`~captum_semiring.SemiringAttribution` at
@@ -257,6 +258,9 @@ def semiring_grad(
     args = compat.format_additional_forward_args(additional_forward_args)
     sources = tuple(x.detach() for x in xs)
     result = sweep(func, sources, sources, sr, target, args)
-    return compat.format_output(
-        is_tuple, tuple(finalized(result, s, dims) for s in sources)
+    return cast(
+        TensorOrTupleOfTensorsGeneric,
+        compat.format_output(
+            is_tuple, tuple(finalized(result, s, dims) for s in sources)
+        ),
     )

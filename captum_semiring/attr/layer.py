@@ -3,20 +3,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .. import _captum_compat as compat
+from .._captum_compat import BaselineType, TargetType
 from .._capture import recording_kernels
+from .._engine import SemiringResult
 from .._hooks import removable_handles
 from ..analysis.branch_flow import keep_top_branch
 from ..semirings import Semiring, get_semiring
 from ._common import (
+    check_grad_kwargs,
     check_internal_batch_size,
     check_steps,
     check_target_count,
@@ -208,8 +212,10 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
             raise TypeError(
                 "layer must be a torch.nn.Module or a non-empty list of modules"
             )
+        # Captum types ``layer`` as a type variable (a module or a list, fixed per
+        # class); this class takes either.
         compat.LayerAttribution.__init__(
-            self, forward_func, layer, device_ids=device_ids
+            self, forward_func, cast(Any, layer), device_ids=device_ids
         )
         compat.GradientAttribution.__init__(self, forward_func)
         self.semiring: Semiring = get_semiring(semiring)
@@ -285,10 +291,10 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         semiring: Semiring,
         sources: list[tuple[Tensor, ...]],
         inputs: tuple[Any, ...],
-        target: Any,
+        target: TargetType,
         args: Any,
         to_input: bool,
-    ) -> Any:
+    ) -> SemiringResult:
         """Record with each layer's activations replaced by ``sources`` and sweep."""
         ran: set[int] = set()
 
@@ -311,18 +317,67 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
                 )
         return result
 
-    @compat.log_usage(part_of_slo=True)
+    # As in Captum's LayerIntegratedGradients: with return_convergence_delta=True the
+    # result is (attributions, delta), otherwise the attributions alone.
+    @typing.overload
     def attribute(
         self,
         inputs: Tensor | tuple[Tensor, ...],
-        baselines: Any = None,
-        target: Any = None,
-        additional_forward_args: Any = None,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: object | None = None,
+        n_steps: int = 1,
+        method: str = "gausslegendre",
+        internal_batch_size: int | None = None,
+        return_convergence_delta: Literal[False] = False,
+        attribute_to_layer_input: bool = False,
+        grad_kwargs: Mapping[str, Any] | None = None,
+    ) -> LayerResult: ...
+
+    @typing.overload
+    def attribute(
+        self,
+        inputs: Tensor | tuple[Tensor, ...],
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: object | None = None,
+        n_steps: int = 1,
+        method: str = "gausslegendre",
+        internal_batch_size: int | None = None,
+        *,
+        return_convergence_delta: Literal[True],
+        attribute_to_layer_input: bool = False,
+        grad_kwargs: Mapping[str, Any] | None = None,
+    ) -> tuple[LayerResult, Tensor]: ...
+
+    @typing.overload
+    def attribute(
+        self,
+        inputs: Tensor | tuple[Tensor, ...],
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: object | None = None,
         n_steps: int = 1,
         method: str = "gausslegendre",
         internal_batch_size: int | None = None,
         return_convergence_delta: bool = False,
         attribute_to_layer_input: bool = False,
+        grad_kwargs: Mapping[str, Any] | None = None,
+    ) -> LayerResult | tuple[LayerResult, Tensor]: ...
+
+    @compat.log_usage(part_of_slo=True)
+    def attribute(
+        self,
+        inputs: Tensor | tuple[Tensor, ...],
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: object | None = None,
+        n_steps: int = 1,
+        method: str = "gausslegendre",
+        internal_batch_size: int | None = None,
+        return_convergence_delta: bool = False,
+        attribute_to_layer_input: bool = False,
+        grad_kwargs: Mapping[str, Any] | None = None,
     ) -> LayerResult | tuple[LayerResult, Tensor]:
         r"""The semiring gradient of the selected output with respect to the layer's
         activations.
@@ -365,6 +420,12 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
             attribute_to_layer_input (bool, optional): attribute to the layer's
                         input (its positional floating-point tensor arguments)
                         instead of its output. Default: False.
+            grad_kwargs (dict, optional): accepted for compatibility with
+                        LayerIntegratedGradients, which passes them to
+                        ``torch.autograd.grad``. A semiring sweep runs its own
+                        reverse pass and never calls autograd, so only ``None`` or
+                        an empty dict is allowed; any key raises ``ValueError``.
+                        Default: None.
 
         Returns:
             **attributions** or 2-element tuple of **attributions**, **delta**:
@@ -378,6 +439,7 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
             - **delta** (*Tensor*, with ``return_convergence_delta=True``): one value
               per example.
         """
+        check_grad_kwargs(grad_kwargs, type(self).__name__)
         _, xs = format_inputs(inputs)
         bs = format_baselines(xs, baselines)
         check_steps(n_steps, method)
@@ -397,7 +459,7 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
                         f"{[tuple(a.shape) for a in acts]} at the inputs but "
                         f"{[tuple(b.shape) for b in base]} at the baselines"
                     )
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             inputs=xs,
             layer_inputs=layer_inputs,
             layer_baselines=layer_baselines,
@@ -431,12 +493,19 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         )
         return result, delta
 
+    def attribute_future(self) -> None:
+        r"""Not implemented: the attribution is computed eagerly by :meth:`attribute`,
+        as for Captum's gradient methods."""
+        raise NotImplementedError(
+            f"attribute_future is not implemented for {type(self).__name__}"
+        )
+
     def _attribute(
         self,
         inputs: tuple[Any, ...],
         layer_inputs: list[tuple[Tensor, ...]],
         layer_baselines: list[tuple[Tensor, ...]] | None,
-        target: Any = None,
+        target: TargetType = None,
         additional_forward_args: Any = None,
         n_steps: int = 1,
         method: str = "gausslegendre",
@@ -452,7 +521,11 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         ]
         step_sizes, sources = points[0][0], [p[1] for p in points]
         n = len(step_sizes)
-        expanded = compat.expand_additional_forward_args(inputs, n) if n > 1 else inputs
+        expanded = inputs
+        if n > 1:
+            expanded = cast(
+                tuple[Any, ...], compat.expand_additional_forward_args(inputs, n)
+            )
         args, target = expand_for_steps(n, additional_forward_args, target)
         result = self._sweep(
             self.semiring, sources, expanded, target, args, attribute_to_layer_input
@@ -474,8 +547,8 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
     def branch_flow(
         self,
         inputs: Tensor | tuple[Tensor, ...],
-        target: Any = None,
-        additional_forward_args: Any = None,
+        target: TargetType = None,
+        additional_forward_args: object | None = None,
         semiring: Semiring | str | None = None,
         aggregation: Literal["branch-max", "top-branch"] = "branch-max",
         attribute_to_layer_input: bool = False,
@@ -597,7 +670,9 @@ class SemiringLLMGradientAttribution(compat.LLMGradientAttribution):
         (torch.Size([2, 6]), torch.Size([6]))
     """
 
-    SUPPORTED_METHODS = compat.LLMGradientAttribution.SUPPORTED_METHODS + (
+    # Captum types its allow-list as the tuple of its own classes; extending it is
+    # the point of this subclass.
+    SUPPORTED_METHODS = compat.LLMGradientAttribution.SUPPORTED_METHODS + (  # type: ignore[assignment]
         SemiringLayerAttribution,
     )
 
