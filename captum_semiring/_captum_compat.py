@@ -5,6 +5,10 @@ Captum's underscore helpers change between releases (the project pins
 here and re-exported under plain names, so a Captum upgrade is a change to this file
 only. The public Captum names (base classes, ``log_usage``) are re-exported too, so the
 attribution modules import Captum from one place.
+
+The type names of Captum's ``attribute`` signatures (``TargetType``, ``BaselineType``,
+``TensorOrTupleOfTensorsGeneric``) live in the private ``captum._utils.typing``; they
+are re-exported here so that the attribution classes are typed exactly as Captum's.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from captum._utils.common import _format_output as format_output
 from captum._utils.common import _format_outputs as format_outputs
 from captum._utils.common import _run_forward as run_forward
 from captum._utils.common import _select_targets as select_targets
+from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr import GradientAttribution, LayerAttribution, LLMGradientAttribution
 from captum.attr._utils.approximation_methods import (
     SUPPORTED_METHODS as APPROXIMATION_METHODS,
@@ -30,9 +35,12 @@ from captum.log import log_usage
 
 __all__ = [
     "APPROXIMATION_METHODS",
+    "BaselineType",
     "GradientAttribution",
     "LLMGradientAttribution",
     "LayerAttribution",
+    "TargetType",
+    "TensorOrTupleOfTensorsGeneric",
     "approximation_parameters",
     "batch_attribution",
     "expand_additional_forward_args",

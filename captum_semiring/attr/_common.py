@@ -1,15 +1,20 @@
 """Argument checks and the integration along IG's straight-line path, shared by the
-attribution classes and the functional form."""
+attribution classes and the functional form.
+
+:func:`step_parameters` is public, exported as ``captum_semiring.attr.step_parameters``;
+the rest serves the attribution classes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from .. import _captum_compat as compat
+from .._captum_compat import BaselineType, TargetType
 from ..semirings import Semiring
 
 Baseline = Tensor | int | float
@@ -47,7 +52,7 @@ def check_float_inputs(inputs: tuple[Tensor, ...], cls: str) -> None:
 
 
 def format_baselines(
-    inputs: tuple[Tensor, ...], baselines: Any
+    inputs: tuple[Tensor, ...], baselines: BaselineType
 ) -> tuple[Baseline, ...]:
     """Baselines as a tuple matching ``inputs``: zeros when ``None``, and each a scalar,
     a tensor of the input's shape, or a single example of shape ``(1, *shape[1:])``."""
@@ -109,7 +114,28 @@ def check_internal_batch_size(internal_batch_size: Any) -> None:
         )
 
 
-def check_target_count(num_examples: int, target: Any) -> None:
+def check_grad_kwargs(grad_kwargs: Mapping[str, Any] | None, cls: str) -> None:
+    """``grad_kwargs`` are keyword arguments for ``torch.autograd.grad``, which a
+    semiring sweep never calls: accept ``None`` or an empty mapping, reject the rest."""
+    if grad_kwargs is None:
+        return
+    if not isinstance(grad_kwargs, Mapping):
+        raise TypeError(
+            f"grad_kwargs must be a dict of torch.autograd.grad keyword arguments or "
+            f"None; got {type(grad_kwargs).__name__}"
+        )
+    if grad_kwargs:
+        names = ", ".join(repr(k) for k in grad_kwargs)
+        raise ValueError(
+            f"{cls} cannot honour grad_kwargs ({names}): they are keyword arguments "
+            "for torch.autograd.grad, but a semiring sweep runs its own reverse pass "
+            "over the recorded operators and never calls autograd (its results carry "
+            "no autograd graph, and the output is seeded with the semiring's one). "
+            "Pass grad_kwargs=None"
+        )
+
+
+def check_target_count(num_examples: int, target: TargetType) -> None:
     """A list or multi-element tensor target names one index per example."""
     if isinstance(target, list) or (isinstance(target, Tensor) and target.numel() > 1):
         if len(target) != num_examples:
@@ -147,7 +173,33 @@ def check_aggregate_dims(
 
 
 def step_parameters(n_steps: int, method: str) -> tuple[list[float], list[float]]:
-    """IG's step sizes (weights) and alphas for ``method``."""
+    r"""Integrated gradients' quadrature: step sizes (weights) and alphas.
+
+    The points of the straight line from a baseline :math:`x'` to an input :math:`x`
+    are :math:`x' + \alpha_i (x - x')`, and a quantity taken at those points is
+    integrated as :math:`\sum_i s_i f(\alpha_i)`. These are exactly the numbers
+    :class:`captum.attr.IntegratedGradients` uses, so a sweep along them reproduces
+    it.
+
+    Args:
+        n_steps (int): number of points, at least 1.
+        method (str): Captum's approximation method: ``"riemann_right"``,
+            ``"riemann_left"``, ``"riemann_middle"``, ``"riemann_trapezoid"`` or
+            ``"gausslegendre"``.
+
+    Returns:
+        *tuple[list[float], list[float]]*: ``(step_sizes, alphas)``, each of length
+        ``n_steps``.
+
+    Examples::
+
+        >>> from captum_semiring.attr import step_parameters
+        >>> step_parameters(4, "riemann_left")
+        ([0.25, 0.25, 0.25, 0.25], [0.0, 0.25, 0.5, 0.75])
+        >>> sizes, alphas = step_parameters(5, "gausslegendre")
+        >>> round(sum(sizes), 6)
+        1.0
+    """
     step_sizes_func, alphas_func = compat.approximation_parameters(method)
     return list(step_sizes_func(n_steps)), list(alphas_func(n_steps))
 

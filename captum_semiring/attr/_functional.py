@@ -1,13 +1,17 @@
-"""The functional form: one semiring sweep with Captum's ``target`` semantics."""
+"""The functional form: one semiring sweep with Captum's ``target`` semantics.
+
+:func:`select_output` is public, exported as ``captum_semiring.attr.select_output``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor
 
 from .. import _captum_compat as compat
+from .._captum_compat import TargetType, TensorOrTupleOfTensorsGeneric
 from .._capture import record
 from ..result import SemiringResult
 from ..semirings import Semiring, get_semiring
@@ -38,7 +42,7 @@ def _check_index(output: Tensor, index: Any, what: str) -> None:
             )
 
 
-def check_target(output: Tensor, target: Any) -> None:
+def check_target(output: Tensor, target: TargetType) -> None:
     """Check every Captum target form against the model output's shape."""
     if target is None:
         return
@@ -87,8 +91,45 @@ def check_target(output: Tensor, target: Any) -> None:
         )
 
 
-def select_output(output: Any, target: Any, num_examples: int) -> Tensor:
-    """Captum's target selection, then one scalar per example (shape ``(batch,)``)."""
+def select_output(output: Any, target: TargetType, num_examples: int) -> Tensor:
+    """Captum's target selection, then one scalar per example.
+
+    This is how every attribution class in this package turns a model output into
+    the scalars a sweep starts from. ``target`` is checked against the output's shape
+    first, so a wrong target gives an error that names both, instead of an indexing
+    error inside Captum.
+
+    Args:
+        output (Tensor): the model output, batch first.
+        target (int, tuple, Tensor or list, optional): Captum's output selection: an
+            int or tuple of indices for every example, or a list or 1D tensor with one
+            index per example; ``None`` when the output already holds one value per
+            example.
+        num_examples (int): the batch size the output must have.
+
+    Returns:
+        *Tensor*: the selected values, shape ``(num_examples,)`` (a 0-dimensional
+        output stays 0-dimensional).
+
+    Raises:
+        TypeError: ``output`` is not a tensor, or ``target`` has an unknown form.
+        ValueError: ``target`` does not fit the output, or does not select one scalar
+            per example.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_semiring.attr import select_output
+        >>> logits = torch.tensor([[0.1, 0.9], [0.7, 0.3]])
+        >>> select_output(logits, 1, 2)
+        tensor([0.9000, 0.3000])
+        >>> select_output(logits, [0, 1], 2)
+        tensor([0.1000, 0.3000])
+        >>> select_output(logits, None, 2)
+        Traceback (most recent call last):
+        ...
+        ValueError: the selected output has shape (2, 2); it must hold one scalar per example. Pass a target (for example target=0) that selects one
+    """
     if not isinstance(output, Tensor):
         raise TypeError(
             f"forward_func must return a tensor; got {type(output).__name__}"
@@ -116,7 +157,7 @@ def sweep(
     sources: tuple[Tensor, ...],
     forward_inputs: tuple[Any, ...],
     semiring: Semiring,
-    target: Any,
+    target: TargetType,
     additional_forward_args: Any,
 ) -> SemiringResult:
     """Record ``forward_func(*forward_inputs, *additional_forward_args)`` with
@@ -164,12 +205,12 @@ def integrated(
 
 def semiring_grad(
     func: Callable[..., Any],
-    inputs: Tensor | tuple[Tensor, ...],
+    inputs: TensorOrTupleOfTensorsGeneric,
     semiring: Semiring | str,
-    target: Any = None,
-    additional_forward_args: Any = None,
+    target: TargetType = None,
+    additional_forward_args: object | None = None,
     aggregate_dims: Dims | None = None,
-) -> Tensor | tuple[Tensor, ...]:
+) -> TensorOrTupleOfTensorsGeneric:
     r"""The semiring gradient of ``func``'s output with respect to ``inputs``.
 
     The functional counterpart of :class:`~captum_semiring.SemiringAttribution` at
@@ -217,6 +258,9 @@ def semiring_grad(
     args = compat.format_additional_forward_args(additional_forward_args)
     sources = tuple(x.detach() for x in xs)
     result = sweep(func, sources, sources, sr, target, args)
-    return compat.format_output(
-        is_tuple, tuple(finalized(result, s, dims) for s in sources)
+    return cast(
+        TensorOrTupleOfTensorsGeneric,
+        compat.format_output(
+            is_tuple, tuple(finalized(result, s, dims) for s in sources)
+        ),
     )

@@ -3,19 +3,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .. import _captum_compat as compat
+from .._captum_compat import BaselineType, TargetType
 from .._capture import recording_kernels
+from .._hooks import removable_handles
 from ..branch_flow import keep_top_branch
+from ..result import SemiringResult
 from ..semirings import Semiring, get_semiring
 from ._common import (
+    check_grad_kwargs,
     check_internal_batch_size,
     check_steps,
     check_target_count,
@@ -207,8 +212,10 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
             raise TypeError(
                 "layer must be a torch.nn.Module or a non-empty list of modules"
             )
+        # Captum types ``layer`` as a type variable (a module or a list, fixed per
+        # class); this class takes either.
         compat.LayerAttribution.__init__(
-            self, forward_func, layer, device_ids=device_ids
+            self, forward_func, cast(Any, layer), device_ids=device_ids
         )
         compat.GradientAttribution.__init__(self, forward_func)
         self.semiring: Semiring = get_semiring(semiring)
@@ -237,7 +244,9 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         )
         return f"'{name}' ({type(module).__name__})" if name else type(module).__name__
 
-    def _hook(self, index: int, to_input: bool, fn: Callable[..., Any]) -> Any:
+    def _hook(
+        self, index: int, to_input: bool, fn: Callable[..., Any]
+    ) -> torch.utils.hooks.RemovableHandle:
         layer = self._layers[index]
         if to_input:
             return layer.register_forward_pre_hook(lambda module, args: fn(args))
@@ -264,15 +273,11 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
 
             return fn
 
-        handles = []
-        try:
+        with removable_handles() as handles:
             for index in range(len(self._layers)):
-                handles.append(self._hook(index, to_input, capture(index)))
+                handles.add(self._hook(index, to_input, capture(index)))
             with recording_kernels():
                 compat.run_forward(self.forward_func, inputs, None, args)
-        finally:
-            for handle in handles:
-                handle.remove()
         for index in range(len(self._layers)):
             if index not in captured:
                 raise ValueError(
@@ -286,10 +291,10 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         semiring: Semiring,
         sources: list[tuple[Tensor, ...]],
         inputs: tuple[Any, ...],
-        target: Any,
+        target: TargetType,
         args: Any,
         to_input: bool,
-    ) -> Any:
+    ) -> SemiringResult:
         """Record with each layer's activations replaced by ``sources`` and sweep."""
         ran: set[int] = set()
 
@@ -300,15 +305,11 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
 
             return fn
 
-        handles = []
-        try:
+        with removable_handles() as handles:
             for index in range(len(self._layers)):
-                handles.append(self._hook(index, to_input, patch(index)))
+                handles.add(self._hook(index, to_input, patch(index)))
             flat = tuple(t for layer_sources in sources for t in layer_sources)
             result = sweep(self.forward_func, flat, inputs, semiring, target, args)
-        finally:
-            for handle in handles:
-                handle.remove()
         for index in range(len(self._layers)):
             if index not in ran:
                 raise ValueError(
@@ -316,18 +317,67 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
                 )
         return result
 
-    @compat.log_usage(part_of_slo=True)
+    # As in Captum's LayerIntegratedGradients: with return_convergence_delta=True the
+    # result is (attributions, delta), otherwise the attributions alone.
+    @typing.overload
     def attribute(
         self,
         inputs: Tensor | tuple[Tensor, ...],
-        baselines: Any = None,
-        target: Any = None,
-        additional_forward_args: Any = None,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: object | None = None,
+        n_steps: int = 1,
+        method: str = "gausslegendre",
+        internal_batch_size: int | None = None,
+        return_convergence_delta: Literal[False] = False,
+        attribute_to_layer_input: bool = False,
+        grad_kwargs: Mapping[str, Any] | None = None,
+    ) -> LayerResult: ...
+
+    @typing.overload
+    def attribute(
+        self,
+        inputs: Tensor | tuple[Tensor, ...],
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: object | None = None,
+        n_steps: int = 1,
+        method: str = "gausslegendre",
+        internal_batch_size: int | None = None,
+        *,
+        return_convergence_delta: Literal[True],
+        attribute_to_layer_input: bool = False,
+        grad_kwargs: Mapping[str, Any] | None = None,
+    ) -> tuple[LayerResult, Tensor]: ...
+
+    @typing.overload
+    def attribute(
+        self,
+        inputs: Tensor | tuple[Tensor, ...],
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: object | None = None,
         n_steps: int = 1,
         method: str = "gausslegendre",
         internal_batch_size: int | None = None,
         return_convergence_delta: bool = False,
         attribute_to_layer_input: bool = False,
+        grad_kwargs: Mapping[str, Any] | None = None,
+    ) -> LayerResult | tuple[LayerResult, Tensor]: ...
+
+    @compat.log_usage(part_of_slo=True)
+    def attribute(
+        self,
+        inputs: Tensor | tuple[Tensor, ...],
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: object | None = None,
+        n_steps: int = 1,
+        method: str = "gausslegendre",
+        internal_batch_size: int | None = None,
+        return_convergence_delta: bool = False,
+        attribute_to_layer_input: bool = False,
+        grad_kwargs: Mapping[str, Any] | None = None,
     ) -> LayerResult | tuple[LayerResult, Tensor]:
         r"""The semiring gradient of the selected output with respect to the layer's
         activations.
@@ -370,6 +420,12 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
             attribute_to_layer_input (bool, optional): attribute to the layer's
                         input (its positional floating-point tensor arguments)
                         instead of its output. Default: False.
+            grad_kwargs (dict, optional): accepted for compatibility with
+                        LayerIntegratedGradients, which passes them to
+                        ``torch.autograd.grad``. A semiring sweep runs its own
+                        reverse pass and never calls autograd, so only ``None`` or
+                        an empty dict is allowed; any key raises ``ValueError``.
+                        Default: None.
 
         Returns:
             **attributions** or 2-element tuple of **attributions**, **delta**:
@@ -383,6 +439,7 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
             - **delta** (*Tensor*, with ``return_convergence_delta=True``): one value
               per example.
         """
+        check_grad_kwargs(grad_kwargs, type(self).__name__)
         _, xs = format_inputs(inputs)
         bs = format_baselines(xs, baselines)
         check_steps(n_steps, method)
@@ -402,7 +459,7 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
                         f"{[tuple(a.shape) for a in acts]} at the inputs but "
                         f"{[tuple(b.shape) for b in base]} at the baselines"
                     )
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             inputs=xs,
             layer_inputs=layer_inputs,
             layer_baselines=layer_baselines,
@@ -436,12 +493,19 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         )
         return result, delta
 
+    def attribute_future(self) -> None:
+        r"""Not implemented: the attribution is computed eagerly by :meth:`attribute`,
+        as for Captum's gradient methods."""
+        raise NotImplementedError(
+            f"attribute_future is not implemented for {type(self).__name__}"
+        )
+
     def _attribute(
         self,
         inputs: tuple[Any, ...],
         layer_inputs: list[tuple[Tensor, ...]],
         layer_baselines: list[tuple[Tensor, ...]] | None,
-        target: Any = None,
+        target: TargetType = None,
         additional_forward_args: Any = None,
         n_steps: int = 1,
         method: str = "gausslegendre",
@@ -457,7 +521,11 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         ]
         step_sizes, sources = points[0][0], [p[1] for p in points]
         n = len(step_sizes)
-        expanded = compat.expand_additional_forward_args(inputs, n) if n > 1 else inputs
+        expanded = inputs
+        if n > 1:
+            expanded = cast(
+                tuple[Any, ...], compat.expand_additional_forward_args(inputs, n)
+            )
         args, target = expand_for_steps(n, additional_forward_args, target)
         result = self._sweep(
             self.semiring, sources, expanded, target, args, attribute_to_layer_input
@@ -479,8 +547,8 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
     def branch_flow(
         self,
         inputs: Tensor | tuple[Tensor, ...],
-        target: Any = None,
-        additional_forward_args: Any = None,
+        target: TargetType = None,
+        additional_forward_args: object | None = None,
         semiring: Semiring | str | None = None,
         aggregation: Literal["branch-max", "top-branch"] = "branch-max",
         attribute_to_layer_input: bool = False,
@@ -602,7 +670,9 @@ class SemiringLLMGradientAttribution(compat.LLMGradientAttribution):
         (torch.Size([2, 6]), torch.Size([6]))
     """
 
-    SUPPORTED_METHODS = compat.LLMGradientAttribution.SUPPORTED_METHODS + (
+    # Captum types its allow-list as the tuple of its own classes; extending it is
+    # the point of this subclass.
+    SUPPORTED_METHODS = compat.LLMGradientAttribution.SUPPORTED_METHODS + (  # type: ignore[assignment]
         SemiringLayerAttribution,
     )
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor
 
 from .. import _captum_compat as compat
+from .._captum_compat import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
 from ..paths import Path
 from ..semirings import Entropy, MaxProduct, Semiring, TopK, get_semiring
 from ._common import (
@@ -28,8 +30,6 @@ from ._common import (
     path_points,
 )
 from ._functional import integrated, sweep
-
-TensorOrTuple = Tensor | tuple[Tensor, ...]
 
 
 class SemiringAttribution(compat.GradientAttribution):
@@ -108,18 +108,47 @@ class SemiringAttribution(compat.GradientAttribution):
     def has_convergence_delta(self) -> bool:
         return True
 
+    # As in Captum's IntegratedGradients: with return_convergence_delta=True the
+    # result is (attributions, delta), otherwise the attributions alone.
+    @typing.overload
+    def attribute(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: object | None = None,
+        n_steps: int = 1,
+        method: str = "gausslegendre",
+        internal_batch_size: int | None = None,
+        *,
+        return_convergence_delta: Literal[True],
+    ) -> tuple[TensorOrTupleOfTensorsGeneric, Tensor]: ...
+
+    @typing.overload
+    def attribute(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: object | None = None,
+        n_steps: int = 1,
+        method: str = "gausslegendre",
+        internal_batch_size: int | None = None,
+        return_convergence_delta: Literal[False] = False,
+    ) -> TensorOrTupleOfTensorsGeneric: ...
+
     @compat.log_usage(part_of_slo=True)
     def attribute(
         self,
-        inputs: TensorOrTuple,
-        baselines: Any = None,
-        target: Any = None,
-        additional_forward_args: Any = None,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: object | None = None,
         n_steps: int = 1,
         method: str = "gausslegendre",
         internal_batch_size: int | None = None,
         return_convergence_delta: bool = False,
-    ) -> TensorOrTuple | tuple[TensorOrTuple, Tensor]:
+    ) -> TensorOrTupleOfTensorsGeneric | tuple[TensorOrTupleOfTensorsGeneric, Tensor]:
         r"""The semiring gradient of the selected output with respect to ``inputs``.
 
         Args:
@@ -191,7 +220,10 @@ class SemiringAttribution(compat.GradientAttribution):
             )
         else:
             attributions = self._attribute(xs, bs, target, args, n_steps, method)
-        formatted = compat.format_output(is_tuple, attributions)
+        formatted = cast(
+            TensorOrTupleOfTensorsGeneric,
+            compat.format_output(is_tuple, attributions),
+        )
         if not return_convergence_delta:
             return formatted
         example_dims = [x.dim() - len(self.aggregate_dims or ()) for x in xs]
@@ -204,11 +236,18 @@ class SemiringAttribution(compat.GradientAttribution):
         )
         return formatted, delta
 
+    def attribute_future(self) -> None:
+        r"""Not implemented: the attribution is computed eagerly by :meth:`attribute`,
+        as for Captum's gradient methods."""
+        raise NotImplementedError(
+            f"attribute_future is not implemented for {type(self).__name__}"
+        )
+
     def _attribute(
         self,
         inputs: tuple[Tensor, ...],
         baselines: tuple[Baseline, ...],
-        target: Any = None,
+        target: TargetType = None,
         additional_forward_args: Any = None,
         n_steps: int = 1,
         method: str = "gausslegendre",
@@ -283,9 +322,9 @@ class TopGradientPath(SemiringAttribution):
 
     def paths(
         self,
-        inputs: TensorOrTuple,
-        target: Any = None,
-        additional_forward_args: Any = None,
+        inputs: Tensor | tuple[Tensor, ...],
+        target: TargetType = None,
+        additional_forward_args: object | None = None,
         index: _PathIndex | list[_PathIndex] | None = None,
         k: int = 1,
     ) -> Path | list[Path] | list[Any]:

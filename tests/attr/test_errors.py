@@ -245,3 +245,34 @@ def test_user_tensors_are_left_as_they_were(titanic):
     cs.GradientEntropy(model).attribute(x, target=1)
     assert torch.equal(x, before) and not x.requires_grad and x.grad is None
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_grad_kwargs_are_accepted_empty_and_rejected_otherwise(titanic):
+    """LayerIntegratedGradients passes grad_kwargs to torch.autograd.grad; a semiring
+    sweep never calls it, so a non-empty value cannot be honoured."""
+    model, x = titanic
+    layer = cs.SemiringLayerAttribution(model, model.linear2, "max")
+    expected = layer.attribute(x, target=0)
+    assert torch.equal(layer.attribute(x, target=0, grad_kwargs=None), expected)
+    assert torch.equal(layer.attribute(x, target=0, grad_kwargs={}), expected)
+    with pytest.raises(
+        ValueError,
+        match=r"SemiringLayerAttribution cannot honour grad_kwargs \('retain_graph'\)"
+        ".*never calls autograd",
+    ):
+        layer.attribute(x, target=0, grad_kwargs={"retain_graph": True})
+    with pytest.raises(TypeError, match="grad_kwargs must be a dict"):
+        layer.attribute(x, target=0, grad_kwargs=[("retain_graph", True)])
+    assert_clean(model, x)
+
+
+def test_attribute_future_is_not_implemented(titanic):
+    model, _ = titanic
+    for explainer in input_classes(model) + [
+        cs.SemiringLayerAttribution(model, model.linear1)
+    ]:
+        name = type(explainer).__name__
+        with pytest.raises(
+            NotImplementedError, match=f"attribute_future is not implemented for {name}"
+        ):
+            explainer.attribute_future()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -11,7 +12,7 @@ from captum.attr import IntegratedGradients, LayerIntegratedGradients
 from torch import nn
 
 import captum_semiring as cs
-from captum_semiring.attr._common import step_parameters
+from captum_semiring.attr import step_parameters
 
 EXPLAINERS = [IntegratedGradients, cs.TopGradientPath, cs.GradientEntropy]
 
@@ -26,6 +27,24 @@ def check(attr, x, name):
     assert torch.isfinite(attr).all(), name
     if name == "GradientEntropy":
         assert (attr >= 0).all()
+
+
+@pytest.mark.parametrize(
+    "ours, captum",
+    [
+        (cs.SemiringAttribution, IntegratedGradients),
+        (cs.TopGradientPath, IntegratedGradients),
+        (cs.GradientEntropy, IntegratedGradients),
+        (cs.SemiringLayerAttribution, LayerIntegratedGradients),
+    ],
+    ids=lambda c: c.__name__,
+)
+def test_attribute_takes_captums_arguments_in_captums_order(ours, captum):
+    """Every argument of Captum's ``attribute``, positionally and by name, so any
+    call written for Captum works unchanged."""
+    theirs = list(inspect.signature(captum.attribute).parameters)
+    mine = list(inspect.signature(ours.attribute).parameters)
+    assert mine[: len(theirs)] == theirs
 
 
 @pytest.mark.parametrize("cls", EXPLAINERS, ids=lambda c: c.__name__)

@@ -232,3 +232,49 @@ def test_captum_config_targets_per_example(case, is_layer):
             alone = _flat(ours.attribute(**copy.deepcopy(single)))
             for b, a in zip(batched, alone, strict=True):
                 assert torch.allclose(b[i : i + 1], a, atol=1e-5, rtol=1e-5)
+
+
+def test_public_select_output_is_captums_selection(titanic):
+    """``captum_semiring.attr.select_output`` (used by analyses outside attr) gives
+    Captum's selection, one scalar per example, for every target form."""
+    from captum_semiring.attr import _functional, select_output
+
+    assert _functional.select_output is select_output  # the old path still works
+    torch.manual_seed(0)
+    model = MultiOutput(flat=True).double()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    out = model(x)
+    for _, (flat, target, per_example) in FORMS.items():
+        if not flat:
+            continue
+        expected = out[torch.arange(4), torch.tensor(per_example)]
+        assert torch.equal(select_output(out, target, 4), expected)
+    with pytest.raises(ValueError, match="one scalar per example"):
+        select_output(out, None, 4)
+    with pytest.raises(ValueError, match="rows for 3 examples"):
+        select_output(out, 0, 3)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "riemann_right",
+        "riemann_left",
+        "riemann_middle",
+        "riemann_trapezoid",
+        "gausslegendre",
+    ],
+)
+def test_public_step_parameters_are_integrated_gradients(method):
+    """``captum_semiring.attr.step_parameters`` gives IG's own steps: a sweep with them
+    reproduces IntegratedGradients on a model whose gradient is known."""
+    from captum_semiring.attr import _common, step_parameters
+
+    assert _common.step_parameters is step_parameters  # the old path still works
+    sizes, alphas = step_parameters(6, method)
+    assert len(sizes) == len(alphas) == 6
+    x = torch.tensor([[0.7, -1.3]], dtype=torch.float64)
+    square = lambda t: (t**2).sum(1, keepdim=True)  # gradient 2t along the line
+    ig = IntegratedGradients(square).attribute(x, target=0, n_steps=6, method=method)
+    ours = sum(size * 2 * alpha * x for size, alpha in zip(sizes, alphas)) * x
+    torch.testing.assert_close(ours, ig, rtol=1e-6, atol=0)  # Captum: float32 steps
