@@ -177,11 +177,15 @@ class _Recorder(TorchDispatchMode):
         info = op_schema(func)
         leaves, spec = flatten_args(args, kwargs)
         node_of, keep = graph._node_of, graph._keep
+        grad = torch.is_grad_enabled()
+        provisional = graph.provisional
         tracked = []
         for i, x in enumerate(leaves):
             if isinstance(x, Tensor):
                 node = node_of.get(id(x))
                 if node is not None and keep.get(id(x)) is x:
+                    if grad and node in provisional and x.grad_fn is None:
+                        continue  # computed under no_grad, outside any Function
                     tracked.append((i, node))
         if graph._stale:
             for x in leaves:
@@ -199,7 +203,7 @@ class _Recorder(TorchDispatchMode):
         for t in written:
             self._copy_saved_before_write(t, metadata_only=rules.changes_metadata_only(func))
 
-        if not torch.is_grad_enabled():
+        if not grad and (written or not tracked):
             # As in autograd, a tensor changed under no_grad keeps its history.
             return func(*args, **kwargs)
         if not tracked or rules.is_constant(func):
@@ -219,8 +223,8 @@ class _Recorder(TorchDispatchMode):
         if plan is not _RECORD:
             if plan is _NO_RULE:
                 out = func(*args, **kwargs)
-                if not any(is_tracked_dtype(t) for t in flatten_out(out)):
-                    return out  # integer or boolean results carry no gradient
+                if not grad or not any(is_tracked_dtype(t) for t in flatten_out(out)):
+                    return out  # no gradient: integer results, or under no_grad
                 raise UnsupportedOpError(
                     f"no rule for {func} (in module '{self.module}') and no "
                     "decomposition; register one with "
@@ -277,9 +281,13 @@ class _Recorder(TorchDispatchMode):
         record = OpRecord(
             func, list(leaves), spec, out_leaves, None, tracked, [], self.module
         )
+        provisional = not torch.is_grad_enabled()
         for i, t in enumerate(out_leaves):
             if is_tracked_dtype(t):
-                record.outputs.append((i, graph._new_node(t, record)))
+                node = graph._new_node(t, record)
+                record.outputs.append((i, node))
+                if provisional:
+                    graph.provisional.add(node)
         if not record.outputs:
             return record  # no float result: nothing flows through this call
         if saved_out is not None:

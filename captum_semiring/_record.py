@@ -303,6 +303,10 @@ class Recording:
         self._saved_by_storage: dict[int, list[tuple[list[Any], int]]] = {}
         self._stale: dict[int, str] = {}
         self._module_stack: list[str] = []
+        # Nodes computed under no_grad from tracked tensors. They count only when
+        # autograd tracks them after all: the outputs of a torch.autograd.Function,
+        # whose forward runs under no_grad, have a grad_fn.
+        self.provisional: set[int] = set()
 
     # ----- nodes -------------------------------------------------------------
     def _new_node(self, t: Tensor, producer: OpRecord | None, label: str = "") -> int:
@@ -354,7 +358,9 @@ class Recording:
             if for_source:
                 return for_source[0]
             index = self._lookup(item)
-            if index is not None:
+            if index is not None and not (
+                index in self.provisional and item.grad_fn is None
+            ):
                 return index
         raise KeyError(
             "this tensor was not recorded: pass it to cs.record(...) as a source, or "

@@ -175,3 +175,75 @@ def test_inplace_under_no_grad_keeps_history_like_autograd():
     leaf = x.clone().requires_grad_(True)
     (expected,) = torch.autograd.grad(f(leaf).sum(), leaf)
     torch.testing.assert_close(cs.semiring_grad(f, x, "sum"), expected)
+
+
+# ----- torch.autograd.Function -----------------------------------------------------
+
+
+class _TanhGelu(torch.autograd.Function):
+    """A custom GeLU as BLOOM writes it: its forward runs under no_grad."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * 0.5 * (1.0 + torch.tanh(0.79788456 * x * (1 + 0.044715 * x * x)))
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        y = torch.tanh(0.79788456 * x * (1 + 0.044715 * x * x))
+        inner = (1 - y * y) * (0.79788456 + 0.1070322243 * x * x)
+        return g * (0.5 * x * inner + 0.5 * (1 + y))
+
+
+def _hooked_tanh():
+    net = nn.Sequential(nn.Linear(4, 4), nn.Tanh()).double()
+    net[0].register_full_backward_hook(lambda module, grad_in, grad_out: None)
+    return net
+
+
+def _reentrant_checkpoint(lin):
+    from torch.utils.checkpoint import checkpoint
+
+    return lambda x: checkpoint(lambda y: torch.tanh(lin(y)), x, use_reentrant=True) + x
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda lin: lambda x: _TanhGelu.apply(lin(x)) + x,  # on a branch
+        lambda lin: lambda x: _TanhGelu.apply(lin(x)),  # the only path
+        _reentrant_checkpoint,
+        lambda lin: lambda x, net=_hooked_tanh(): net(x) + x,
+    ],
+    ids=[
+        "function-branch",
+        "function-only-path",
+        "reentrant-checkpoint",
+        "backward-hook",
+    ],
+)
+def test_paths_pass_through_autograd_functions(make):
+    torch.manual_seed(0)
+    f = make(nn.Linear(4, 4).double())
+    x = torch.randn(3, 4, dtype=torch.float64)
+    with cs.record(x) as graph:
+        out = f(x).sum(-1)
+    xr = x.clone().requires_grad_(True)
+    f(xr).sum().backward()  # reentrant checkpoint does not support autograd.grad
+    torch.testing.assert_close(graph.backward(out, "sum")[x], xr.grad)
+    assert torch.isfinite(graph.backward(out, "max")[x]).all()
+
+
+def test_no_grad_outside_a_function_still_cuts_the_path():
+    x = torch.randn(3, dtype=torch.float64)
+    with cs.record(x) as graph:
+        with torch.no_grad():
+            scale = x.abs().sum()
+        out = (x / scale).sum()
+    expected = 1.0 / x.abs().sum()  # scale is a constant, as autograd sees it
+    torch.testing.assert_close(graph.backward(out, "sum")[x], expected.expand(3))
+    with cs.record(x) as graph, torch.no_grad():
+        out = (2 * x).sum()
+    with pytest.raises(ValueError, match="not computed from the sources"):
+        graph.backward(out, "sum")
