@@ -325,8 +325,12 @@ class _Recorder(TorchDispatchMode):
             else x
             for x in leaves
         ]
+        metadata_only = rules.changes_metadata_only(func)
+        base = None if metadata_only else target._base
+        base_before = None if base is None else base.detach().clone()
+        base_node = None if base is None else self.graph._lookup(base)
         out = func(*args, **kwargs)
-        self._forget_written(target, func, rules.changes_metadata_only(func))
+        self._forget_written(target, func, metadata_only)
         self._record(
             functional,
             functional_leaves,
@@ -335,7 +339,39 @@ class _Recorder(TorchDispatchMode):
             tracked,
             saved_out=target.detach().clone(),
         )
+        if base is not None and base_before is not None:
+            self._record_base_write(base, base_before, base_node, target)
         return out
+
+    def _record_base_write(
+        self, base: Tensor, before: Tensor, base_node: int | None, view: Tensor
+    ) -> None:
+        """A write through ``view`` also changed its base (``buf[0] = 2 * x`` into
+        a fresh ``buf``): record the base's new value as the old one with the view's
+        elements scattered in, so later reads of the base are exact."""
+        graph = self.graph
+        view_node = graph._lookup(view)
+        if view_node is None:
+            return
+        if not base.is_contiguous():
+            graph._stale[id(base)] = f"a write through a view in module '{self.module}'"
+            return
+        offset = view.storage_offset() - base.storage_offset()
+        leaves, spec = flatten_args(
+            (before, view.detach().clone(), list(view.shape), list(view.stride()), offset),
+            {},
+        )
+        tracked = [(1, view_node)]
+        if base_node is not None:
+            tracked.insert(0, (0, base_node))
+        self._record(
+            aten.as_strided_scatter.default,
+            leaves,
+            spec,
+            base,
+            tracked,
+            saved_out=base.detach().clone(),
+        )
 
     def _copy_saved_before_write(self, t: Tensor, metadata_only: bool) -> None:
         """Saved arguments that share ``t``'s memory get private copies first."""

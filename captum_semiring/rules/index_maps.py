@@ -126,6 +126,7 @@ _PROBED_PER_CALL = (
     aten.embedding.default,
     aten.slice_scatter.default,
     aten.select_scatter.default,
+    aten.as_strided_scatter.default,
     aten.copy.default,
     aten.take.default,
     aten.masked_select.default,
