@@ -165,6 +165,7 @@ class _Recorder(TorchDispatchMode):
         super().__init__()
         self.graph = graph
         self._plans: dict[Any, Any] = {}
+        self._side_effect_ops: set[Any] = set()
 
     @property
     def module(self) -> str:
@@ -196,6 +197,12 @@ class _Recorder(TorchDispatchMode):
                         "after it was recorded; this cannot be made exact"
                     )
         written = [args[i] for i in info.writes if i < len(args)]
+        if func in self._side_effect_ops:
+            written = []
+        elif written and not rules.writes_its_result(func):
+            # Side effects only (batch norm's running statistics): autograd does
+            # not track them, so the call is recorded for its results.
+            return self._call_with_side_effects(func, types, args, kwargs, written)
         if info.kwarg_write and kwargs and tracked:
             raise RecordingError(
                 f"{func} in module '{self.module}' writes to out=; use the functional form"
@@ -240,6 +247,20 @@ class _Recorder(TorchDispatchMode):
             return out
         out = func(*args, **kwargs)
         self._record(func, leaves, spec, out, tracked)
+        return out
+
+    def _call_with_side_effects(self, func, types, args, kwargs, written):  # type: ignore[no-untyped-def]
+        """Run ``func`` as an out-of-place call; the arguments it also writes hold
+        untracked values afterwards."""
+        for t in written:
+            self._copy_saved_before_write(t, metadata_only=False)
+        self._side_effect_ops.add(func)
+        try:
+            out = self.__torch_dispatch__(func, types, args, kwargs)
+        finally:
+            self._side_effect_ops.discard(func)
+        for t in written:
+            self._forget_written(t, func, metadata_only=False)
         return out
 
     def _plan(self, func: Any) -> Any:

@@ -293,3 +293,31 @@ def test_writes_through_a_view_reach_the_base(f):
     (expected,) = torch.autograd.grad(f(xr).sum(), xr)
     torch.testing.assert_close(graph.backward(out, "sum")[x], expected)
     assert torch.isfinite(graph.backward(out, "max")[x]).all()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x, w, b, rm, rv: torch.ops.aten._native_batch_norm_legit(
+            x, w, b, rm, rv, True, 0.1, 1e-5
+        ),
+        lambda x, w, b, rm, rv: torch.ops.aten._batch_norm_with_update(
+            x, w, b, rm, rv, 0.1, 1e-5
+        ),
+    ],
+    ids=["native_batch_norm_legit", "batch_norm_with_update"],
+)
+def test_ops_that_also_update_running_stats_keep_their_result(call):
+    torch.manual_seed(0)
+    w, b = torch.randn(5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+
+    def f(x):
+        stats = torch.zeros(5, dtype=x.dtype), torch.ones(5, dtype=x.dtype)
+        return call(x, w, b, *stats)[0] + x
+
+    x = torch.randn(4, 5, dtype=torch.float64)
+    with cs.record(x) as graph:
+        out = f(x).sum(-1)
+    xr = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(f(xr).sum(), xr)
+    torch.testing.assert_close(graph.backward(out, "sum")[x], expected)

@@ -146,6 +146,16 @@ def changes_metadata_only(op: Any) -> bool:
     return found
 
 
+def writes_its_result(op: Any) -> bool:
+    """Whether ``op`` writes its result into an argument (``add_``, ``copy_``,
+    ``out=`` forms), as opposed to also updating side state, as batch norm's
+    running statistics are."""
+    name = op._schema.name.split("::")[-1]
+    return name.endswith("_") or torch.Tag.inplace in op.tags or any(
+        a.alias_info is not None and a.alias_info.is_write for a in op._schema.returns
+    )
+
+
 def out_of_place(op: Any) -> Any | None:
     """The out-of-place overload of in-place ``op`` (``add_.Tensor`` to
     ``add.Tensor``), by ATen's naming convention: same name without the trailing
@@ -188,6 +198,7 @@ __all__ = [
     "is_constant",
     "changes_metadata_only",
     "out_of_place",
+    "writes_its_result",
     "UnsupportedOpError",
     "attention",
     "constants",
