@@ -321,3 +321,14 @@ def test_ops_that_also_update_running_stats_keep_their_result(call):
     xr = x.clone().requires_grad_(True)
     (expected,) = torch.autograd.grad(f(xr).sum(), xr)
     torch.testing.assert_close(graph.backward(out, "sum")[x], expected)
+
+
+def test_a_bad_source_leaves_no_hook_and_no_requires_grad():
+    net = nn.Sequential(nn.Linear(3, 2))
+    x = torch.randn(2, 3)
+    before = _global_hooks()
+    with pytest.raises(TypeError, match="a source must be"):
+        with cs.record(net[0], x, "oops"):
+            pass
+    assert not net[0]._forward_hooks and not x.requires_grad
+    assert _global_hooks() == before and _get_current_dispatch_mode() is None
