@@ -546,9 +546,9 @@ def _mark_sources(
     as sources when they run."""
     for source in sources:
         if isinstance(source, Tensor):
-            if not is_tracked_dtype(source):
+            if not is_tracked_dtype(source) or source.is_complex():
                 raise TypeError(
-                    f"sources must be floating-point tensors; got dtype {source.dtype} "
+                    f"sources must be real floating-point tensors; got dtype {source.dtype} "
                     "(integer inputs such as token ids: use the embedding module as source)"
                 )
             if not source.requires_grad:

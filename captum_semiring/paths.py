@@ -83,6 +83,12 @@ class Path:
 
 def _flat_index(index: int | Sequence[int], shape: Sequence[int]) -> int:
     if isinstance(index, int):
+        size = math.prod(shape)
+        if not 0 <= index < size:
+            raise IndexError(
+                f"flat index {index} is out of range for a source of shape "
+                f"{tuple(shape)} ({size} elements)"
+            )
         return index
     index = tuple(index)
     if len(index) != len(shape):

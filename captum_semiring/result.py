@@ -48,7 +48,13 @@ class SemiringResult(Sweep):
         source's axes, then finalize. ``dim`` counts the source's own axes."""
         values = self.values(item)
         dims = [dim] if isinstance(dim, int) else list(dim)
-        axes = [d % (values.dim() - 1) + 1 for d in dims]
+        ndim = values.dim() - 1
+        for d in dims:
+            if not -ndim <= d < ndim:
+                raise IndexError(
+                    f"aggregate dim {d} is out of range for a source with {ndim} axes"
+                )
+        axes = [d % ndim + 1 for d in dims]
         return self.semiring.finalize(self.semiring.sum(values, axes))
 
     def flow(self, item: Any, forward: SemiringResult) -> Tensor:

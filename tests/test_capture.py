@@ -87,8 +87,8 @@ def test_output_not_recorded():
         graph.backward((x * 2).sum(), "sum")
 
 
-@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
-def test_integer_sources_are_rejected(dtype):
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64])
+def test_integer_and_complex_sources_are_rejected(dtype):
     with pytest.raises(TypeError, match="floating-point"):
         with cs.record(torch.zeros(3, dtype=dtype)):
             pass

@@ -218,3 +218,14 @@ def test_entropy_is_never_negative_after_round_off():
     # (log Z, expected log-weight) of a single path can differ by round-off either way.
     state = torch.tensor([[2.0, 2.0, float("-inf")], [2.0 + 1e-6, 1.5, 0.0]])
     assert torch.equal(cs.Entropy().finalize(state), torch.tensor([0.0, 0.5, 0.0]))
+
+
+def test_aggregate_and_path_reject_out_of_range_arguments():
+    x = torch.randn(2, 3)
+    with cs.record(x) as graph:
+        out = (x * 2).sum(-1)
+    res = graph.backward(out, "max")
+    with pytest.raises(IndexError, match="aggregate dim 5 is out of range"):
+        res.aggregate(x, dim=5)
+    with pytest.raises(IndexError, match="flat index 99 is out of range"):
+        res.path(x, 99)
