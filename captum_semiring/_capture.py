@@ -8,6 +8,7 @@ arguments so that its rule can compute local derivatives later, during a sweep.
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 from torch._decomp import decomposition_table
+from torch.nn.modules import module as module_lib
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -435,8 +437,12 @@ def _module_hooks(graph: Graph) -> list[Any]:
     """Global forward hooks that keep ``graph._module_stack`` at the running module."""
     names = graph.module_paths
     stack = graph._module_stack
+    # The hooks are global: models running in other threads must not move the stack.
+    thread = threading.get_ident()
 
     def pre_hook(module: nn.Module, args: Any) -> None:
+        if threading.get_ident() != thread:
+            return
         if id(module) not in names:
             parent = stack[-1] if stack else ""
             if not stack:
@@ -449,10 +455,8 @@ def _module_hooks(graph: Graph) -> list[Any]:
         stack.append(names[id(module)])
 
     def post_hook(module: nn.Module, args: Any, output: Any) -> None:
-        if stack:
+        if stack and threading.get_ident() == thread:
             stack.pop()
-
-    from torch.nn.modules import module as module_lib
 
     return [
         module_lib.register_module_forward_pre_hook(pre_hook),

@@ -332,3 +332,30 @@ def test_a_bad_source_leaves_no_hook_and_no_requires_grad():
             pass
     assert not net[0]._forward_hooks and not x.requires_grad
     assert _global_hooks() == before and _get_current_dispatch_mode() is None
+
+
+def test_module_paths_ignore_models_running_in_other_threads():
+    import threading
+
+    torch.manual_seed(0)
+    ours = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 1))
+    theirs = nn.Sequential(*[nn.Linear(4, 4) for _ in range(8)])
+    stop = threading.Event()
+
+    def busy():
+        with torch.no_grad():
+            while not stop.is_set():
+                theirs(torch.randn(2, 4))
+
+    worker = threading.Thread(target=busy)
+    worker.start()
+    try:
+        for _ in range(30):
+            x = torch.randn(2, 4)
+            with cs.record(x) as graph:
+                out = ours(x)[:, 0]
+            modules = graph.backward(out, "max").path(x, (0, 0)).modules()
+            assert set(modules) <= {"0", "1", "2", ""}, modules  # "": the [:, 0]
+    finally:
+        stop.set()
+        worker.join()
