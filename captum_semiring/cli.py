@@ -201,8 +201,8 @@ def _find_embeddings_name(model: nn.Module) -> str:
 
 
 def _load_default(args: argparse.Namespace) -> Subject:
-    from .tasks.models import default_model
-    from .tasks.synthetic import FirstTokenRepeatedOnce
+    from .reproductions.tasks.models import default_model
+    from .reproductions.tasks.synthetic import FirstTokenRepeatedOnce
 
     trained = default_model(verbose=True)
     model = trained.model.eval()

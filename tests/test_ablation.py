@@ -414,13 +414,13 @@ def test_reproduce_ablation_skips_a_missing_fig4_model(
 
 @pytest.mark.slow
 def test_fig4_comparison_on_the_agreement_model() -> None:
-    pytest.importorskip("captum_semiring.tasks.agreement")
+    pytest.importorskip("captum_semiring.reproductions.tasks.agreement")
     cmp, meta = ab.fig4_comparison(max_sentences=2, n_steps=2)
     assert meta["n_examples"] == 2
     assert len(cmp.rows) == len(transformer_components(cmp_model_layers()))
 
 
 def cmp_model_layers() -> nn.Module:
-    from captum_semiring.tasks.agreement import agreement_model
+    from captum_semiring.reproductions.tasks.agreement import agreement_model
 
     return agreement_model().model

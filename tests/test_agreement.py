@@ -25,7 +25,7 @@ from captum_semiring.analysis.agreement import (
 )
 from captum_semiring.analysis.branch_flow import TRANSFORMER_BRANCHES
 from captum_semiring.cli import main
-from captum_semiring.tasks.agreement import (
+from captum_semiring.reproductions.tasks.agreement import (
     SPECIAL_TOKENS,
     WordTokenizer,
     agreement_bert_config,

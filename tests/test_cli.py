@@ -22,7 +22,7 @@ from captum_semiring.cli import main
 
 def _minilm() -> str:
     pytest.importorskip("all_minilm_l6_v2")
-    from captum_semiring.tasks import minilm_dir
+    from captum_semiring.reproductions.tasks import minilm_dir
 
     return str(minilm_dir())
 

@@ -30,8 +30,8 @@ from captum_semiring.analysis.sanity import (
     summarize_appb,
 )
 from captum_semiring.analysis.stats import spearman
-from captum_semiring.tasks import Contains1, paper_bert
-from captum_semiring.tasks.appb import appb_data, appb_label, appb_mlp
+from captum_semiring.reproductions.tasks import Contains1, paper_bert
+from captum_semiring.reproductions.tasks.appb import appb_data, appb_label, appb_mlp
 
 
 @pytest.fixture(autouse=True)

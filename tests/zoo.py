@@ -182,7 +182,7 @@ def _hf(kind: str, impl: str) -> Case:
 
 
 def _minilm(impl: str) -> Case:
-    from captum_semiring.tasks import load_minilm
+    from captum_semiring.reproductions.tasks import load_minilm
 
     model, tokenizer = load_minilm(impl, dtype=torch.float64)
     enc = tokenizer(

@@ -1131,10 +1131,10 @@ FIG4_STEPS = 4
 def fig2_comparison(
     max_sentences: int | None = None, n_steps: int = REPRODUCTION_STEPS
 ) -> tuple[AblationComparison, dict[str, Any]]:
-    """:func:`compare_with_ablation` on the fig2 model (:func:`~captum_semiring.tasks.
+    """:func:`compare_with_ablation` on the fig2 model (:func:`~captum_semiring.reproductions.tasks.
     default_model`): the first ``max_sentences`` validation sentences, target = the
     correct class's logit."""
-    from ..tasks.models import default_model
+    from ..reproductions.tasks.models import default_model
 
     trained = default_model(verbose=True)
     X, y = trained.data["val"]
@@ -1186,14 +1186,14 @@ def agreement_rows_target(
 def fig4_comparison(
     max_sentences: int | None = None, n_steps: int = FIG4_STEPS
 ) -> tuple[AblationComparison, dict[str, Any]]:
-    """:func:`compare_with_ablation` on the fig4 model (``tasks.agreement.
-    agreement_model``), target = ``logit(correct verb) − logit(wrong verb)`` at
-    [MASK]. The sentences are the first ``max_sentences`` held-out sentences of the
+    """:func:`compare_with_ablation` on the fig4 model
+    (:func:`~captum_semiring.reproductions.tasks.agreement.agreement_model`), target =
+    ``logit(correct verb) − logit(wrong verb)`` at [MASK]. The sentences are the first ``max_sentences`` held-out sentences of the
     most common token length (one length: no padding, and the mean ablation averages
     per position over sentences of that length). The semiring sweeps through its four
     layers cost about 0.1 s per sentence and integration step on two cores, per
     component, hence few sentences and steps."""
-    from ..tasks.agreement import agreement_model
+    from ..reproductions.tasks.agreement import agreement_model
 
     trained = agreement_model(verbose=True)
     n = DEFAULT_SENTENCES["fig4"] if max_sentences is None else max_sentences

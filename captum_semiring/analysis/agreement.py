@@ -11,7 +11,7 @@ verb whose number differs from the subject's; all tokens) are averaged, and the 
 report the mean over sentences with a 95% interval.
 
 By default the model is the small BERT of
-:func:`~captum_semiring.tasks.agreement.agreement_model`, trained on template
+:func:`~captum_semiring.reproductions.tasks.agreement.agreement_model`, trained on template
 sentences; ``--hf-model DIR`` runs the same analysis on any local masked LM (e.g. the
 paper's ``google/bert_uncased_L-6_H-512_A-8``).
 
@@ -19,7 +19,7 @@ Examples::
 
     >>> import torch
     >>> from transformers import BertForMaskedLM
-    >>> from captum_semiring.tasks.agreement import (
+    >>> from captum_semiring.reproductions.tasks.agreement import (
     ...     WordTokenizer, agreement_bert_config, encode_all, generate_sentences)
     >>> from captum_semiring.analysis.agreement import agreement_branch_flow
     >>> tok = WordTokenizer.default()
@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..tasks.agreement import (
+from ..reproductions.tasks.agreement import (
     N_EVAL,
     AgreementExample,
     batches,
@@ -174,7 +174,7 @@ def agreement_branch_flow(
     """Max-product branch flow at every encoder layer's input, by token group.
 
     For every example the target is ``logit(correct) − logit(wrong)`` at the mask
-    (:func:`~captum_semiring.tasks.agreement.agreement_target`). One sweep records all
+    (:func:`~captum_semiring.reproductions.tasks.agreement.agreement_target`). One sweep records all
     layer inputs (:func:`captum_semiring.layer_input`); each token's flow into the
     skip connection and the query, key and value projections is taken in two
     aggregations over the hidden units: ``top-branch`` (the paper's: the branch that
@@ -187,7 +187,7 @@ def agreement_branch_flow(
     Args:
         model: a masked LM (``BertForMaskedLM`` or any model whose layers have
             ``attention.self.query/key/value`` and whose output has ``.logits``).
-        examples: encoded sentences (:func:`~captum_semiring.tasks.agreement.encode`).
+        examples: encoded sentences (:func:`~captum_semiring.reproductions.tasks.agreement.encode`).
         batch_size: sentences per sweep (padded batches; padding never mixes
             examples).
         decompose: composite ops to record as finer ops (``("softmax",
@@ -420,14 +420,14 @@ def agreement_inputs(
 
     Args:
         hf_model: a local masked LM directory; default: the trained agreement model
-            (:func:`~captum_semiring.tasks.agreement.agreement_model`).
+            (:func:`~captum_semiring.reproductions.tasks.agreement.agreement_model`).
         max_sentences: keep the first N examples (balanced over 1..4 attractors
             when N is a multiple of 4).
         verbose: print training progress on first use.
 
     Returns:
         ``(model, examples, info)``; ``info`` describes the model. Stack the examples
-        with :func:`~captum_semiring.tasks.agreement.batches`; each batch's
+        with :func:`~captum_semiring.reproductions.tasks.agreement.batches`; each batch's
         ``forward_func(model)`` maps ids to the target.
     """
     if hf_model is not None:
@@ -437,7 +437,7 @@ def agreement_inputs(
             "notes": notes,
         }
     else:
-        from ..tasks.agreement import agreement_model
+        from ..reproductions.tasks.agreement import agreement_model
 
         trained = agreement_model(verbose=verbose)
         model, examples = trained.model, trained.examples
@@ -554,8 +554,8 @@ def reproduce_fig4(out_dir: Path, options: ReproduceOptions) -> list[Path]:
             "Not the paper's setup: the paper used pretrained BERT "
             "(bert_uncased_L-6_H-512_A-8) on 670 sentences of Linzen et al. (2016); "
             "neither can be downloaded here, so this is a 4-layer BERT trained from "
-            "scratch on template sentences (tasks.agreement). Run with --hf-model DIR "
-            "for a real BERT."
+            "scratch on template sentences (reproductions.tasks.agreement). Run with "
+            "--hf-model DIR for a real BERT."
         )
     csv_path = write_csv(out_dir / "fig4_branch_flow.csv", flow.rows, CSV_COLUMNS)
     aten_path = write_csv(

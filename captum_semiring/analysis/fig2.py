@@ -55,7 +55,7 @@ def fig2_branch_flow(
     sentences with a normal 95% interval.
 
     Args:
-        trained: a :class:`~captum_semiring.tasks.TrainedClassifier` on
+        trained: a :class:`~captum_semiring.reproductions.tasks.TrainedClassifier` on
             FirstTokenRepeatedOnce.
         batch_size: sentences per sweep.
         max_sentences: use only the first N validation sentences.
@@ -185,7 +185,7 @@ def reproduce_fig2(out_dir: Path, options: ReproduceOptions) -> list[Path]:
     """Write ``fig2_branch_flow.csv`` (the paper's granularity: softmax and layer norm
     decomposed), ``fig2_branch_flow_aten.csv`` (ATen primitives), the plot
     ``fig2_branch_flow.png`` and ``fig2_summary.json``."""
-    from ..tasks.models import default_model
+    from ..reproductions.tasks.models import default_model
     from ..visualization import figure_to_png
 
     trained = default_model(verbose=True)

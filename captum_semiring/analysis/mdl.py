@@ -71,7 +71,7 @@ from typing import Any, Generic, TypeVar
 import torch
 from torch import Tensor, nn
 
-from ..tasks.appb import one_thread
+from ..reproductions.tasks.appb import one_thread
 from .reproductions import (
     ReproduceOptions,
     pick_scale,
@@ -240,7 +240,7 @@ class Fig5Scale:
     """The size of ``reproduce fig5``; see the module docstring.
 
     Attributes:
-        tasks: task names (:func:`~captum_semiring.tasks.get_task`).
+        tasks: task names (:func:`~captum_semiring.reproductions.tasks.get_task`).
         seeds: one run per task and seed.
         seq_len, vocab_size: the sequences.
         boundaries: prequential block ends (the last is the coded set's size).
@@ -309,7 +309,7 @@ QUICK = Fig5Scale(
 def fig5_config(scale: Fig5Scale = FULL) -> Any:
     """The sec. 5.3 transformer's ``BertConfig`` at ``scale``'s sequence length and
     vocabulary (36 output classes whatever the task)."""
-    from ..tasks.models import paper_bert_config
+    from ..reproductions.tasks.models import paper_bert_config
 
     model = dict(scale.model)
     num_labels = model.pop("num_labels")
@@ -353,13 +353,13 @@ def fit_transformer(
     Examples::
 
         >>> from captum_semiring.analysis.mdl import QUICK, fit_transformer, log_probs
-        >>> from captum_semiring.tasks import Contains1
+        >>> from captum_semiring.reproductions.tasks import Contains1
         >>> X, y = Contains1()(n=64, seq_len=QUICK.seq_len, seed=0)
         >>> model = fit_transformer(X, y, QUICK)
         >>> log_probs(model, X[:3]).shape
         torch.Size([3, 36])
     """
-    from ..tasks.models import _deterministic, paper_bert
+    from ..reproductions.tasks.models import _deterministic, paper_bert
 
     n = len(y)
     if n < 2:
@@ -423,7 +423,7 @@ def transformer_codelength(
     Examples::
 
         >>> from captum_semiring.analysis.mdl import QUICK, transformer_codelength
-        >>> from captum_semiring.tasks import Contains1
+        >>> from captum_semiring.reproductions.tasks import Contains1
         >>> X, y = Contains1()(n=256, seq_len=QUICK.seq_len, seed=0)
         >>> code = transformer_codelength(X, y, 2, QUICK)
         >>> len(code.block_bits), code.block_bits[0]
@@ -478,7 +478,7 @@ def token_entropy(
 
         >>> import torch
         >>> from captum_semiring.analysis.mdl import QUICK, fig5_config, token_entropy
-        >>> from captum_semiring.tasks import paper_bert
+        >>> from captum_semiring.reproductions.tasks import paper_bert
         >>> model = paper_bert(fig5_config(QUICK)).eval()
         >>> ids = torch.randint(1, 21, (2, QUICK.seq_len))
         >>> ent = token_entropy(model, ids, torch.tensor([0, 1]))
@@ -588,7 +588,7 @@ def fig5_points(
         >>> row["task"], row["n_test"], row["mdl_bits"] > 0, row["entropy"] > 0
         ('Contains1', 8, True, True)
     """
-    from ..tasks.models import _deterministic
+    from ..reproductions.tasks.models import _deterministic
 
     # one thread: these models are too small to gain from two, and on a shared
     # machine a second thread that waits for a busy core makes sweeps 5-10x slower
@@ -599,7 +599,7 @@ def fig5_points(
 def _fig5_points(
     scale: Fig5Scale, max_sentences: int | None, verbose: bool
 ) -> list[dict[str, Any]]:
-    from ..tasks.synthetic import get_task
+    from ..reproductions.tasks.synthetic import get_task
 
     n_code = scale.boundaries[-1]
     n_test = scale.n_test if max_sentences is None else min(scale.n_test, max_sentences)

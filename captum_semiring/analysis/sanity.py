@@ -15,7 +15,7 @@
    to the log number of paths (:class:`~captum_semiring.PathCount`), the upper bound
    of an entropy.
 2. **Entropy against MLP hidden size** (Fig. 6(b)), on
-   :mod:`captum_semiring.tasks.appb`: 4 uniform features, label ``x0 > 0.5``. For each
+   :mod:`captum_semiring.reproductions.tasks.appb`: 4 uniform features, label ``x0 > 0.5``. For each
    hidden size, depth (1 and 2 hidden layers; the paper does not give its depth) and
    seed, an MLP is trained (full-batch Adam, 300 steps) and the entropy of each input
    feature is taken with the correct class's logit as target, averaged over 500 test
@@ -26,7 +26,7 @@
 Scales (``options.extra["scale"]`` or ``$CAPTUM_SEMIRING_REPRO_SCALE``): ``full``
 (:data:`FULL`) or ``quick`` (:data:`QUICK`, for tests). ``--max-sentences N`` caps
 the sentences per length. Trainings and sweeps run on one thread
-(:func:`~captum_semiring.tasks.appb.one_thread`).
+(:func:`~captum_semiring.reproductions.tasks.appb.one_thread`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..tasks.appb import one_thread
+from ..reproductions.tasks.appb import one_thread
 from .reproductions import (
     ReproduceOptions,
     pick_scale,
@@ -204,7 +204,7 @@ def appb_mlp_entropy(
     """Fig. 6(b): per-feature gradient entropy of App. B MLPs by hidden size.
 
     For each depth, hidden size and seed of ``scale``, train an MLP with
-    :func:`~captum_semiring.tasks.appb.train_appb_mlp` and take
+    :func:`~captum_semiring.reproductions.tasks.appb.train_appb_mlp` and take
     :func:`feature_entropy` on its 500 test examples with the correct class's logit
     as target.
 
@@ -228,7 +228,7 @@ def appb_mlp_entropy(
         >>> [(r["hidden"], round(r["log_paths"], 3)) for r in rows]
         [(2, 0.693), (8, 2.079), (32, 3.466)]
     """
-    from ..tasks.appb import train_appb_mlp
+    from ..reproductions.tasks.appb import train_appb_mlp
 
     rows: list[dict[str, Any]] = []
     for depth, sizes in sorted(scale.hidden_sizes.items()):
@@ -304,7 +304,7 @@ def length_windows(
     Examples::
 
         >>> from transformers import AutoTokenizer
-        >>> from captum_semiring.tasks import minilm_dir
+        >>> from captum_semiring.reproductions.tasks import minilm_dir
         >>> from captum_semiring.analysis.sanity import length_windows
         >>> tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
         >>> windows = length_windows(tokenizer, (4, 6), n_per_length=1)
@@ -350,7 +350,7 @@ def sentence_length_entropy(
         n_per_length: sentences per length.
         seed: seeds the sentences' start offsets.
         model, tokenizer: a BERT-like ``BertModel`` and its tokenizer; default
-            :func:`~captum_semiring.tasks.load_minilm`.
+            :func:`~captum_semiring.reproductions.tasks.load_minilm`.
         verbose: print one line per sentence.
 
     Returns:
@@ -373,7 +373,7 @@ def sentence_length_entropy(
     import captum_semiring as cs
 
     if model is None or tokenizer is None:
-        from ..tasks.pretrained import load_minilm
+        from ..reproductions.tasks.pretrained import load_minilm
 
         model, tokenizer = load_minilm()
     emb = model.embeddings
@@ -669,7 +669,7 @@ def plot_mlp(rows: Sequence[dict[str, Any]]) -> Any:
 def reproduce_appb(out_dir: Path, options: ReproduceOptions) -> list[Path]:
     """Write ``appB_length.csv``, ``appB_mlp.csv``, ``appB_length.png``,
     ``appB_mlp.png`` and ``appB_summary.json``."""
-    from ..tasks.models import _deterministic
+    from ..reproductions.tasks.models import _deterministic
     from ..visualization import figure_to_png
 
     scale_name, scale = pick_scale(options, {"full": FULL, "quick": QUICK})

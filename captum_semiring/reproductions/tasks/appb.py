@@ -12,7 +12,7 @@ depth 2.
 
 Examples::
 
-    >>> from captum_semiring.tasks.appb import appb_data, appb_label, train_appb_mlp
+    >>> from captum_semiring.reproductions.tasks.appb import appb_data, appb_label, train_appb_mlp
     >>> X, y = appb_data(n=1000, seed=0)
     >>> X.shape, bool((y == appb_label(X)).all())
     (torch.Size([1000, 4]), True)

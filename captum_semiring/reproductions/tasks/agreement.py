@@ -21,8 +21,8 @@ form at ``[MASK]``.
 
 Examples::
 
-    >>> from captum_semiring.tasks.agreement import WordTokenizer, encode
-    >>> from captum_semiring.tasks.agreement import generate_sentences
+    >>> from captum_semiring.reproductions.tasks.agreement import WordTokenizer, encode
+    >>> from captum_semiring.reproductions.tasks.agreement import generate_sentences
     >>> s = generate_sentences(1, seed=3)[0]
     >>> len(s.attractor_indices) >= 1, s.words[s.verb_index] == s.correct_verb
     (True, True)
@@ -230,7 +230,7 @@ def generate_sentences(
 
     Examples::
 
-        >>> from captum_semiring.tasks.agreement import generate_sentences
+        >>> from captum_semiring.reproductions.tasks.agreement import generate_sentences
         >>> a = generate_sentences(8, seed=1)
         >>> a == generate_sentences(8, seed=1)
         True
@@ -314,7 +314,7 @@ class WordTokenizer:
 
     Examples::
 
-        >>> from captum_semiring.tasks.agreement import WordTokenizer
+        >>> from captum_semiring.reproductions.tasks.agreement import WordTokenizer
         >>> tok = WordTokenizer(["the", "dog", "runs"])
         >>> tok.encode("the dog runs".split())
         [1, 5, 6, 7, 2]
@@ -385,7 +385,7 @@ class WordTokenizer:
 
         Examples::
 
-            >>> from captum_semiring.tasks.agreement import WordTokenizer
+            >>> from captum_semiring.reproductions.tasks.agreement import WordTokenizer
             >>> tok = WordTokenizer.default()
             >>> hf = tok.to_hf()
             >>> hf("the keys [MASK] here .")["input_ids"] == tok.encode(
@@ -547,7 +547,7 @@ def agreement_target(
     Examples::
 
         >>> import torch
-        >>> from captum_semiring.tasks.agreement import agreement_target
+        >>> from captum_semiring.reproductions.tasks.agreement import agreement_target
         >>> f = agreement_target([1, 0], [2, 0], [0, 1])
         >>> logits = torch.arange(2 * 2 * 3.0).reshape(2, 2, 3)
         >>> f(logits)   # [5 - 3, 6 - 7]
@@ -639,7 +639,7 @@ def batches(
 
     Examples::
 
-        >>> from captum_semiring.tasks.agreement import *
+        >>> from captum_semiring.reproductions.tasks.agreement import *
         >>> tok = WordTokenizer.default()
         >>> exs = encode_all(generate_sentences(10), tok)
         >>> [b.ids.shape[0] for b in batches(exs, batch_size=4)]
@@ -713,7 +713,7 @@ def mlm_corpus(
 
     Examples::
 
-        >>> from captum_semiring.tasks.agreement import *
+        >>> from captum_semiring.reproductions.tasks.agreement import *
         >>> tok = WordTokenizer.default()
         >>> exs = encode_all(generate_sentences(4), tok)
         >>> ids, attn, labels = mlm_corpus(exs, subject_mask_prob=0.0)
@@ -1036,7 +1036,7 @@ def agreement_model(
 
     The first call trains it (:func:`train_agreement_model` with its defaults, about
     30 s on one core) and caches the weights, the config, the vocabulary and the
-    scores in :func:`~captum_semiring.tasks.models.cache_dir`; later calls load the
+    scores in :func:`~captum_semiring.reproductions.tasks.models.cache_dir`; later calls load the
     cache. Writes are atomic, so concurrent first calls are safe.
 
     Args:
@@ -1049,7 +1049,7 @@ def agreement_model(
 
     Examples::
 
-        >>> from captum_semiring.tasks.agreement import agreement_model
+        >>> from captum_semiring.reproductions.tasks.agreement import agreement_model
         >>> trained = agreement_model()       # trains once, then cached
         >>> trained.accuracy > 0.8
         True

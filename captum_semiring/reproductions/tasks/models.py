@@ -10,7 +10,7 @@ so the embedding table has ``vocab_size + 1`` rows.
 
 Examples::
 
-    >>> from captum_semiring.tasks.models import default_model
+    >>> from captum_semiring.reproductions.tasks.models import default_model
     >>> trained = default_model()          # trains once (seconds), then cached
     >>> trained.val_accuracy
     1.0
@@ -209,7 +209,7 @@ def train_classifier(
     deterministic and the thread count is fixed during training (restored after).
 
     Args:
-        task: a :class:`~captum_semiring.tasks.synthetic.SyntheticTask` or its name
+        task: a :class:`~captum_semiring.reproductions.tasks.synthetic.SyntheticTask` or its name
             (``"FirstTokenRepeatedOnce"``, ``"BinCountOnes(5)"``, ...).
         seed: the seed of everything.
         n, seq_len, vocab_size: the dataset (split 70/10/20).

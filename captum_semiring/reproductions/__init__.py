@@ -1,0 +1,2 @@
+"""The paper's experiments, their tasks and their data; loaded on demand, never by
+``import captum_semiring``."""
