@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from .analysis.branch_flow import TRANSFORMER_BRANCHES, transformer_branch
-from .analysis.reproductions import json_ready, module_name
+from .analysis.io import json_ready, module_name
 from .analysis.stats import spearman
 
 PROG = "captum-semiring"
@@ -909,7 +909,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .analysis.reproductions import ReproduceError, ReproduceOptions, available
+    from .reproductions import ReproduceError, ReproduceOptions, available
 
     if args.max_sentences is not None and args.max_sentences < 1:
         raise CLIError("--max-sentences must be at least 1")
@@ -943,7 +943,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _reproductions() -> dict[str, Any]:
-    from .analysis.reproductions import available
+    from .reproductions import available
 
     return available()
 

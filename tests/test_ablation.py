@@ -27,6 +27,7 @@ from captum_semiring.analysis.ablation import (
     transformer_components,
 )
 from captum_semiring.cli import main
+from captum_semiring.reproductions import ablation as rab
 
 # ----- small models ---------------------------------------------------------------
 
@@ -337,7 +338,7 @@ def test_saturated_softmax_hides_the_keys_from_plain_gradients() -> None:
 
 
 def test_saturated_summary_cross_checks() -> None:
-    summary = ab.saturated_summary(n_steps=16)
+    summary = rab.saturated_summary(n_steps=16)
     key = summary["key"]
     assert key["autograd max |∂target/∂key|"] < 1e-6
     assert key["SemiringLayerAttribution max |top path| (n_steps=1)"] < 1e-6
@@ -367,7 +368,7 @@ def test_reproduce_ablation_writes_its_files(
         cmp = compare_with_ablation(tiny, words, target=TARGET, n_steps=n_steps)
         return cmp, {"model": "tiny stand-in", "n_examples": cmp.n_examples}
 
-    monkeypatch.setattr(ab, "fig4_comparison", fake_fig4)
+    monkeypatch.setattr(rab, "fig4_comparison", fake_fig4)
     out = tmp_path / "ablation"
     out.mkdir()
     assert (
@@ -382,7 +383,7 @@ def test_reproduce_ablation_writes_its_files(
     assert "Answer:" in summary["answer"]
     assert summary["saturated_softmax"]["key"]["zero_ablation |Δ|"] > 1
     lines = (out / "ablation_components.csv").read_text().splitlines()
-    assert lines[0].split(",") == list(ab.CSV_COLUMNS)
+    assert lines[0].split(",") == list(rab.CSV_COLUMNS)
     assert len(lines) == 1 + 6 + 6 + 5  # fig2, the stand-in, the saturated case
 
 
@@ -392,7 +393,7 @@ def test_reproduce_ablation_skips_a_missing_fig4_model(
     def missing(*args: object) -> tuple:
         raise ImportError("no agreement model")
 
-    monkeypatch.setattr(ab, "fig4_comparison", missing)
+    monkeypatch.setattr(rab, "fig4_comparison", missing)
     # the fig2 branch ran in the test above; a tiny stand-in keeps this one fast
     tiny, words = _tiny_mlm(1), torch.randint(1, 12, (4, 6))
 
@@ -400,7 +401,7 @@ def test_reproduce_ablation_skips_a_missing_fig4_model(
         cmp = compare_with_ablation(tiny, words, target=TARGET, n_steps=2)
         return cmp, {"model": "tiny stand-in", "n_examples": cmp.n_examples}
 
-    monkeypatch.setattr(ab, "fig2_comparison", fake_fig2)
+    monkeypatch.setattr(rab, "fig2_comparison", fake_fig2)
     out = tmp_path / "ablation"
     out.mkdir()
     assert (
@@ -415,7 +416,7 @@ def test_reproduce_ablation_skips_a_missing_fig4_model(
 @pytest.mark.slow
 def test_fig4_comparison_on_the_agreement_model() -> None:
     pytest.importorskip("captum_semiring.reproductions.tasks.agreement")
-    cmp, meta = ab.fig4_comparison(max_sentences=2, n_steps=2)
+    cmp, meta = rab.fig4_comparison(max_sentences=2, n_steps=2)
     assert meta["n_examples"] == 2
     assert len(cmp.rows) == len(transformer_components(cmp_model_layers()))
 

@@ -17,14 +17,14 @@ import pytest
 import torch
 
 import captum_semiring as cs
-from captum_semiring.analysis.agreement import (
+from captum_semiring.analysis.branch_flow import TRANSFORMER_BRANCHES
+from captum_semiring.cli import main
+from captum_semiring.reproductions.fig4 import (
     AGGREGATIONS,
     CSV_COLUMNS,
     TOKEN_GROUPS,
     agreement_branch_flow,
 )
-from captum_semiring.analysis.branch_flow import TRANSFORMER_BRANCHES
-from captum_semiring.cli import main
 from captum_semiring.reproductions.tasks.agreement import (
     SPECIAL_TOKENS,
     WordTokenizer,

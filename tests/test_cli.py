@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from captum_semiring import cli
-from captum_semiring.analysis.reproductions import available
 from captum_semiring.cli import main
+from captum_semiring.reproductions import available
 
 
 def _minilm() -> str:

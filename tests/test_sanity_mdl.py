@@ -1,5 +1,5 @@
-"""App. B sanity checks (analysis.sanity, tasks.appb) and the Fig. 5 entropy-vs-MDL
-reproduction (analysis.mdl): prequential codelengths against hand computations,
+"""App. B sanity checks (reproductions.appb, reproductions.tasks.appb) and the Fig. 5 entropy-vs-MDL
+reproduction (reproductions.fig5): prequential codelengths against hand computations,
 the App. B data, entropies against path enumeration, and both CLI commands at a
 small scale."""
 
@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from captum_semiring.analysis.mdl import (
+from captum_semiring.analysis.stats import spearman
+from captum_semiring.reproductions.appb import (
+    AppBScale,
+    appb_mlp_entropy,
+    feature_entropy,
+    summarize_appb,
+)
+from captum_semiring.reproductions.fig5 import (
     QUICK,
     fig5_config,
     fit_transformer,
@@ -23,13 +30,6 @@ from captum_semiring.analysis.mdl import (
     summarize_fig5,
     token_entropy,
 )
-from captum_semiring.analysis.sanity import (
-    AppBScale,
-    appb_mlp_entropy,
-    feature_entropy,
-    summarize_appb,
-)
-from captum_semiring.analysis.stats import spearman
 from captum_semiring.reproductions.tasks import Contains1, paper_bert
 from captum_semiring.reproductions.tasks.appb import appb_data, appb_label, appb_mlp
 

@@ -7,7 +7,7 @@ sizes". Here the features are i.i.d. uniform on ``[0, 1)``; feature 0 is the
 *relevant* one (it alone decides the label), the others are *irrelevant* (independent
 of the label by construction). The MLP is ``depth`` blocks of ``Linear + ReLU`` of
 width ``hidden`` followed by a linear layer to 2 logits; the paper does not state its
-depth, so :func:`~captum_semiring.analysis.sanity.appb_mlp_entropy` reports depth 1 and
+depth, so :func:`~captum_semiring.reproductions.appb.appb_mlp_entropy` reports depth 1 and
 depth 2.
 
 Examples::

@@ -21,7 +21,7 @@ Examples::
     >>> from transformers import BertForMaskedLM
     >>> from captum_semiring.reproductions.tasks.agreement import (
     ...     WordTokenizer, agreement_bert_config, encode_all, generate_sentences)
-    >>> from captum_semiring.analysis.agreement import agreement_branch_flow
+    >>> from captum_semiring.reproductions.fig4 import agreement_branch_flow
     >>> tok = WordTokenizer.default()
     >>> _ = torch.manual_seed(0)
     >>> model = BertForMaskedLM(agreement_bert_config(len(tok), num_hidden_layers=2))
@@ -45,15 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..reproductions.tasks.agreement import (
-    N_EVAL,
-    AgreementExample,
-    batches,
-    encode_all,
-    evaluate,
-    generate_sentences,
-)
-from .branch_flow import (
+from ..analysis.branch_flow import (
     AGGREGATION_TITLES,
     AGGREGATIONS,
     TRANSFORMER_BRANCHES,
@@ -61,11 +53,15 @@ from .branch_flow import (
     branch_ci_rows,
     transformer_branch,
 )
-from .reproductions import (
-    ReproduceOptions,
-    register_reproduction,
-    write_csv,
-    write_json,
+from ..analysis.io import write_csv, write_json
+from .registry import ReproduceOptions, register_reproduction
+from .tasks.agreement import (
+    N_EVAL,
+    AgreementExample,
+    batches,
+    encode_all,
+    evaluate,
+    generate_sentences,
 )
 
 __all__ = [
@@ -437,7 +433,7 @@ def agreement_inputs(
             "notes": notes,
         }
     else:
-        from ..reproductions.tasks.agreement import agreement_model
+        from .tasks.agreement import agreement_model
 
         trained = agreement_model(verbose=verbose)
         model, examples = trained.model, trained.examples

@@ -40,15 +40,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..reproductions.tasks.appb import one_thread
-from .reproductions import (
-    ReproduceOptions,
-    pick_scale,
-    register_reproduction,
-    write_csv,
-    write_json,
-)
-from .stats import mean_ci, spearman
+from ..analysis.io import write_csv, write_json
+from ..analysis.stats import mean_ci, spearman
+from .registry import ReproduceOptions, pick_scale, register_reproduction
+from .tasks.appb import one_thread
 
 __all__ = [
     "PASSAGE",
@@ -167,7 +162,7 @@ def feature_entropy(model: nn.Module, X: Tensor, target: Tensor) -> Tensor:
     Examples::
 
         >>> import torch
-        >>> from captum_semiring.analysis.sanity import feature_entropy
+        >>> from captum_semiring.reproductions.appb import feature_entropy
         >>> net = torch.nn.Sequential(
         ...     torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1))
         >>> with torch.no_grad():  # two equal paths from feature 0, none from feature 1
@@ -223,12 +218,12 @@ def appb_mlp_entropy(
 
     Examples::
 
-        >>> from captum_semiring.analysis.sanity import QUICK, appb_mlp_entropy
+        >>> from captum_semiring.reproductions.appb import QUICK, appb_mlp_entropy
         >>> rows = appb_mlp_entropy(QUICK, untrained=False)
         >>> [(r["hidden"], round(r["log_paths"], 3)) for r in rows]
         [(2, 0.693), (8, 2.079), (32, 3.466)]
     """
-    from ..reproductions.tasks.appb import train_appb_mlp
+    from .tasks.appb import train_appb_mlp
 
     rows: list[dict[str, Any]] = []
     for depth, sizes in sorted(scale.hidden_sizes.items()):
@@ -305,7 +300,7 @@ def length_windows(
 
         >>> from transformers import AutoTokenizer
         >>> from captum_semiring.reproductions.tasks import minilm_dir
-        >>> from captum_semiring.analysis.sanity import length_windows
+        >>> from captum_semiring.reproductions.appb import length_windows
         >>> tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
         >>> windows = length_windows(tokenizer, (4, 6), n_per_length=1)
         >>> [tokenizer.convert_ids_to_tokens(ids[0]) for _, _, ids in windows]
@@ -361,7 +356,7 @@ def sentence_length_entropy(
 
     Examples::
 
-        >>> from captum_semiring.analysis.sanity import sentence_length_entropy
+        >>> from captum_semiring.reproductions.appb import sentence_length_entropy
         >>> rows = sentence_length_entropy(lengths=(4, 8), n_per_length=1)
         >>> rows[0]["token_entropy_mean"] < rows[1]["token_entropy_mean"]
         True
@@ -373,7 +368,7 @@ def sentence_length_entropy(
     import captum_semiring as cs
 
     if model is None or tokenizer is None:
-        from ..reproductions.tasks.pretrained import load_minilm
+        from .tasks.pretrained import load_minilm
 
         model, tokenizer = load_minilm()
     emb = model.embeddings
@@ -454,7 +449,7 @@ def summarize_appb(
 
     Examples::
 
-        >>> from captum_semiring.analysis.sanity import summarize_appb
+        >>> from captum_semiring.reproductions.appb import summarize_appb
         >>> length_rows = [
         ...     {"length": L, "token_entropy_mean": h, "input_entropy": h + 1,
         ...      "token_log_paths_mean": 2 * h, "input_log_paths": 2 * h + 2}
@@ -669,8 +664,8 @@ def plot_mlp(rows: Sequence[dict[str, Any]]) -> Any:
 def reproduce_appb(out_dir: Path, options: ReproduceOptions) -> list[Path]:
     """Write ``appB_length.csv``, ``appB_mlp.csv``, ``appB_length.png``,
     ``appB_mlp.png`` and ``appB_summary.json``."""
-    from ..reproductions.tasks.models import _deterministic
     from ..visualization import figure_to_png
+    from .tasks.models import _deterministic
 
     scale_name, scale = pick_scale(options, {"full": FULL, "quick": QUICK})
     n_per_length = scale.n_per_length
