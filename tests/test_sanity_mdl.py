@@ -32,16 +32,15 @@ from captum_semiring.reproductions.fig5 import (
 )
 from captum_semiring.reproductions.tasks import Contains1, paper_bert
 from captum_semiring.reproductions.tasks.appb import appb_data, appb_label, appb_mlp
+from captum_semiring.reproductions.tasks.determinism import deterministic
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
     """One thread: on a shared 2-core machine a second thread waiting for a busy
     core makes the small sweeps several times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with deterministic(threads=1, algorithms=False):
+        yield
 
 
 # --------------------------------------------------------------------------- MDL

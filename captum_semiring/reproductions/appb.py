@@ -26,7 +26,7 @@
 Scales (``options.extra["scale"]`` or ``$CAPTUM_SEMIRING_REPRO_SCALE``): ``full``
 (:data:`FULL`) or ``quick`` (:data:`QUICK`, for tests). ``--max-sentences N`` caps
 the sentences per length. Trainings and sweeps run on one thread
-(:func:`~captum_semiring.reproductions.tasks.appb.one_thread`).
+(:func:`~captum_semiring.reproductions.tasks.determinism.one_thread`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from ..analysis.io import write_csv, write_json
 from ..analysis.stats import mean_ci, spearman
 from .registry import ReproduceOptions, pick_scale, register_reproduction
-from .tasks.appb import one_thread
+from .tasks.determinism import deterministic, one_thread
 
 __all__ = [
     "PASSAGE",
@@ -665,7 +665,6 @@ def reproduce_appb(out_dir: Path, options: ReproduceOptions) -> list[Path]:
     """Write ``appB_length.csv``, ``appB_mlp.csv``, ``appB_length.png``,
     ``appB_mlp.png`` and ``appB_summary.json``."""
     from ..visualization import figure_to_png
-    from .tasks.models import _deterministic
 
     scale_name, scale = pick_scale(options, {"full": FULL, "quick": QUICK})
     n_per_length = scale.n_per_length
@@ -673,7 +672,7 @@ def reproduce_appb(out_dir: Path, options: ReproduceOptions) -> list[Path]:
         n_per_length = max(1, min(n_per_length, options.max_sentences))
     # one thread: on a shared 2-core machine a second thread waiting for a busy core
     # made the MiniLM sweeps several times slower
-    with _deterministic(1):
+    with deterministic(1):
         start = time.perf_counter()
         length_rows = sentence_length_entropy(scale.lengths, n_per_length, verbose=True)
         t_length = time.perf_counter() - start

@@ -74,7 +74,7 @@ from torch import Tensor, nn
 from ..analysis.io import write_csv, write_json
 from ..analysis.stats import mean_ci, ranks, spearman
 from .registry import ReproduceOptions, pick_scale, register_reproduction
-from .tasks.appb import one_thread
+from .tasks.determinism import deterministic, one_thread
 
 __all__ = [
     "FIG5_TASKS",
@@ -354,7 +354,7 @@ def fit_transformer(
         >>> log_probs(model, X[:3]).shape
         torch.Size([3, 36])
     """
-    from .tasks.models import _deterministic, paper_bert
+    from .tasks.models import paper_bert
 
     n = len(y)
     if n < 2:
@@ -369,7 +369,7 @@ def fit_transformer(
     steps_per_epoch = math.ceil(len(ytr) / scale.batch_size)
     budget = max(scale.min_steps, scale.epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss()
-    with _deterministic(1):
+    with deterministic(1):
         if init is None:
             model = paper_bert(fig5_config(scale), seed=seed)
         else:
@@ -583,11 +583,10 @@ def fig5_points(
         >>> row["task"], row["n_test"], row["mdl_bits"] > 0, row["entropy"] > 0
         ('Contains1', 8, True, True)
     """
-    from .tasks.models import _deterministic
 
     # one thread: these models are too small to gain from two, and on a shared
     # machine a second thread that waits for a busy core makes sweeps 5-10x slower
-    with _deterministic(1):
+    with deterministic(1):
         return _fig5_points(scale, max_sentences, verbose)
 
 

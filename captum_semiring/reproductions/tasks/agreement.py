@@ -47,6 +47,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .determinism import deterministic
+
 __all__ = [
     "NOUNS",
     "VERB_PAIRS",
@@ -923,8 +925,6 @@ def train_agreement_model(
     """
     from transformers import BertForMaskedLM
 
-    from .models import _deterministic
-
     tokenizer = WordTokenizer.default()
     ids, attn, labels = mlm_corpus(
         encode_all(training_sentences(seed, n_train), tokenizer),
@@ -947,7 +947,7 @@ def train_agreement_model(
         return min((step + 1) / warm, 1.0, 0.1 + 0.9 * (steps - step) / decay)
 
     start = time.perf_counter()
-    with _deterministic(threads):
+    with deterministic(threads):
         torch.manual_seed(seed)
         model = BertForMaskedLM(config)
         opt = torch.optim.Adam(model.parameters(), lr=lr)

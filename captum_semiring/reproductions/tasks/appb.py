@@ -23,14 +23,13 @@ Examples::
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
 
 import torch
 from torch import Tensor, nn
+
+from .determinism import one_thread
 
 __all__ = [
     "APPB_FEATURES",
@@ -40,32 +39,7 @@ __all__ = [
     "appb_mlp",
     "TrainedMLP",
     "train_appb_mlp",
-    "one_thread",
 ]
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def one_thread(fn: Callable[P, R]) -> Callable[P, R]:
-    """Decorator: run ``fn`` with one intra-op thread, restoring the count after.
-
-    The models of these sanity checks are small enough that a second thread buys
-    nothing, and on a shared machine a thread that waits for a busy core made a
-    100-step MLP training 40x slower (10 s instead of 0.25 s).
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        old = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            torch.set_num_threads(old)
-
-    return wrapper
-
 
 #: Number of input features (the paper's "4-featured" dataset).
 APPB_FEATURES = 4

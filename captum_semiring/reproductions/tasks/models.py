@@ -20,13 +20,12 @@ Examples::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .determinism import deterministic
 from .synthetic import (
     DEFAULT_N,
     DEFAULT_SEQ_LEN,
@@ -131,22 +131,6 @@ def accuracy(model: Any, X: Tensor, y: Tensor, batch_size: int = 1024) -> float:
     return correct / max(len(y), 1)
 
 
-@contextlib.contextmanager
-def _deterministic(threads: int | None = 1) -> Iterator[None]:
-    """Deterministic kernels and a fixed thread count, restored afterwards."""
-    old_det = torch.are_deterministic_algorithms_enabled()
-    old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    old_threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
-        torch.set_num_threads(old_threads)
-
-
 @dataclass
 class TrainedClassifier:
     """A trained model with its data and scores.
@@ -224,7 +208,7 @@ def train_classifier(
         spec.num_classes, vocab_size=vocab_size, seq_len=seq_len, **config_overrides
     )
     start = time.perf_counter()
-    with _deterministic(threads):
+    with deterministic(threads):
         model = paper_bert(config, seed=seed)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         gen = torch.Generator().manual_seed(seed + 1)
