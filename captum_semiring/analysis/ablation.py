@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from .. import _captum_compat as compat
 from .._capture import record
+from .._hooks import removable_handles
 from ..semirings import LogSum, MaxProduct, Semiring, SumProduct, TopK, get_semiring
 from .stats import spearman
 
@@ -221,41 +222,36 @@ def _hooked(
     """Call ``fn(activation)`` on the component's full activation (all columns) each
     time it is computed; a tensor it returns replaces the activation. The hook is
     removed when the block ends, also when the forward pass raises."""
-    if component.kind in ("query", "key", "value"):
 
-        def post(module: nn.Module, args: Any, output: Tensor) -> Tensor | None:
-            return fn(output)
+    def post(module: nn.Module, args: Any, output: Tensor) -> Tensor | None:
+        return fn(output)
 
-        handle = component.module.register_forward_hook(post)
-    else:
-        # attention.output(hidden_states, input_tensor): the context and the residual
-        position, keyword = (
-            (1, "input_tensor")
-            if component.kind == "skip"
-            else (
-                0,
-                "hidden_states",
+    # attention.output(hidden_states, input_tensor): the context and the residual
+    position, keyword = (
+        (1, "input_tensor") if component.kind == "skip" else (0, "hidden_states")
+    )
+
+    def pre(module: nn.Module, args: Any, kwargs: Any) -> Any:
+        if len(args) > position:
+            new = fn(args[position])
+            if new is None:
+                return None
+            args = (*args[:position], new, *args[position + 1 :])
+        else:
+            new = fn(kwargs[keyword])
+            if new is None:
+                return None
+            kwargs = {**kwargs, keyword: new}
+        return args, kwargs
+
+    with removable_handles() as handles:
+        if component.kind in ("query", "key", "value"):
+            handles.add(component.module.register_forward_hook(post))
+        else:
+            handles.add(
+                component.module.register_forward_pre_hook(pre, with_kwargs=True)
             )
-        )
-
-        def pre(module: nn.Module, args: Any, kwargs: Any) -> Any:
-            if len(args) > position:
-                new = fn(args[position])
-                if new is None:
-                    return None
-                args = (*args[:position], new, *args[position + 1 :])
-            else:
-                new = fn(kwargs[keyword])
-                if new is None:
-                    return None
-                kwargs = {**kwargs, keyword: new}
-            return args, kwargs
-
-        handle = component.module.register_forward_pre_hook(pre, with_kwargs=True)
-    try:
         yield
-    finally:
-        handle.remove()
 
 
 def _with_columns(full: Tensor, columns: slice, part: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._hooks import removable_handles
 from ..analysis.ablation import (
     ABLATIONS,
     MEASURES,
@@ -42,14 +43,14 @@ def saturated_summary(n_steps: int = 32) -> dict[str, Any]:
     )
     key_module = case.model.encoder.layer[0].attention.self.key
     acts: dict[str, Tensor] = {}
-    handle = key_module.register_forward_hook(
-        lambda m, a, out: acts.setdefault("key", out)
-    )
-    try:
+    with removable_handles() as handles:
+        handles.add(
+            key_module.register_forward_hook(
+                lambda m, a, out: acts.setdefault("key", out)
+            )
+        )
         out = case.target(case.model(case.inputs))
         (grad,) = torch.autograd.grad(out.sum(), acts["key"])
-    finally:
-        handle.remove()
     forward = lambda ids: case.target(case.model(ids))
     lsa = SemiringLayerAttribution(forward, key_module, MaxProduct("absolute"))
     plain = lsa.attribute(case.inputs)

@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._hooks import removable_handles
 from ..analysis.branch_flow import (
     AGGREGATION_TITLES,
     AGGREGATIONS,
@@ -138,18 +139,18 @@ class AgreementFlow:
 
 @contextlib.contextmanager
 def _first_inputs(modules: Sequence[Any], into: list[Tensor]) -> Iterator[None]:
-    """Append each call's first tensor argument (``hidden_states``) to ``into``."""
+    """Append the hidden states each call of ``modules`` receives (its first
+    positional argument, else its ``hidden_states`` keyword) to ``into``; the hooks
+    are removed when the block ends, also on errors."""
 
     def hook(module: Any, args: Any, kwargs: Any) -> None:
         first = args[0] if args else kwargs.get("hidden_states")
         into.append(first)
 
-    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in modules]
-    try:
+    with removable_handles() as handles:
+        for m in modules:
+            handles.add(m.register_forward_pre_hook(hook, with_kwargs=True))
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _group_masks(batch: Any) -> dict[str, Tensor]:
@@ -207,9 +208,10 @@ def agreement_branch_flow(
     collected: dict[tuple[int, str, str], list[Tensor]] = {}
     n = 0
     for batch in batches(examples, batch_size):
-        # A layer's input also holds the float attention mask when the batch is
-        # padded, and layer_input marks every float tensor; keep the hidden states
-        # so that branch_flow gets exactly one tensor per layer.
+        # layer_input marks each layer's hidden states (its first floating-point
+        # positional argument, not the float attention mask of a padded batch); the
+        # pre-hooks keep those same tensors, in layer order, to name each layer's
+        # input when its branch flow is read from the result.
         hidden: list[Tensor] = []
         with _first_inputs([m for _, m in layers], hidden):
             with cs.record(*sources, decompose=decompose) as graph:
