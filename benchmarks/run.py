@@ -154,7 +154,7 @@ def _bert(
 
 
 def _minilm(tokens: int) -> tuple[nn.Module, dict, nn.Module]:
-    from captum_semiring.tasks import load_minilm
+    from captum_semiring.reproductions.tasks import load_minilm
 
     model, _ = load_minilm()
     ids = torch.randint(1000, 2000, (1, tokens))

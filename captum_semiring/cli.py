@@ -34,17 +34,15 @@ from .analysis.explain import (
     text_example,
     token_example,
 )
+from .analysis.io import json_ready
 from .analysis.models import (
     LoadedModel,
     ModelLoadError,
-    encoder_layers,
     first_line,
     load_callable_model,
-    load_default_model,
     load_hf_model,
     quiet_transformers,
 )
-from .analysis.reproductions import json_ready
 
 PROG = "captum-semiring"
 
@@ -106,6 +104,8 @@ def _load(args: argparse.Namespace) -> LoadedModel:
         if os.getcwd() not in sys.path and "" not in sys.path:
             sys.path.insert(0, os.getcwd())
         return load_callable_model(args.model, layer=args.layer)
+    from .reproductions.tasks.models import load_default_model
+
     return load_default_model(layer=args.layer)
 
 
@@ -256,27 +256,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-# ----------------------------------------------------- old private names (temporary)
-# analysis/agreement.py (being moved to reproductions/fig4.py) still imports these;
-# delete this block once it calls captum_semiring.analysis.models directly.
-_find_encoder_layers = encoder_layers
-_quiet_transformers = quiet_transformers
-
-
-def _load_hf(args: argparse.Namespace) -> LoadedModel:
-    return load_hf_model(
-        args.hf_model,
-        prefer_masked_lm=args.target_pair is not None,
-        seed=args.seed,
-        layer=args.layer,
-    )
-
-
 # --------------------------------------------------------------------------- reproduce
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .analysis.reproductions import ReproduceError, ReproduceOptions, available
+    from .reproductions import ReproduceError, ReproduceOptions, available
 
     if args.max_sentences is not None and args.max_sentences < 1:
         raise CLIError("--max-sentences must be at least 1")
@@ -310,7 +294,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _reproductions() -> dict[str, Any]:
-    from .analysis.reproductions import available
+    from .reproductions import available
 
     return available()
 

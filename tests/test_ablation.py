@@ -1,4 +1,5 @@
-"""Gradients versus ablation (``analysis.ablation``).
+"""Gradients versus ablation (``analysis.ablation``), the library part; the
+``reproduce ablation`` tests are in ``tests/reproductions/test_ablation.py``.
 
 Every number is checked against an independent reference: ablations against forward
 passes of a modified copy of the model (zeroed weights, a module replaced by a
@@ -9,12 +10,11 @@ never against values copied from the module's own output.
 from __future__ import annotations
 
 import copy
-import json
-from pathlib import Path
 
 import pytest
 import torch
 from torch import Tensor, nn
+from zoo import tiny_mlm
 
 from captum_semiring import _captum_compat as compat
 from captum_semiring.analysis import ablation as ab
@@ -26,34 +26,13 @@ from captum_semiring.analysis.ablation import (
     saturated_softmax_case,
     transformer_components,
 )
-from captum_semiring.cli import main
 
 # ----- small models ---------------------------------------------------------------
 
 
-def _tiny_mlm(layers: int = 2) -> nn.Module:
-    from transformers import BertConfig, BertForMaskedLM
-
-    config = BertConfig(
-        vocab_size=12,
-        hidden_size=8,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=16,
-        max_position_embeddings=8,
-        type_vocab_size=1,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        initializer_range=0.5,  # large weights: a clearly nonlinear model
-    )
-    config._attn_implementation = "eager"
-    torch.manual_seed(0)
-    return BertForMaskedLM(config).eval()
-
-
 @pytest.fixture(scope="module")
 def mlm() -> nn.Module:
-    return _tiny_mlm()
+    return tiny_mlm()
 
 
 @pytest.fixture(scope="module")
@@ -336,16 +315,7 @@ def test_saturated_softmax_hides_the_keys_from_plain_gradients() -> None:
     assert cmp.per_example[case.component]["atp"].abs().max() < 1e-6
 
 
-def test_saturated_summary_cross_checks() -> None:
-    summary = ab.saturated_summary(n_steps=16)
-    key = summary["key"]
-    assert key["autograd max |∂target/∂key|"] < 1e-6
-    assert key["SemiringLayerAttribution max |top path| (n_steps=1)"] < 1e-6
-    integrated = [v for k, v in key.items() if "n_steps=16" in k]
-    assert integrated and integrated[0] > 0.05
-
-
-# ----- plot and reproduction --------------------------------------------------------
+# ----- plot -------------------------------------------------------------------------
 
 
 def test_plot_has_one_point_per_component(comparison: AblationComparison) -> None:
@@ -354,73 +324,3 @@ def test_plot_has_one_point_per_component(comparison: AblationComparison) -> Non
     assert len(axes) == 3 * 2
     assert all(len(ax.texts) == len(comparison.rows) for ax in axes)
     assert axes[0].get_yscale() == "log"
-
-
-def test_reproduce_ablation_writes_its_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The trained fig4 model takes minutes to sweep; a tiny masked LM stands in for
-    # it so the fig4 branch of the reproduction runs.
-    tiny, words = _tiny_mlm(1), torch.randint(1, 12, (4, 6))
-
-    def fake_fig4(max_sentences: int | None, n_steps: int) -> tuple:
-        cmp = compare_with_ablation(tiny, words, target=TARGET, n_steps=n_steps)
-        return cmp, {"model": "tiny stand-in", "n_examples": cmp.n_examples}
-
-    monkeypatch.setattr(ab, "fig4_comparison", fake_fig4)
-    out = tmp_path / "ablation"
-    out.mkdir()
-    assert (
-        main(["reproduce", "ablation", "--out", str(out), "--max-sentences", "6"]) == 0
-    )
-    for name in ("ablation_components.csv", "ablation_scatter.png"):
-        assert (out / name).stat().st_size > 0
-    assert (out / "ablation_scatter.png").read_bytes()[:4] == b"\x89PNG"
-    summary = json.loads((out / "ablation_summary.json").read_text())
-    assert set(summary["models"]) == {"fig2", "fig4"}
-    assert summary["models"]["fig2"]["n_examples"] == 6
-    assert "Answer:" in summary["answer"]
-    assert summary["saturated_softmax"]["key"]["zero_ablation |Δ|"] > 1
-    lines = (out / "ablation_components.csv").read_text().splitlines()
-    assert lines[0].split(",") == list(ab.CSV_COLUMNS)
-    assert len(lines) == 1 + 6 + 6 + 5  # fig2, the stand-in, the saturated case
-
-
-def test_reproduce_ablation_skips_a_missing_fig4_model(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def missing(*args: object) -> tuple:
-        raise ImportError("no agreement model")
-
-    monkeypatch.setattr(ab, "fig4_comparison", missing)
-    # the fig2 branch ran in the test above; a tiny stand-in keeps this one fast
-    tiny, words = _tiny_mlm(1), torch.randint(1, 12, (4, 6))
-
-    def fake_fig2(max_sentences: int | None, n_steps: int) -> tuple:
-        cmp = compare_with_ablation(tiny, words, target=TARGET, n_steps=2)
-        return cmp, {"model": "tiny stand-in", "n_examples": cmp.n_examples}
-
-    monkeypatch.setattr(ab, "fig2_comparison", fake_fig2)
-    out = tmp_path / "ablation"
-    out.mkdir()
-    assert (
-        main(["reproduce", "ablation", "--out", str(out), "--max-sentences", "4"]) == 0
-    )
-    summary = json.loads((out / "ablation_summary.json").read_text())
-    assert set(summary["models"]) == {"fig2"}
-    assert summary["models"]["fig2"]["n_examples"] == 4
-    assert any("fig4 model skipped" in note for note in summary["notes"])
-
-
-@pytest.mark.slow
-def test_fig4_comparison_on_the_agreement_model() -> None:
-    pytest.importorskip("captum_semiring.tasks.agreement")
-    cmp, meta = ab.fig4_comparison(max_sentences=2, n_steps=2)
-    assert meta["n_examples"] == 2
-    assert len(cmp.rows) == len(transformer_components(cmp_model_layers()))
-
-
-def cmp_model_layers() -> nn.Module:
-    from captum_semiring.tasks.agreement import agreement_model
-
-    return agreement_model().model

@@ -17,13 +17,12 @@ import pytest
 
 from captum_semiring import cli
 from captum_semiring.analysis.explain import DEMO_TOKENS
-from captum_semiring.analysis.reproductions import available
 from captum_semiring.cli import main
 
 
 def _minilm() -> str:
     pytest.importorskip("all_minilm_l6_v2")
-    from captum_semiring.tasks import minilm_dir
+    from captum_semiring.reproductions.tasks import minilm_dir
 
     return str(minilm_dir())
 
@@ -392,53 +391,3 @@ def test_console_script_entry_point() -> None:
         in config["options.entry_points"]["console_scripts"]
     )
     assert sys.modules["captum_semiring.cli"].main is main
-
-
-def test_reproduce_fig2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import csv
-
-    assert "fig2" in available()
-    rc = main(
-        [
-            "reproduce",
-            "fig2",
-            "--out",
-            str(tmp_path),
-            "--max-sentences",
-            "60",
-            "--debug",
-        ]
-    )
-    assert rc == 0
-    assert "wrote" in capsys.readouterr().out
-    with (tmp_path / "fig2_branch_flow.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == [
-        "token_type",
-        "branch",
-        "aggregation",
-        "mean",
-        "ci_low",
-        "ci_high",
-        "n",
-    ]
-    assert {r["token_type"] for r in rows} == {"first", "repeat", "other"}
-    assert {r["branch"] for r in rows} == {"skip", "query", "key", "value"}
-    assert {r["aggregation"] for r in rows} == {"top-branch", "branch-max"}
-    assert len(rows) == 3 * 4 * 2
-    for r in rows:
-        assert float(r["ci_low"]) <= float(r["mean"]) <= float(r["ci_high"])
-        assert int(r["n"]) <= 60
-        if r["token_type"] != "first" and r["branch"] in ("skip", "query"):
-            # the classifier reads position 0 only: later tokens act through keys/values
-            assert float(r["mean"]) == 0.0
-    summary = json.loads((tmp_path / "fig2_summary.json").read_text())
-    assert summary["val_accuracy"] == 1.0 and summary["n_sentences"] == 60
-    assert summary["decompose"] == ["softmax", "layer_norm"]
-    assert set(summary["aten_primitives"]) == {"winners", "paper_claims"}
-    with (tmp_path / "fig2_branch_flow_aten.csv").open() as fh:
-        aten_rows = list(csv.DictReader(fh))
-    assert len(aten_rows) == len(rows)
-    # the gradient is granularity-free, max-product values are not
-    assert [r["mean"] for r in aten_rows] != [r["mean"] for r in rows]
-    assert (tmp_path / "fig2_branch_flow.png").read_bytes()[:4] == b"\x89PNG"

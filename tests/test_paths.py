@@ -25,7 +25,7 @@ def test_max_path_multiplies_out_and_matches_result():
 
 
 def test_minilm_top_path_names_its_modules():
-    from captum_semiring.tasks import load_minilm
+    from captum_semiring.reproductions.tasks import load_minilm
 
     model, tokenizer = load_minilm()
     enc = tokenizer("the keys to the cabinet are on the table", return_tensors="pt")

@@ -182,7 +182,7 @@ def _hf(kind: str, impl: str) -> Case:
 
 
 def _minilm(impl: str) -> Case:
-    from captum_semiring.tasks import load_minilm
+    from captum_semiring.reproductions.tasks import load_minilm
 
     model, tokenizer = load_minilm(impl, dtype=torch.float64)
     enc = tokenizer(
@@ -194,6 +194,29 @@ def _minilm(impl: str) -> Case:
         lambda out: out.last_hidden_state[:, 0, :4].sum(-1),
         (model.embeddings,),
     )
+
+
+def tiny_mlm(layers: int = 2) -> nn.Module:
+    """A tiny ``BertForMaskedLM`` (vocabulary 12, hidden 8, 2 heads, eager attention,
+    no dropout) with large random weights, in eval mode: a clearly nonlinear stand-in
+    for a masked LM. Token ids ``1..11``, at most 8 positions."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    config = BertConfig(
+        vocab_size=12,
+        hidden_size=8,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=8,
+        type_vocab_size=1,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        initializer_range=0.5,  # large weights: a clearly nonlinear model
+    )
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    return BertForMaskedLM(config).eval()
 
 
 CASES: dict[str, Callable[[], Case]] = {

@@ -1,5 +1,6 @@
-"""Analyses built on semiring sweeps: branch flow, the paper's reproductions, and the
-comparison with ablation."""
+"""Library analyses built on semiring sweeps: branch flow and its aggregation, the
+comparison with ablation, statistics (:mod:`.stats`) and output helpers (:mod:`.io`).
+The paper's experiments live in :mod:`captum_semiring.reproductions`."""
 
 from .ablation import (
     AblationComparison,

@@ -1,5 +1,6 @@
-"""Gradients versus ablation (``reproduce ablation``): do top gradient paths rank a
-transformer's components as knocking them out does, and where do they fail?
+"""Gradients versus ablation: do top gradient paths rank a transformer's components as
+knocking them out does, and where do they fail? (``captum-semiring reproduce ablation``
+runs it on the paper's models: :mod:`captum_semiring.reproductions.ablation`.)
 
 For each component of a BERT-style encoder (the skip connection, query, key and
 value of every layer, and every attention head) :func:`compare_with_ablation`
@@ -39,7 +40,6 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,13 +47,10 @@ from torch import Tensor, nn
 
 from .. import _captum_compat as compat
 from .._capture import record
-from ..semirings import LogSum, MaxProduct, Semiring, SumProduct, TopK, get_semiring
-from .reproductions import (
-    ReproduceOptions,
-    register_reproduction,
-    write_csv,
-    write_json,
-)
+from .._hooks import removable_handles
+from ..attr import select_output, step_parameters
+from ..semirings import MaxProduct, Semiring, SumProduct, get_semiring
+from .models import encoder_layers as bert_layers
 from .stats import spearman
 
 __all__ = [
@@ -81,7 +78,6 @@ MEASURES = (
     "ig",
 )
 ABLATIONS = ("zero_ablation", "mean_ablation")
-CSV_COLUMNS = ("model", "component", *MEASURES, *ABLATIONS)
 
 Target = Any  # Captum's target forms, or a callable on the model output
 
@@ -124,38 +120,15 @@ class Component:
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The transformer layers of a Hugging Face BERT-style encoder.
-
-    Looks for ``model.base_model.encoder.layer`` (which covers ``BertModel``,
-    ``BertForSequenceClassification``, ``BertForMaskedLM`` and the RoBERTa/ELECTRA
-    families, which share BERT's layer layout), then ``model.encoder.layer``.
+    """The transformer layers of a Hugging Face BERT-style encoder, checked for
+    BERT's layout (see :func:`captum_semiring.analysis.models.encoder_layers`).
 
     Raises:
-        ValueError: if there is no such list, or its layers lack BERT's
+        ModelLoadError: no BERT-style layers, or a layer lacks
             ``attention.self.{query,key,value}`` and ``attention.output``.
     """
-    for owner in (getattr(model, "base_model", None), model):
-        layers = getattr(getattr(owner, "encoder", None), "layer", None)
-        if isinstance(layers, nn.ModuleList) and len(layers) > 0:
-            break
-    else:
-        raise ValueError(
-            f"{type(model).__name__} has no `base_model.encoder.layer` (a BERT-style "
-            "encoder); compare_with_ablation needs Hugging Face BERT's layer layout"
-        )
-    for i, layer in enumerate(layers):
-        attention = getattr(layer, "attention", None)
-        self_attn = getattr(attention, "self", None)
-        projections = [getattr(self_attn, p, None) for p in ("query", "key", "value")]
-        if not (
-            all(isinstance(p, nn.Linear) for p in projections)
-            and isinstance(getattr(attention, "output", None), nn.Module)
-        ):
-            raise ValueError(
-                f"encoder layer {i} ({type(layer).__name__}) lacks BERT's "
-                "attention.self.query/key/value and attention.output"
-            )
-    return layers
+    found = bert_layers(model, strict=True, needed_by="compare_with_ablation")
+    return nn.ModuleList(m for _, m in found)
 
 
 def _heads(layer: Any) -> tuple[int, int]:
@@ -228,41 +201,36 @@ def _hooked(
     """Call ``fn(activation)`` on the component's full activation (all columns) each
     time it is computed; a tensor it returns replaces the activation. The hook is
     removed when the block ends, also when the forward pass raises."""
-    if component.kind in ("query", "key", "value"):
 
-        def post(module: nn.Module, args: Any, output: Tensor) -> Tensor | None:
-            return fn(output)
+    def post(module: nn.Module, args: Any, output: Tensor) -> Tensor | None:
+        return fn(output)
 
-        handle = component.module.register_forward_hook(post)
-    else:
-        # attention.output(hidden_states, input_tensor): the context and the residual
-        position, keyword = (
-            (1, "input_tensor")
-            if component.kind == "skip"
-            else (
-                0,
-                "hidden_states",
+    # attention.output(hidden_states, input_tensor): the context and the residual
+    position, keyword = (
+        (1, "input_tensor") if component.kind == "skip" else (0, "hidden_states")
+    )
+
+    def pre(module: nn.Module, args: Any, kwargs: Any) -> Any:
+        if len(args) > position:
+            new = fn(args[position])
+            if new is None:
+                return None
+            args = (*args[:position], new, *args[position + 1 :])
+        else:
+            new = fn(kwargs[keyword])
+            if new is None:
+                return None
+            kwargs = {**kwargs, keyword: new}
+        return args, kwargs
+
+    with removable_handles() as handles:
+        if component.kind in ("query", "key", "value"):
+            handles.add(component.module.register_forward_hook(post))
+        else:
+            handles.add(
+                component.module.register_forward_pre_hook(pre, with_kwargs=True)
             )
-        )
-
-        def pre(module: nn.Module, args: Any, kwargs: Any) -> Any:
-            if len(args) > position:
-                new = fn(args[position])
-                if new is None:
-                    return None
-                args = (*args[:position], new, *args[position + 1 :])
-            else:
-                new = fn(kwargs[keyword])
-                if new is None:
-                    return None
-                kwargs = {**kwargs, keyword: new}
-            return args, kwargs
-
-        handle = component.module.register_forward_pre_hook(pre, with_kwargs=True)
-    try:
         yield
-    finally:
-        handle.remove()
 
 
 def _with_columns(full: Tensor, columns: slice, part: Tensor) -> Tensor:
@@ -351,8 +319,6 @@ def _logits(output: Any) -> Tensor:
 def _select(output: Any, target: Target, rows: Tensor) -> Tensor:
     """One scalar per row of the (possibly step-expanded) batch; ``rows`` holds each
     row's index into the original inputs."""
-    from ..attr._functional import select_output
-
     n = rows.numel()
     if callable(target):
         out = target(output, rows) if _takes_rows(target) else target(output)
@@ -408,23 +374,15 @@ class _Batches:
 
 
 def _magnitude(semiring: Semiring, finalized: Tensor) -> Tensor:
-    """A non-negative size of a finalized per-example flow: |best path| for MaxProduct
-    (and TopK's best rank), |sum| for SumProduct, Z = exp(log Z) for LogSum, and the
-    value itself otherwise (entropy, log path count)."""
-    if isinstance(semiring, TopK):
-        finalized = finalized[0]
-    if isinstance(semiring, (MaxProduct, SumProduct, TopK)):
-        return finalized.abs()
-    if isinstance(semiring, LogSum):
-        return finalized.exp()
-    return finalized
+    """A non-negative size of a finalized per-example flow: the semiring's
+    magnitude of its best value (|best path| for MaxProduct and TopK, |sum| for
+    SumProduct, Z for LogSum, the value itself for entropy)."""
+    return semiring.magnitude(semiring.best(finalized))
 
 
 def _steps(n_steps: int, method: str) -> tuple[list[float], list[float]]:
     if n_steps == 1:
         return [1.0], [1.0]
-    from ..attr._common import step_parameters
-
     return step_parameters(n_steps, method)
 
 
@@ -478,9 +436,7 @@ def _flows(
     raw = graph.backward(out, semiring).values(source)[..., cols]
     per_row = semiring.finalize(semiring.sum(raw, list(range(2, raw.dim()))))
     flow = average(_magnitude(semiring, per_row))
-    per_element = semiring.finalize(raw)
-    if isinstance(semiring, TopK):
-        per_element = per_element[0]
+    per_element = semiring.best(semiring.finalize(raw))
     flow_x_delta = (average(per_element) * delta).abs().flatten(1).amax(1)
     grad = average(graph.backward(out, SumProduct())[source][..., cols])
     estimate = (delta * grad).flatten(1).sum(1)
@@ -522,9 +478,7 @@ def _plain_flows(
         cols = comp.columns
         raw = result.values(copy_)[..., cols]
         per_row = semiring.finalize(semiring.sum(raw, list(range(2, raw.dim()))))
-        per_element = semiring.finalize(raw)
-        if isinstance(semiring, TopK):
-            per_element = per_element[0]
+        per_element = semiring.best(semiring.finalize(raw))
         delta = (bases[comp.name].expand_as(value) - value)[..., cols].double()
         found[comp.name] = (
             _magnitude(semiring, per_row).double(),
@@ -1063,353 +1017,3 @@ def saturated_softmax_case(logit_gap: float = 20.0) -> SaturatedCase:
         "target is position 0's final hidden state along token 2's embedding."
     )
     return SaturatedCase(model, inputs, target, "layer.0.key", description)
-
-
-def saturated_summary(n_steps: int = 32) -> dict[str, Any]:
-    """The saturated case's numbers, each checked two ways: compare_with_ablation,
-    and independently ``torch.autograd`` (plain gradient) and
-    :class:`~captum_semiring.SemiringLayerAttribution` on the key projection (plain,
-    and integrated from token 0, whose embedding and keys are zero)."""
-    from ..attr import SemiringLayerAttribution
-
-    case = saturated_softmax_case()
-    cmp = compare_with_ablation(
-        case.model, case.inputs, target=case.target, n_steps=n_steps
-    )
-    key_module = case.model.encoder.layer[0].attention.self.key
-    acts: dict[str, Tensor] = {}
-    handle = key_module.register_forward_hook(
-        lambda m, a, out: acts.setdefault("key", out)
-    )
-    try:
-        out = case.target(case.model(case.inputs))
-        (grad,) = torch.autograd.grad(out.sum(), acts["key"])
-    finally:
-        handle.remove()
-    forward = lambda ids: case.target(case.model(ids))
-    lsa = SemiringLayerAttribution(forward, key_module, MaxProduct("absolute"))
-    plain = lsa.attribute(case.inputs)
-    integrated = lsa.attribute(case.inputs, baselines=0, n_steps=n_steps)
-    key = cmp.row(case.component)
-    return {
-        "description": case.description,
-        "component": case.component,
-        "rows": cmp.rows,
-        "correlations": cmp.correlations,
-        "key": {
-            "flow (plain top path)": key["flow"],
-            "integrated_flow": key["integrated_flow"],
-            "zero_ablation |Δ|": key["zero_ablation"],
-            "ig estimate |Δ|": key["ig"],
-            "autograd max |∂target/∂key|": float(grad.abs().max()),
-            "SemiringLayerAttribution max |top path| (n_steps=1)": float(
-                plain.abs().max()
-            ),
-            f"SemiringLayerAttribution max |top path| (n_steps={n_steps}, "
-            "baseline token 0)": float(integrated.abs().max()),
-        },
-        "flow_rank_of_key": cmp.ranking("flow").index(case.component) + 1,
-        "zero_ablation_rank_of_key": cmp.ranking("zero_ablation").index(case.component)
-        + 1,
-        "integrated_flow_rank_of_key": cmp.ranking("integrated_flow").index(
-            case.component
-        )
-        + 1,
-    }
-
-
-# ----- the reproduction ---------------------------------------------------------
-
-#: Evaluation sentences per model when ``--max-sentences`` is not given.
-DEFAULT_SENTENCES = {"fig2": 300, "fig4": 16}
-#: Points of the path integrals in the reproduction.
-REPRODUCTION_STEPS = 16
-#: Fewer points for the four-layer fig4 model, whose sweeps are costlier.
-FIG4_STEPS = 4
-
-
-def fig2_comparison(
-    max_sentences: int | None = None, n_steps: int = REPRODUCTION_STEPS
-) -> tuple[AblationComparison, dict[str, Any]]:
-    """:func:`compare_with_ablation` on the fig2 model (:func:`~captum_semiring.tasks.
-    default_model`): the first ``max_sentences`` validation sentences, target = the
-    correct class's logit."""
-    from ..tasks.models import default_model
-
-    trained = default_model(verbose=True)
-    X, y = trained.data["val"]
-    n = DEFAULT_SENTENCES["fig2"] if max_sentences is None else max_sentences
-    X, y = X[:n], y[:n]
-    cmp = compare_with_ablation(trained.model.eval(), X, target=y, n_steps=n_steps)
-    meta = {
-        "model": "fig2: 1-layer BertForSequenceClassification on "
-        "FirstTokenRepeatedOnce (hidden 16, 2 heads)",
-        "target": "logit of the correct class",
-        "n_examples": cmp.n_examples,
-        "val_accuracy": trained.val_accuracy,
-    }
-    return cmp, meta
-
-
-def agreement_rows_target(
-    examples: Sequence[Any], head: nn.Module | None = None
-) -> Callable[[Any, Tensor], Tensor]:
-    """The fig4 target for :func:`compare_with_ablation`: ``logit(correct) −
-    logit(wrong)`` at each example's [MASK], looked up by ``rows``.
-
-    Args:
-        examples: the ``AgreementExample`` s, in the order of the inputs.
-        head: ``BertForMaskedLM.cls``. When given, the model passed to
-            compare_with_ablation is its ``bert`` and the head runs at the [MASK]
-            positions only (the masked-LM head over every position is the costliest
-            part of the recorded graph, and the target never reads it); None: the
-            model is the ``BertForMaskedLM`` and its output has ``logits``.
-    """
-    pos = torch.tensor([ex.mask_position for ex in examples])
-    good = torch.tensor([ex.correct_id for ex in examples])
-    bad = torch.tensor([ex.wrong_id for ex in examples])
-
-    def target(output: Any, rows: Tensor) -> Tensor:
-        arange = torch.arange(rows.numel())
-        if head is None:
-            at_mask = output.logits[arange, pos[rows]]
-        else:
-            at_mask = head(output.last_hidden_state[arange, pos[rows]])
-        return (
-            at_mask.gather(1, good[rows, None])[:, 0]
-            - at_mask.gather(1, bad[rows, None])[:, 0]
-        )
-
-    return target
-
-
-def fig4_comparison(
-    max_sentences: int | None = None, n_steps: int = FIG4_STEPS
-) -> tuple[AblationComparison, dict[str, Any]]:
-    """:func:`compare_with_ablation` on the fig4 model (``tasks.agreement.
-    agreement_model``), target = ``logit(correct verb) − logit(wrong verb)`` at
-    [MASK]. The sentences are the first ``max_sentences`` held-out sentences of the
-    most common token length (one length: no padding, and the mean ablation averages
-    per position over sentences of that length). The semiring sweeps through its four
-    layers cost about 0.1 s per sentence and integration step on two cores, per
-    component, hence few sentences and steps."""
-    from ..tasks.agreement import agreement_model
-
-    trained = agreement_model(verbose=True)
-    n = DEFAULT_SENTENCES["fig4"] if max_sentences is None else max_sentences
-    groups: dict[int, list[Any]] = {}
-    for ex in trained.examples:
-        groups.setdefault(int(ex.ids.numel()), []).append(ex)
-    length, group = max(groups.items(), key=lambda item: len(item[1]))
-    group = group[: max(n, 2)]
-    ids = torch.stack([ex.ids for ex in group])
-    mlm = trained.model.eval()
-    cmp = compare_with_ablation(
-        mlm.bert, ids, target=agreement_rows_target(group, mlm.cls), n_steps=n_steps
-    )
-    meta = {
-        "model": "fig4: BertForMaskedLM on subject-verb agreement "
-        f"({len(encoder_layers(mlm))} layers, hidden {mlm.config.hidden_size}, "
-        f"{mlm.config.num_attention_heads} heads)",
-        "target": "logit(correct verb) - logit(wrong verb) at [MASK]",
-        "n_examples": cmp.n_examples,
-        "token_length": length,
-        "n_steps": n_steps,
-        "accuracy": trained.accuracy,
-    }
-    return cmp, meta
-
-
-def _agreement(rho: float | None) -> str:
-    if rho is None:
-        return "undefined"
-    if rho >= 0.7:
-        return "agree"
-    if rho >= 0.3:
-        return "partly agree"
-    if rho > -0.3:
-        return "do not agree"
-    return "disagree (inverse order)"
-
-
-def answer_text(
-    models: dict[str, AblationComparison], saturated: dict[str, Any]
-) -> str:
-    """The plain-language answer to the discussion's question, from the numbers."""
-
-    def rho(cmp: AblationComparison, m: str, a: str) -> str:
-        value = cmp.correlations[m][a]
-        return "n/a" if value is None else f"{value:+.2f}"
-
-    parts = []
-    for name, cmp in models.items():
-        c = cmp.correlations
-        parts.append(
-            f"On the {name} model ({len(cmp.rows)} components, {cmp.n_examples} "
-            f"sentences), the plain top gradient path and zero ablation "
-            f"{_agreement(c['flow']['zero_ablation'])} (Spearman "
-            f"{rho(cmp, 'flow', 'zero_ablation')}; mean ablation "
-            f"{rho(cmp, 'flow', 'mean_ablation')}). Integrating the top path along "
-            f"the line from the ablated activation gives "
-            f"{rho(cmp, 'integrated_flow', 'zero_ablation')} (times the activation "
-            f"change: {rho(cmp, 'integrated_flow_x_delta', 'zero_ablation')}). "
-            f"Gradient x activation change (attribution patching) gives "
-            f"{rho(cmp, 'atp', 'zero_ablation')}, integrated gradients x activation "
-            f"change {rho(cmp, 'ig', 'zero_ablation')} "
-            f"(mean ablation: {rho(cmp, 'ig', 'mean_ablation')})."
-        )
-    key = saturated["key"]
-    parts.append(
-        "In the saturated-softmax case the keys carry no plain gradient (top path "
-        f"{key['flow (plain top path)']:.2g}, autograd max |df/dk| "
-        f"{key['autograd max |∂target/∂key|']:.2g}), yet zeroing them moves the "
-        f"target by {key['zero_ablation |Δ|']:.2f}; integrated along the path from "
-        f"zero keys the top path is {key['integrated_flow']:.3f} and integrated "
-        f"gradients x activation recover the effect ({key['ig estimate |Δ|']:.2f})."
-    )
-    plain = ", ".join(
-        f"{name} {rho(cmp, 'flow', 'zero_ablation')}" for name, cmp in models.items()
-    )
-    parts.append(
-        "Answer: whether the plain top gradient path ranks components as zero "
-        f"ablation does depends on the model (Spearman: {plain}). A top path is a "
-        "local sensitivity of one path; it ignores how large the activation is and "
-        "how many paths share the effect, and it vanishes where a softmax saturates, "
-        "so on its own it is not a reliable stand-in for ablation. Multiplying by the activation "
-        "change and integrating along the path from the ablated activation "
-        "(integrated gradients) makes the gradient agree with zero ablation (exactly "
-        "in the limit, by completeness); this supports the discussion's "
-        "'especially with integrated gradients' and its warning about saturated "
-        "softmax. Mean ablation is a different counterfactual, and agreement with "
-        "it is weaker."
-    )
-    return " ".join(parts)
-
-
-def plot_reproduction(
-    models: dict[str, AblationComparison],
-    measures: Sequence[str] = (
-        "flow",
-        "integrated_flow",
-        "integrated_flow_x_delta",
-        "ig",
-    ),
-) -> Any:
-    """One row of scatter plots per model and ablation, one column per measure."""
-    from matplotlib.figure import Figure
-
-    panels = [
-        (name, cmp, ablation)
-        for name, cmp in models.items()
-        for ablation in (ABLATIONS if name != "saturated" else ("zero_ablation",))
-    ]
-    fig = Figure(figsize=(4.2 * len(measures), 3.5 * len(panels)), layout="constrained")
-    axes = fig.subplots(len(panels), len(measures), squeeze=False)
-    for row_axes, (name, cmp, ablation) in zip(axes, panels):
-        for ax, measure in zip(row_axes, measures):
-            cmp.scatter(ax, measure, ablation, title=f"{name}: ")
-    fig.suptitle(
-        "Gradient measures vs ablation per component (mean over examples)",
-        fontsize=11,
-    )
-    return fig
-
-
-@register_reproduction(
-    "ablation",
-    "gradients vs ablation per component (fig2 and fig4 models) and the saturated "
-    "softmax case",
-)
-def reproduce_ablation(out_dir: Path, options: ReproduceOptions) -> list[Path]:
-    """Write ``ablation_components.csv`` (one row per model and component),
-    ``ablation_scatter.png`` and ``ablation_summary.json`` (correlations, the
-    saturated case, and the answer in words)."""
-    from ..visualization import figure_to_png
-
-    n_steps = int(options.extra.get("n_steps", REPRODUCTION_STEPS))
-    models: dict[str, AblationComparison] = {}
-    meta: dict[str, Any] = {}
-    timings: dict[str, float] = {}
-    notes: list[str] = []
-    start = time.perf_counter()
-    models["fig2"], meta["fig2"] = fig2_comparison(options.max_sentences, n_steps)
-    timings["fig2"] = time.perf_counter() - start
-    start = time.perf_counter()
-    try:
-        models["fig4"], meta["fig4"] = fig4_comparison(
-            options.max_sentences, int(options.extra.get("fig4_steps", FIG4_STEPS))
-        )
-        timings["fig4"] = time.perf_counter() - start
-        if meta["fig4"].get("accuracy", 1.0) < 0.6:
-            notes.append(
-                f"the fig4 model's agreement accuracy is {meta['fig4']['accuracy']:.3f} "
-                "(near chance): its numbers describe a model that has not learned "
-                "the task"
-            )
-    except (ImportError, AttributeError) as err:
-        notes.append(
-            f"fig4 model skipped: the agreement model is not available ({err})"
-        )
-    start = time.perf_counter()
-    saturated = saturated_summary(n_steps=32)
-    timings["saturated"] = time.perf_counter() - start
-    case = saturated_softmax_case()
-    models_with_case = dict(models)
-    models_with_case["saturated"] = compare_with_ablation(
-        case.model, case.inputs, target=case.target, n_steps=32
-    )
-    rows = [
-        {"model": name, **row}
-        for name, cmp in models_with_case.items()
-        for row in cmp.rows
-    ]
-    csv_path = write_csv(out_dir / "ablation_components.csv", rows, CSV_COLUMNS)
-    png_path = out_dir / "ablation_scatter.png"
-    png_path.write_bytes(figure_to_png(plot_reproduction(models_with_case)))
-    summary = {
-        "question": (
-            "Are gradient-based attributions faithful to ablating components? Where do "
-            "they fail (saturated softmax), and does integrating them help?"
-        ),
-        "answer": answer_text(models, saturated),
-        "settings": {
-            "semiring": repr(models["fig2"].semiring),
-            "n_steps": n_steps,
-            "method": models["fig2"].method,
-            "baseline": models["fig2"].baseline,
-            "measures": (
-                "per example, then mean over examples: flow = |best path| from any "
-                "element of the component's activation to the target; "
-                "integrated_flow = the same averaged over IG's points from the zero "
-                "activation to the actual one; *_x_delta = per-element flow times "
-                "(0 - activation), max over elements; atp/ig = |sum of gradient "
-                "(plain / integrated) times (0 - activation)|; zero_ablation / "
-                "mean_ablation = |target(ablated) - target|"
-            ),
-        },
-        "models": {
-            name: {
-                **meta[name],
-                "correlations": cmp.correlations,
-                "ranking": {
-                    col: cmp.ranking(col)
-                    for col in ("flow", "integrated_flow", "ig", *ABLATIONS)
-                },
-            }
-            for name, cmp in models.items()
-        },
-        "saturated_softmax": saturated,
-        "seconds": timings,
-        "notes": notes,
-    }
-    summary_path = write_json(out_dir / "ablation_summary.json", summary)
-    for name, cmp in models_with_case.items():
-        c = cmp.correlations
-        print(
-            f"{name}: Spearman vs zero ablation: flow {c['flow']['zero_ablation']}, "
-            f"integrated {c['integrated_flow']['zero_ablation']}, "
-            f"ig {c['ig']['zero_ablation']}"
-        )
-    for note in notes:
-        print(note)
-    return [csv_path, png_path, summary_path]

@@ -4,7 +4,7 @@ Integrated Gradients, as a typed result.
 This is what ``captum-semiring explain`` runs per input; the command line only parses
 its options, calls :func:`explain` and prints. A typical use::
 
-    from captum_semiring.analysis.models import load_default_model
+    from captum_semiring.reproductions.tasks.models import load_default_model
     from captum_semiring.analysis.explain import demo_examples, explain
 
     loaded = load_default_model()
@@ -752,7 +752,7 @@ def _integrated_gradients(
     lig = LayerIntegratedGradients(
         lambda ids: target.fn(forward_logits(model, ids, example.extra)), model.layer
     )
-    attr, delta = lig.attribute(
+    attr, delta = lig.attribute(  # type: ignore[has-type]  # captum.log.log_usage hides it
         example.ids,
         baselines=baseline,
         n_steps=steps,

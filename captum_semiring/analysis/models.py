@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .reproductions import module_name
+from .io import module_name
 
 __all__ = [
     "ModelLoadError",
@@ -42,7 +42,6 @@ __all__ = [
     "encoder_layers",
     "resolve_layer",
     "from_module",
-    "load_default_model",
     "load_hf_model",
     "load_callable_model",
 ]
@@ -339,55 +338,6 @@ def from_module(
         vocab_size=vocab,
         hf=hf,
         pad_id=int(getattr(config, "pad_token_id", None) or 0),
-    )
-
-
-def load_default_model(
-    *, layer: str | None = None, verbose: bool = True
-) -> LoadedModel:
-    """The embedded demo model: the paper's 1-layer BERT trained on
-    FirstTokenRepeatedOnce (trained on first use, ~15 s, then cached).
-
-    Args:
-        layer: dotted path of the attribution layer (default: ``bert.embeddings``).
-        verbose: say so on stderr when the model is trained.
-
-    Returns:
-        The :class:`LoadedModel`, with ``label_fn`` and ``val_accuracy`` set.
-
-    Raises:
-        ModelLoadError: no such layer.
-    """
-    # The task's modules are loaded on demand: ``import captum_semiring`` does not
-    # load the paper's tasks.
-    from ..tasks.models import default_model
-    from ..tasks.synthetic import FirstTokenRepeatedOnce
-
-    trained = default_model(verbose=verbose)
-    model = trained.model.eval()
-    layer_name, layer_module = resolve_layer(model, layer)
-    return LoadedModel(
-        model=model,
-        kind="default",
-        description=(
-            "embedded default: the paper's 1-layer BERT (hidden 16, 2 heads, intermediate 32) "
-            f"trained on FirstTokenRepeatedOnce, seed {trained.seed}"
-        ),
-        layer_name=layer_name,
-        layer=layer_module,
-        encoder_layers=encoder_layers(model),
-        max_positions=trained.seq_len,
-        vocab_size=trained.vocab_size + 1,
-        num_labels=2,
-        hf=True,
-        pad_id=0,
-        val_accuracy=trained.val_accuracy,
-        label_fn=FirstTokenRepeatedOnce().label,
-        token_range=(1, trained.vocab_size),
-        notes=[
-            "Inputs are raw token ids 1..20 without [CLS]; the classifier reads the first "
-            "position (through BERT's pooler). Label 1 = the first token occurs again."
-        ],
     )
 
 

@@ -656,7 +656,7 @@ class SemiringLLMGradientAttribution(compat.LLMGradientAttribution):
         >>> import torch, captum_semiring as cs
         >>> from captum.attr import TextTokenInput
         >>> from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
-        >>> from captum_semiring.tasks import minilm_dir
+        >>> from captum_semiring.reproductions.tasks import minilm_dir
         >>> tokenizer = AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True)
         >>> _ = torch.manual_seed(0)
         >>> # a small vocabulary that covers the ids used keeps the log-softmax cheap

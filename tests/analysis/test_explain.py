@@ -27,7 +27,8 @@ from captum_semiring.analysis.explain import (
     prepare_target,
     token_example,
 )
-from captum_semiring.analysis.models import LoadedModel, from_module, load_default_model
+from captum_semiring.analysis.models import LoadedModel, from_module
+from captum_semiring.reproductions.tasks.models import load_default_model
 
 # summary.json's keys of one input, as written before explain became a library function
 ITEM_KEYS = [

@@ -43,7 +43,7 @@ def two_input() -> tuple[nn.Module, tuple[torch.Tensor, ...], tuple[Any, ...]]:
 
 @pytest.fixture(scope="session")
 def minilm() -> tuple[nn.Module, Any]:
-    from captum_semiring.tasks import load_minilm
+    from captum_semiring.reproductions.tasks import load_minilm
 
     return load_minilm()
 

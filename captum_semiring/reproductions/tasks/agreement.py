@@ -21,8 +21,8 @@ form at ``[MASK]``.
 
 Examples::
 
-    >>> from captum_semiring.tasks.agreement import WordTokenizer, encode
-    >>> from captum_semiring.tasks.agreement import generate_sentences
+    >>> from captum_semiring.reproductions.tasks.agreement import WordTokenizer, encode
+    >>> from captum_semiring.reproductions.tasks.agreement import generate_sentences
     >>> s = generate_sentences(1, seed=3)[0]
     >>> len(s.attractor_indices) >= 1, s.words[s.verb_index] == s.correct_verb
     (True, True)
@@ -46,6 +46,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from .determinism import deterministic
 
 __all__ = [
     "NOUNS",
@@ -230,7 +232,7 @@ def generate_sentences(
 
     Examples::
 
-        >>> from captum_semiring.tasks.agreement import generate_sentences
+        >>> from captum_semiring.reproductions.tasks.agreement import generate_sentences
         >>> a = generate_sentences(8, seed=1)
         >>> a == generate_sentences(8, seed=1)
         True
@@ -314,7 +316,7 @@ class WordTokenizer:
 
     Examples::
 
-        >>> from captum_semiring.tasks.agreement import WordTokenizer
+        >>> from captum_semiring.reproductions.tasks.agreement import WordTokenizer
         >>> tok = WordTokenizer(["the", "dog", "runs"])
         >>> tok.encode("the dog runs".split())
         [1, 5, 6, 7, 2]
@@ -385,7 +387,7 @@ class WordTokenizer:
 
         Examples::
 
-            >>> from captum_semiring.tasks.agreement import WordTokenizer
+            >>> from captum_semiring.reproductions.tasks.agreement import WordTokenizer
             >>> tok = WordTokenizer.default()
             >>> hf = tok.to_hf()
             >>> hf("the keys [MASK] here .")["input_ids"] == tok.encode(
@@ -547,7 +549,7 @@ def agreement_target(
     Examples::
 
         >>> import torch
-        >>> from captum_semiring.tasks.agreement import agreement_target
+        >>> from captum_semiring.reproductions.tasks.agreement import agreement_target
         >>> f = agreement_target([1, 0], [2, 0], [0, 1])
         >>> logits = torch.arange(2 * 2 * 3.0).reshape(2, 2, 3)
         >>> f(logits)   # [5 - 3, 6 - 7]
@@ -639,7 +641,7 @@ def batches(
 
     Examples::
 
-        >>> from captum_semiring.tasks.agreement import *
+        >>> from captum_semiring.reproductions.tasks.agreement import *
         >>> tok = WordTokenizer.default()
         >>> exs = encode_all(generate_sentences(10), tok)
         >>> [b.ids.shape[0] for b in batches(exs, batch_size=4)]
@@ -713,7 +715,7 @@ def mlm_corpus(
 
     Examples::
 
-        >>> from captum_semiring.tasks.agreement import *
+        >>> from captum_semiring.reproductions.tasks.agreement import *
         >>> tok = WordTokenizer.default()
         >>> exs = encode_all(generate_sentences(4), tok)
         >>> ids, attn, labels = mlm_corpus(exs, subject_mask_prob=0.0)
@@ -923,8 +925,6 @@ def train_agreement_model(
     """
     from transformers import BertForMaskedLM
 
-    from .models import _deterministic
-
     tokenizer = WordTokenizer.default()
     ids, attn, labels = mlm_corpus(
         encode_all(training_sentences(seed, n_train), tokenizer),
@@ -947,7 +947,7 @@ def train_agreement_model(
         return min((step + 1) / warm, 1.0, 0.1 + 0.9 * (steps - step) / decay)
 
     start = time.perf_counter()
-    with _deterministic(threads):
+    with deterministic(threads):
         torch.manual_seed(seed)
         model = BertForMaskedLM(config)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -1036,7 +1036,7 @@ def agreement_model(
 
     The first call trains it (:func:`train_agreement_model` with its defaults, about
     30 s on one core) and caches the weights, the config, the vocabulary and the
-    scores in :func:`~captum_semiring.tasks.models.cache_dir`; later calls load the
+    scores in :func:`~captum_semiring.reproductions.tasks.models.cache_dir`; later calls load the
     cache. Writes are atomic, so concurrent first calls are safe.
 
     Args:
@@ -1049,7 +1049,7 @@ def agreement_model(
 
     Examples::
 
-        >>> from captum_semiring.tasks.agreement import agreement_model
+        >>> from captum_semiring.reproductions.tasks.agreement import agreement_model
         >>> trained = agreement_model()       # trains once, then cached
         >>> trained.accuracy > 0.8
         True

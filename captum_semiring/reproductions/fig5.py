@@ -49,7 +49,7 @@ on one thread.
 Examples::
 
     >>> import math, torch
-    >>> from captum_semiring.analysis.mdl import prequential_codelength
+    >>> from captum_semiring.reproductions.fig5 import prequential_codelength
     >>> X, y = torch.zeros(8, 1), torch.tensor([0, 1, 1, 0, 1, 0, 0, 1])
     >>> uniform = lambda X_prefix, y_prefix: None     # "training" returns no model
     >>> log_probs = lambda model, X: torch.full((len(X), 2), math.log(0.5))
@@ -71,15 +71,10 @@ from typing import Any, Generic, TypeVar
 import torch
 from torch import Tensor, nn
 
-from ..tasks.appb import one_thread
-from .reproductions import (
-    ReproduceOptions,
-    pick_scale,
-    register_reproduction,
-    write_csv,
-    write_json,
-)
-from .stats import mean_ci, ranks, spearman
+from ..analysis.io import write_csv, write_json
+from ..analysis.stats import mean_ci, ranks, spearman
+from .registry import ReproduceOptions, pick_scale, register_reproduction
+from .tasks.determinism import deterministic, one_thread
 
 __all__ = [
     "FIG5_TASKS",
@@ -203,7 +198,7 @@ def prequential_codelength(
     Examples::
 
         >>> import math, torch
-        >>> from captum_semiring.analysis.mdl import prequential_codelength
+        >>> from captum_semiring.reproductions.fig5 import prequential_codelength
         >>> X, y = torch.zeros(5, 1), torch.tensor([0, 0, 1, 0, 1])
         >>> def fit(X, y):  # class frequencies with add-one smoothing
         ...     return (torch.bincount(y, minlength=2) + 1.0) / (len(y) + 2)
@@ -240,7 +235,7 @@ class Fig5Scale:
     """The size of ``reproduce fig5``; see the module docstring.
 
     Attributes:
-        tasks: task names (:func:`~captum_semiring.tasks.get_task`).
+        tasks: task names (:func:`~captum_semiring.reproductions.tasks.get_task`).
         seeds: one run per task and seed.
         seq_len, vocab_size: the sequences.
         boundaries: prequential block ends (the last is the coded set's size).
@@ -309,7 +304,7 @@ QUICK = Fig5Scale(
 def fig5_config(scale: Fig5Scale = FULL) -> Any:
     """The sec. 5.3 transformer's ``BertConfig`` at ``scale``'s sequence length and
     vocabulary (36 output classes whatever the task)."""
-    from ..tasks.models import paper_bert_config
+    from .tasks.models import paper_bert_config
 
     model = dict(scale.model)
     num_labels = model.pop("num_labels")
@@ -352,14 +347,14 @@ def fit_transformer(
 
     Examples::
 
-        >>> from captum_semiring.analysis.mdl import QUICK, fit_transformer, log_probs
-        >>> from captum_semiring.tasks import Contains1
+        >>> from captum_semiring.reproductions.fig5 import QUICK, fit_transformer, log_probs
+        >>> from captum_semiring.reproductions.tasks import Contains1
         >>> X, y = Contains1()(n=64, seq_len=QUICK.seq_len, seed=0)
         >>> model = fit_transformer(X, y, QUICK)
         >>> log_probs(model, X[:3]).shape
         torch.Size([3, 36])
     """
-    from ..tasks.models import _deterministic, paper_bert
+    from .tasks.models import paper_bert
 
     n = len(y)
     if n < 2:
@@ -374,7 +369,7 @@ def fit_transformer(
     steps_per_epoch = math.ceil(len(ytr) / scale.batch_size)
     budget = max(scale.min_steps, scale.epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss()
-    with _deterministic(1):
+    with deterministic(1):
         if init is None:
             model = paper_bert(fig5_config(scale), seed=seed)
         else:
@@ -422,8 +417,8 @@ def transformer_codelength(
 
     Examples::
 
-        >>> from captum_semiring.analysis.mdl import QUICK, transformer_codelength
-        >>> from captum_semiring.tasks import Contains1
+        >>> from captum_semiring.reproductions.fig5 import QUICK, transformer_codelength
+        >>> from captum_semiring.reproductions.tasks import Contains1
         >>> X, y = Contains1()(n=256, seq_len=QUICK.seq_len, seed=0)
         >>> code = transformer_codelength(X, y, 2, QUICK)
         >>> len(code.block_bits), code.block_bits[0]
@@ -477,8 +472,8 @@ def token_entropy(
     Examples::
 
         >>> import torch
-        >>> from captum_semiring.analysis.mdl import QUICK, fig5_config, token_entropy
-        >>> from captum_semiring.tasks import paper_bert
+        >>> from captum_semiring.reproductions.fig5 import QUICK, fig5_config, token_entropy
+        >>> from captum_semiring.reproductions.tasks import paper_bert
         >>> model = paper_bert(fig5_config(QUICK)).eval()
         >>> ids = torch.randint(1, 21, (2, QUICK.seq_len))
         >>> ent = token_entropy(model, ids, torch.tensor([0, 1]))
@@ -509,7 +504,7 @@ def spearman_permutation_p(
 
     Examples::
 
-        >>> from captum_semiring.analysis.mdl import spearman_permutation_p
+        >>> from captum_semiring.reproductions.fig5 import spearman_permutation_p
         >>> spearman_permutation_p(range(8), range(8)) < 0.01
         True
         >>> spearman_permutation_p([1, 2, 3, 4], [2, 1, 4, 3]) > 0.3
@@ -582,24 +577,23 @@ def fig5_points(
     Examples::
 
         >>> from dataclasses import replace
-        >>> from captum_semiring.analysis.mdl import QUICK, fig5_points
+        >>> from captum_semiring.reproductions.fig5 import QUICK, fig5_points
         >>> rows = fig5_points(replace(QUICK, tasks=("Contains1",)), max_sentences=8)
         >>> row = rows[0]
         >>> row["task"], row["n_test"], row["mdl_bits"] > 0, row["entropy"] > 0
         ('Contains1', 8, True, True)
     """
-    from ..tasks.models import _deterministic
 
     # one thread: these models are too small to gain from two, and on a shared
     # machine a second thread that waits for a busy core makes sweeps 5-10x slower
-    with _deterministic(1):
+    with deterministic(1):
         return _fig5_points(scale, max_sentences, verbose)
 
 
 def _fig5_points(
     scale: Fig5Scale, max_sentences: int | None, verbose: bool
 ) -> list[dict[str, Any]]:
-    from ..tasks.synthetic import get_task
+    from .tasks.synthetic import get_task
 
     n_code = scale.boundaries[-1]
     n_test = scale.n_test if max_sentences is None else min(scale.n_test, max_sentences)
@@ -666,7 +660,7 @@ def summarize_fig5(
 
     Examples::
 
-        >>> from captum_semiring.analysis.mdl import summarize_fig5
+        >>> from captum_semiring.reproductions.fig5 import summarize_fig5
         >>> rows = [{"task": f"t{i}", "family": "binary", "kept": True,
         ...          "mdl_bits": float(i), "entropy": float(10 - i)} for i in range(5)]
         >>> s = summarize_fig5(rows, n_perm=2000)

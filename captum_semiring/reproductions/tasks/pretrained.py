@@ -40,7 +40,7 @@ def load_minilm(
 
     Examples::
 
-        >>> from captum_semiring.tasks import load_minilm
+        >>> from captum_semiring.reproductions.tasks import load_minilm
         >>> model, tokenizer = load_minilm()
         >>> model.config.num_hidden_layers
         6

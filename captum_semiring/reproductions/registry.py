@@ -1,25 +1,22 @@
-"""The registry behind ``captum-semiring reproduce NAME``, and the file writers every
-reproduction shares.
+"""The registry behind ``captum-semiring reproduce NAME``.
 
 A reproduction is a function ``run(out_dir, options) -> list[Path]`` that writes a CSV,
-a PNG and ``NAME_summary.json`` into ``out_dir``. Modules listed in
-:data:`MODULES` register theirs with :func:`register_reproduction` when imported.
+a PNG and ``NAME_summary.json`` into ``out_dir`` (with the writers of
+:mod:`captum_semiring.analysis.io`). Modules listed in :data:`MODULES` register theirs
+with :func:`register_reproduction` when imported; :func:`available` imports them.
 """
 
 from __future__ import annotations
 
-import csv
 import importlib
-import json
-import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: Modules of this package that define reproductions.
-MODULES = ("fig2", "agreement", "sanity", "mdl", "ablation")
+#: Modules of :mod:`captum_semiring.reproductions` that define reproductions.
+MODULES = ("fig2", "fig4", "appb", "fig5", "ablation")
 
 
 @dataclass
@@ -95,42 +92,3 @@ def available() -> dict[str, Reproduction]:
             if err.name != f"{__package__}.{module}":
                 raise
     return dict(sorted(REPRODUCTIONS.items()))
-
-
-def json_ready(x: Any) -> Any:
-    """``x`` with non-finite floats as None and tuples as lists, for strict JSON."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, Mapping):
-        return {str(k): json_ready(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_ready(v) for v in x]
-    return x
-
-
-def write_json(path: Path, data: Mapping[str, Any]) -> Path:
-    """Write ``data`` as indented strict JSON."""
-    path.write_text(
-        json.dumps(json_ready(data), indent=1, allow_nan=False), encoding="utf-8"
-    )
-    return path
-
-
-def write_csv(
-    path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
-) -> Path:
-    """Write ``rows`` with exactly ``columns``, in that order."""
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(columns))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({c: row[c] for c in columns})
-    return path
-
-
-def module_name(model: Any, module: Any) -> str:
-    """The dotted path of ``module`` inside ``model`` (its class name if absent)."""
-    for name, m in model.named_modules():
-        if m is module:
-            return str(name)
-    return type(module).__name__

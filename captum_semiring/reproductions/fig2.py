@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .branch_flow import (
+from ..analysis.branch_flow import (
     AGGREGATION_TITLES,
     AGGREGATIONS,
     TRANSFORMER_BRANCHES,
@@ -17,13 +17,8 @@ from .branch_flow import (
     branch_ci_rows,
     transformer_branch,
 )
-from .reproductions import (
-    ReproduceOptions,
-    module_name,
-    register_reproduction,
-    write_csv,
-    write_json,
-)
+from ..analysis.io import module_name, write_csv, write_json
+from .registry import ReproduceOptions, register_reproduction
 
 TOKEN_TYPES = ("first", "repeat", "other")
 CSV_COLUMNS = ("token_type", "branch", "aggregation", "mean", "ci_low", "ci_high", "n")
@@ -55,7 +50,7 @@ def fig2_branch_flow(
     sentences with a normal 95% interval.
 
     Args:
-        trained: a :class:`~captum_semiring.tasks.TrainedClassifier` on
+        trained: a :class:`~captum_semiring.reproductions.tasks.TrainedClassifier` on
             FirstTokenRepeatedOnce.
         batch_size: sentences per sweep.
         max_sentences: use only the first N validation sentences.
@@ -185,8 +180,8 @@ def reproduce_fig2(out_dir: Path, options: ReproduceOptions) -> list[Path]:
     """Write ``fig2_branch_flow.csv`` (the paper's granularity: softmax and layer norm
     decomposed), ``fig2_branch_flow_aten.csv`` (ATen primitives), the plot
     ``fig2_branch_flow.png`` and ``fig2_summary.json``."""
-    from ..tasks.models import default_model
     from ..visualization import figure_to_png
+    from .tasks.models import default_model
 
     trained = default_model(verbose=True)
     panels, summaries = {}, {}

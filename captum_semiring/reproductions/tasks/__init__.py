@@ -1,5 +1,7 @@
-"""Tasks and models: synthetic datasets, small model builders, local pretrained models."""
+"""Tasks and models: synthetic datasets, small model builders, local pretrained models,
+and the determinism helpers their trainings share (:mod:`.determinism`)."""
 
+from .determinism import deterministic, one_thread
 from .models import (
     TrainedClassifier,
     accuracy,
@@ -25,6 +27,8 @@ from .synthetic import (
 )
 
 __all__ = [
+    "deterministic",
+    "one_thread",
     "load_minilm",
     "minilm_dir",
     "SyntheticTask",

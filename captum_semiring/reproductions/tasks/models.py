@@ -10,7 +10,7 @@ so the embedding table has ``vocab_size + 1`` rows.
 
 Examples::
 
-    >>> from captum_semiring.tasks.models import default_model
+    >>> from captum_semiring.reproductions.tasks.models import default_model
     >>> trained = default_model()          # trains once (seconds), then cached
     >>> trained.val_accuracy
     1.0
@@ -20,13 +20,12 @@ Examples::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ...analysis.models import LoadedModel, encoder_layers, resolve_layer
+from .determinism import deterministic
 from .synthetic import (
     DEFAULT_N,
     DEFAULT_SEQ_LEN,
@@ -45,6 +46,7 @@ from .synthetic import (
 )
 
 __all__ = [
+    "load_default_model",
     "paper_bert_config",
     "paper_bert",
     "train_classifier",
@@ -131,22 +133,6 @@ def accuracy(model: Any, X: Tensor, y: Tensor, batch_size: int = 1024) -> float:
     return correct / max(len(y), 1)
 
 
-@contextlib.contextmanager
-def _deterministic(threads: int | None = 1) -> Iterator[None]:
-    """Deterministic kernels and a fixed thread count, restored afterwards."""
-    old_det = torch.are_deterministic_algorithms_enabled()
-    old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    old_threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
-        torch.set_num_threads(old_threads)
-
-
 @dataclass
 class TrainedClassifier:
     """A trained model with its data and scores.
@@ -209,7 +195,7 @@ def train_classifier(
     deterministic and the thread count is fixed during training (restored after).
 
     Args:
-        task: a :class:`~captum_semiring.tasks.synthetic.SyntheticTask` or its name
+        task: a :class:`~captum_semiring.reproductions.tasks.synthetic.SyntheticTask` or its name
             (``"FirstTokenRepeatedOnce"``, ``"BinCountOnes(5)"``, ...).
         seed: the seed of everything.
         n, seq_len, vocab_size: the dataset (split 70/10/20).
@@ -224,7 +210,7 @@ def train_classifier(
         spec.num_classes, vocab_size=vocab_size, seq_len=seq_len, **config_overrides
     )
     start = time.perf_counter()
-    with _deterministic(threads):
+    with deterministic(threads):
         model = paper_bert(config, seed=seed)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         gen = torch.Generator().manual_seed(seed + 1)
@@ -348,3 +334,47 @@ def default_model(
             f"trained in {trained.seconds:.1f} s, validation accuracy {trained.val_accuracy:.3f}; cached in {entry}"
         )
     return trained
+
+
+def load_default_model(
+    *, layer: str | None = None, verbose: bool = True
+) -> LoadedModel:
+    """The embedded demo model: the paper's 1-layer BERT trained on
+    FirstTokenRepeatedOnce (trained on first use, ~15 s, then cached).
+
+    Args:
+        layer: dotted path of the attribution layer (default: ``bert.embeddings``).
+        verbose: say so on stderr when the model is trained.
+
+    Returns:
+        The :class:`LoadedModel`, with ``label_fn`` and ``val_accuracy`` set.
+
+    Raises:
+        ModelLoadError: no such layer.
+    """
+    trained = default_model(verbose=verbose)
+    model = trained.model.eval()
+    layer_name, layer_module = resolve_layer(model, layer)
+    return LoadedModel(
+        model=model,
+        kind="default",
+        description=(
+            "embedded default: the paper's 1-layer BERT (hidden 16, 2 heads, intermediate 32) "
+            f"trained on FirstTokenRepeatedOnce, seed {trained.seed}"
+        ),
+        layer_name=layer_name,
+        layer=layer_module,
+        encoder_layers=encoder_layers(model),
+        max_positions=trained.seq_len,
+        vocab_size=trained.vocab_size + 1,
+        num_labels=2,
+        hf=True,
+        pad_id=0,
+        val_accuracy=trained.val_accuracy,
+        label_fn=FirstTokenRepeatedOnce().label,
+        token_range=(1, trained.vocab_size),
+        notes=[
+            "Inputs are raw token ids 1..20 without [CLS]; the classifier reads the first "
+            "position (through BERT's pooler). Label 1 = the first token occurs again."
+        ],
+    )

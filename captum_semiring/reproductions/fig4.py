@@ -11,7 +11,7 @@ verb whose number differs from the subject's; all tokens) are averaged, and the 
 report the mean over sentences with a 95% interval.
 
 By default the model is the small BERT of
-:func:`~captum_semiring.tasks.agreement.agreement_model`, trained on template
+:func:`~captum_semiring.reproductions.tasks.agreement.agreement_model`, trained on template
 sentences; ``--hf-model DIR`` runs the same analysis on any local masked LM (e.g. the
 paper's ``google/bert_uncased_L-6_H-512_A-8``).
 
@@ -19,9 +19,9 @@ Examples::
 
     >>> import torch
     >>> from transformers import BertForMaskedLM
-    >>> from captum_semiring.tasks.agreement import (
+    >>> from captum_semiring.reproductions.tasks.agreement import (
     ...     WordTokenizer, agreement_bert_config, encode_all, generate_sentences)
-    >>> from captum_semiring.analysis.agreement import agreement_branch_flow
+    >>> from captum_semiring.reproductions.fig4 import agreement_branch_flow
     >>> tok = WordTokenizer.default()
     >>> _ = torch.manual_seed(0)
     >>> model = BertForMaskedLM(agreement_bert_config(len(tok), num_hidden_layers=2))
@@ -35,8 +35,8 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,15 +45,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..tasks.agreement import (
-    N_EVAL,
-    AgreementExample,
-    batches,
-    encode_all,
-    evaluate,
-    generate_sentences,
-)
-from .branch_flow import (
+from .._hooks import removable_handles
+from ..analysis.branch_flow import (
     AGGREGATION_TITLES,
     AGGREGATIONS,
     TRANSFORMER_BRANCHES,
@@ -61,11 +54,21 @@ from .branch_flow import (
     branch_ci_rows,
     transformer_branch,
 )
-from .reproductions import (
-    ReproduceOptions,
-    register_reproduction,
-    write_csv,
-    write_json,
+from ..analysis.io import write_csv, write_json
+from ..analysis.models import (
+    ModelLoadError,
+    encoder_layers,
+    load_hf_model,
+    quiet_transformers,
+)
+from .registry import ReproduceOptions, register_reproduction
+from .tasks.agreement import (
+    N_EVAL,
+    AgreementExample,
+    batches,
+    encode_all,
+    evaluate,
+    generate_sentences,
 )
 
 __all__ = [
@@ -91,14 +94,6 @@ CSV_COLUMNS = (
     "ci_high",
     "n",
 )
-
-
-def encoder_layers(model: Any) -> list[tuple[str, Any]]:
-    """``(name, module)`` of every BERT-style layer in ``model`` (those with
-    ``attention.self.query/key/value``), in order."""
-    from ..cli import _find_encoder_layers
-
-    return _find_encoder_layers(model)
 
 
 @dataclass
@@ -142,18 +137,18 @@ class AgreementFlow:
 
 @contextlib.contextmanager
 def _first_inputs(modules: Sequence[Any], into: list[Tensor]) -> Iterator[None]:
-    """Append each call's first tensor argument (``hidden_states``) to ``into``."""
+    """Append the hidden states each call of ``modules`` receives (its first
+    positional argument, else its ``hidden_states`` keyword) to ``into``; the hooks
+    are removed when the block ends, also on errors."""
 
     def hook(module: Any, args: Any, kwargs: Any) -> None:
         first = args[0] if args else kwargs.get("hidden_states")
         into.append(first)
 
-    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in modules]
-    try:
+    with removable_handles() as handles:
+        for m in modules:
+            handles.add(m.register_forward_pre_hook(hook, with_kwargs=True))
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _group_masks(batch: Any) -> dict[str, Tensor]:
@@ -174,7 +169,7 @@ def agreement_branch_flow(
     """Max-product branch flow at every encoder layer's input, by token group.
 
     For every example the target is ``logit(correct) − logit(wrong)`` at the mask
-    (:func:`~captum_semiring.tasks.agreement.agreement_target`). One sweep records all
+    (:func:`~captum_semiring.reproductions.tasks.agreement.agreement_target`). One sweep records all
     layer inputs (:func:`captum_semiring.layer_input`); each token's flow into the
     skip connection and the query, key and value projections is taken in two
     aggregations over the hidden units: ``top-branch`` (the paper's: the branch that
@@ -187,7 +182,7 @@ def agreement_branch_flow(
     Args:
         model: a masked LM (``BertForMaskedLM`` or any model whose layers have
             ``attention.self.query/key/value`` and whose output has ``.logits``).
-        examples: encoded sentences (:func:`~captum_semiring.tasks.agreement.encode`).
+        examples: encoded sentences (:func:`~captum_semiring.reproductions.tasks.agreement.encode`).
         batch_size: sentences per sweep (padded batches; padding never mixes
             examples).
         decompose: composite ops to record as finer ops (``("softmax",
@@ -211,9 +206,10 @@ def agreement_branch_flow(
     collected: dict[tuple[int, str, str], list[Tensor]] = {}
     n = 0
     for batch in batches(examples, batch_size):
-        # A layer's input also holds the float attention mask when the batch is
-        # padded, and layer_input marks every float tensor; keep the hidden states
-        # so that branch_flow gets exactly one tensor per layer.
+        # layer_input marks each layer's hidden states (its first floating-point
+        # positional argument, not the float attention mask of a padded batch); the
+        # pre-hooks keep those same tensors, in layer order, to name each layer's
+        # input when its branch flow is read from the result.
         hidden: list[Tensor] = []
         with _first_inputs([m for _, m in layers], hidden):
             with cs.record(*sources, decompose=decompose) as graph:
@@ -223,7 +219,7 @@ def agreement_branch_flow(
         n += len(batch.examples)
         for li, (name, _) in enumerate(layers):
             flow = result.branch_flow(hidden[li]).grouped(
-                lambda label, name=name: transformer_branch(label, name),
+                functools.partial(transformer_branch, layer_name=name),
                 TRANSFORMER_BRANCHES,
             )
             values = {
@@ -383,20 +379,16 @@ def hf_agreement_inputs(
         weights).
 
     Raises:
-        captum_semiring.cli.CLIError: the directory is not a loadable masked LM.
+        captum_semiring.analysis.models.ModelLoadError: the directory is not a
+            loadable masked LM.
     """
-    from ..cli import CLIError, _load_hf, _quiet_transformers
-
-    args = argparse.Namespace(
-        hf_model=str(model_dir), target_pair="is,are", seed=seed, layer=None
-    )
-    subject = _load_hf(args)
+    subject = load_hf_model(model_dir, prefer_masked_lm=True, seed=seed)
     if subject.tokenizer is None:
-        raise CLIError(f"{str(model_dir)!r} has no tokenizer; fig4 needs one")
+        raise ModelLoadError(f"{str(model_dir)!r} has no tokenizer; fig4 needs one")
     if getattr(subject.tokenizer, "mask_token_id", None) is None:
-        raise CLIError(f"the tokenizer in {str(model_dir)!r} has no mask token")
+        raise ModelLoadError(f"the tokenizer in {str(model_dir)!r} has no mask token")
     sentences = generate_sentences(n_sentences, seed=10_000 + seed)
-    with _quiet_transformers():
+    with quiet_transformers():
         examples = encode_all(sentences, subject.tokenizer)
     notes = list(subject.notes)
     notes.append(
@@ -404,7 +396,7 @@ def hf_agreement_inputs(
         "attractors and both verb forms are single tokens)"
     )
     if not examples:
-        raise CLIError(
+        raise ModelLoadError(
             f"no template sentence survives {str(model_dir)!r}'s tokenizer (subject, "
             "attractors and verbs must be single tokens)"
         )
@@ -420,14 +412,14 @@ def agreement_inputs(
 
     Args:
         hf_model: a local masked LM directory; default: the trained agreement model
-            (:func:`~captum_semiring.tasks.agreement.agreement_model`).
+            (:func:`~captum_semiring.reproductions.tasks.agreement.agreement_model`).
         max_sentences: keep the first N examples (balanced over 1..4 attractors
             when N is a multiple of 4).
         verbose: print training progress on first use.
 
     Returns:
         ``(model, examples, info)``; ``info`` describes the model. Stack the examples
-        with :func:`~captum_semiring.tasks.agreement.batches`; each batch's
+        with :func:`~captum_semiring.reproductions.tasks.agreement.batches`; each batch's
         ``forward_func(model)`` maps ids to the target.
     """
     if hf_model is not None:
@@ -437,7 +429,7 @@ def agreement_inputs(
             "notes": notes,
         }
     else:
-        from ..tasks.agreement import agreement_model
+        from .tasks.agreement import agreement_model
 
         trained = agreement_model(verbose=verbose)
         model, examples = trained.model, trained.examples
@@ -554,8 +546,8 @@ def reproduce_fig4(out_dir: Path, options: ReproduceOptions) -> list[Path]:
             "Not the paper's setup: the paper used pretrained BERT "
             "(bert_uncased_L-6_H-512_A-8) on 670 sentences of Linzen et al. (2016); "
             "neither can be downloaded here, so this is a 4-layer BERT trained from "
-            "scratch on template sentences (tasks.agreement). Run with --hf-model DIR "
-            "for a real BERT."
+            "scratch on template sentences (reproductions.tasks.agreement). Run with "
+            "--hf-model DIR for a real BERT."
         )
     csv_path = write_csv(out_dir / "fig4_branch_flow.csv", flow.rows, CSV_COLUMNS)
     aten_path = write_csv(

@@ -23,7 +23,7 @@ implies. ``C`` must divide ``S``.
 
 Examples::
 
-    >>> from captum_semiring.tasks.synthetic import FirstTokenRepeatedOnce, split
+    >>> from captum_semiring.reproductions.tasks.synthetic import FirstTokenRepeatedOnce, split
     >>> X, y = FirstTokenRepeatedOnce()(n=100, seed=0)
     >>> X.shape, int(y.sum())
     (torch.Size([100, 10]), 50)

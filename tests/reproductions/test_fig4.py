@@ -17,15 +17,15 @@ import pytest
 import torch
 
 import captum_semiring as cs
-from captum_semiring.analysis.agreement import (
+from captum_semiring.analysis.branch_flow import TRANSFORMER_BRANCHES
+from captum_semiring.cli import main
+from captum_semiring.reproductions.fig4 import (
     AGGREGATIONS,
     CSV_COLUMNS,
     TOKEN_GROUPS,
     agreement_branch_flow,
 )
-from captum_semiring.analysis.branch_flow import TRANSFORMER_BRANCHES
-from captum_semiring.cli import main
-from captum_semiring.tasks.agreement import (
+from captum_semiring.reproductions.tasks.agreement import (
     SPECIAL_TOKENS,
     WordTokenizer,
     agreement_bert_config,
@@ -223,6 +223,20 @@ def test_padding_does_not_change_targets(tok: WordTokenizer, tiny_model) -> None
 # ---------------------------------------------------------------- analysis
 
 
+def _with_attractor(examples) -> int:
+    """Sentences with an attractor, by English morphology (a plural noun ends in -s):
+    a noun between subject and verb whose number differs from the subject's; not from
+    the module's ``mismatched`` flags or its attractor mask."""
+    return sum(
+        any(
+            ex.sentence.words[i].endswith("s")
+            != ex.sentence.words[ex.sentence.subject_index].endswith("s")
+            for i in ex.sentence.attractor_indices
+        )
+        for ex in examples
+    )
+
+
 def test_branch_flow_structure_and_direct_computation(
     tok: WordTokenizer, tiny_model
 ) -> None:
@@ -237,7 +251,19 @@ def test_branch_flow_structure_and_direct_computation(
     }
     for r in flow.rows:
         assert r["ci_low"] <= r["mean"] <= r["ci_high"]
-        assert r["n"] == (6 if r["token_group"] != "attractor" else r["n"])
+        want_n = _with_attractor(exs) if r["token_group"] == "attractor" else 6
+        assert r["n"] == want_n
+    # sentences without attractors count for the subject and all tokens only
+    none = encode_all(
+        generate_sentences(2, seed=12, min_attractors=0, max_attractors=0), tok
+    )
+    mixed = exs[:3] + none
+    assert len(none) == 2 and _with_attractor(mixed) == 3
+    n_by_group = {
+        r["token_group"]: r["n"]
+        for r in agreement_branch_flow(tiny_model, mixed, batch_size=4).rows
+    }
+    assert n_by_group == {"subject": 5, "all": 5, "attractor": 3}
 
     # one sentence, no padding: the subject's flow straight from the engine
     ex = exs[0]

@@ -7,12 +7,12 @@ sizes". Here the features are i.i.d. uniform on ``[0, 1)``; feature 0 is the
 *relevant* one (it alone decides the label), the others are *irrelevant* (independent
 of the label by construction). The MLP is ``depth`` blocks of ``Linear + ReLU`` of
 width ``hidden`` followed by a linear layer to 2 logits; the paper does not state its
-depth, so :func:`~captum_semiring.analysis.sanity.appb_mlp_entropy` reports depth 1 and
+depth, so :func:`~captum_semiring.reproductions.appb.appb_mlp_entropy` reports depth 1 and
 depth 2.
 
 Examples::
 
-    >>> from captum_semiring.tasks.appb import appb_data, appb_label, train_appb_mlp
+    >>> from captum_semiring.reproductions.tasks.appb import appb_data, appb_label, train_appb_mlp
     >>> X, y = appb_data(n=1000, seed=0)
     >>> X.shape, bool((y == appb_label(X)).all())
     (torch.Size([1000, 4]), True)
@@ -23,14 +23,13 @@ Examples::
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
 
 import torch
 from torch import Tensor, nn
+
+from .determinism import one_thread
 
 __all__ = [
     "APPB_FEATURES",
@@ -40,32 +39,7 @@ __all__ = [
     "appb_mlp",
     "TrainedMLP",
     "train_appb_mlp",
-    "one_thread",
 ]
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def one_thread(fn: Callable[P, R]) -> Callable[P, R]:
-    """Decorator: run ``fn`` with one intra-op thread, restoring the count after.
-
-    The models of these sanity checks are small enough that a second thread buys
-    nothing, and on a shared machine a thread that waits for a busy core made a
-    100-step MLP training 40x slower (10 s instead of 0.25 s).
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        old = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            torch.set_num_threads(old)
-
-    return wrapper
-
 
 #: Number of input features (the paper's "4-featured" dataset).
 APPB_FEATURES = 4

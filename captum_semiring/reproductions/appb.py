@@ -15,7 +15,7 @@
    to the log number of paths (:class:`~captum_semiring.PathCount`), the upper bound
    of an entropy.
 2. **Entropy against MLP hidden size** (Fig. 6(b)), on
-   :mod:`captum_semiring.tasks.appb`: 4 uniform features, label ``x0 > 0.5``. For each
+   :mod:`captum_semiring.reproductions.tasks.appb`: 4 uniform features, label ``x0 > 0.5``. For each
    hidden size, depth (1 and 2 hidden layers; the paper does not give its depth) and
    seed, an MLP is trained (full-batch Adam, 300 steps) and the entropy of each input
    feature is taken with the correct class's logit as target, averaged over 500 test
@@ -26,7 +26,7 @@
 Scales (``options.extra["scale"]`` or ``$CAPTUM_SEMIRING_REPRO_SCALE``): ``full``
 (:data:`FULL`) or ``quick`` (:data:`QUICK`, for tests). ``--max-sentences N`` caps
 the sentences per length. Trainings and sweeps run on one thread
-(:func:`~captum_semiring.tasks.appb.one_thread`).
+(:func:`~captum_semiring.reproductions.tasks.determinism.one_thread`).
 """
 
 from __future__ import annotations
@@ -40,15 +40,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..tasks.appb import one_thread
-from .reproductions import (
-    ReproduceOptions,
-    pick_scale,
-    register_reproduction,
-    write_csv,
-    write_json,
-)
-from .stats import mean_ci, spearman
+from ..analysis.io import write_csv, write_json
+from ..analysis.stats import mean_ci, spearman
+from .registry import ReproduceOptions, pick_scale, register_reproduction
+from .tasks.determinism import deterministic, one_thread
 
 __all__ = [
     "PASSAGE",
@@ -167,7 +162,7 @@ def feature_entropy(model: nn.Module, X: Tensor, target: Tensor) -> Tensor:
     Examples::
 
         >>> import torch
-        >>> from captum_semiring.analysis.sanity import feature_entropy
+        >>> from captum_semiring.reproductions.appb import feature_entropy
         >>> net = torch.nn.Sequential(
         ...     torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1))
         >>> with torch.no_grad():  # two equal paths from feature 0, none from feature 1
@@ -204,7 +199,7 @@ def appb_mlp_entropy(
     """Fig. 6(b): per-feature gradient entropy of App. B MLPs by hidden size.
 
     For each depth, hidden size and seed of ``scale``, train an MLP with
-    :func:`~captum_semiring.tasks.appb.train_appb_mlp` and take
+    :func:`~captum_semiring.reproductions.tasks.appb.train_appb_mlp` and take
     :func:`feature_entropy` on its 500 test examples with the correct class's logit
     as target.
 
@@ -223,12 +218,12 @@ def appb_mlp_entropy(
 
     Examples::
 
-        >>> from captum_semiring.analysis.sanity import QUICK, appb_mlp_entropy
+        >>> from captum_semiring.reproductions.appb import QUICK, appb_mlp_entropy
         >>> rows = appb_mlp_entropy(QUICK, untrained=False)
         >>> [(r["hidden"], round(r["log_paths"], 3)) for r in rows]
         [(2, 0.693), (8, 2.079), (32, 3.466)]
     """
-    from ..tasks.appb import train_appb_mlp
+    from .tasks.appb import train_appb_mlp
 
     rows: list[dict[str, Any]] = []
     for depth, sizes in sorted(scale.hidden_sizes.items()):
@@ -304,8 +299,8 @@ def length_windows(
     Examples::
 
         >>> from transformers import AutoTokenizer
-        >>> from captum_semiring.tasks import minilm_dir
-        >>> from captum_semiring.analysis.sanity import length_windows
+        >>> from captum_semiring.reproductions.tasks import minilm_dir
+        >>> from captum_semiring.reproductions.appb import length_windows
         >>> tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
         >>> windows = length_windows(tokenizer, (4, 6), n_per_length=1)
         >>> [tokenizer.convert_ids_to_tokens(ids[0]) for _, _, ids in windows]
@@ -350,7 +345,7 @@ def sentence_length_entropy(
         n_per_length: sentences per length.
         seed: seeds the sentences' start offsets.
         model, tokenizer: a BERT-like ``BertModel`` and its tokenizer; default
-            :func:`~captum_semiring.tasks.load_minilm`.
+            :func:`~captum_semiring.reproductions.tasks.load_minilm`.
         verbose: print one line per sentence.
 
     Returns:
@@ -361,7 +356,7 @@ def sentence_length_entropy(
 
     Examples::
 
-        >>> from captum_semiring.analysis.sanity import sentence_length_entropy
+        >>> from captum_semiring.reproductions.appb import sentence_length_entropy
         >>> rows = sentence_length_entropy(lengths=(4, 8), n_per_length=1)
         >>> rows[0]["token_entropy_mean"] < rows[1]["token_entropy_mean"]
         True
@@ -373,7 +368,7 @@ def sentence_length_entropy(
     import captum_semiring as cs
 
     if model is None or tokenizer is None:
-        from ..tasks.pretrained import load_minilm
+        from .tasks.pretrained import load_minilm
 
         model, tokenizer = load_minilm()
     emb = model.embeddings
@@ -454,7 +449,7 @@ def summarize_appb(
 
     Examples::
 
-        >>> from captum_semiring.analysis.sanity import summarize_appb
+        >>> from captum_semiring.reproductions.appb import summarize_appb
         >>> length_rows = [
         ...     {"length": L, "token_entropy_mean": h, "input_entropy": h + 1,
         ...      "token_log_paths_mean": 2 * h, "input_log_paths": 2 * h + 2}
@@ -669,7 +664,6 @@ def plot_mlp(rows: Sequence[dict[str, Any]]) -> Any:
 def reproduce_appb(out_dir: Path, options: ReproduceOptions) -> list[Path]:
     """Write ``appB_length.csv``, ``appB_mlp.csv``, ``appB_length.png``,
     ``appB_mlp.png`` and ``appB_summary.json``."""
-    from ..tasks.models import _deterministic
     from ..visualization import figure_to_png
 
     scale_name, scale = pick_scale(options, {"full": FULL, "quick": QUICK})
@@ -678,7 +672,7 @@ def reproduce_appb(out_dir: Path, options: ReproduceOptions) -> list[Path]:
         n_per_length = max(1, min(n_per_length, options.max_sentences))
     # one thread: on a shared 2-core machine a second thread waiting for a busy core
     # made the MiniLM sweeps several times slower
-    with _deterministic(1):
+    with deterministic(1):
         start = time.perf_counter()
         length_rows = sentence_length_entropy(scale.lengths, n_per_length, verbose=True)
         t_length = time.perf_counter() - start

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from captum_semiring.tasks import (
+from captum_semiring.reproductions.tasks import (
     TASKS,
     AdjacentDuplicate,
     BinCountOnes,
@@ -238,7 +238,7 @@ def test_write_cache_entry_round_trips_and_replaces(tmp_path) -> None:
 
     from transformers import BertConfig, BertForSequenceClassification
 
-    from captum_semiring.tasks.models import write_cache_entry
+    from captum_semiring.reproductions.tasks.models import write_cache_entry
 
     config = BertConfig(
         vocab_size=10,
