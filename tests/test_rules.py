@@ -524,3 +524,22 @@ def test_decompose_softmax_also_splits_the_attention_softmax():
     ops = {str(r.func) for r in graph.records}
     assert "aten.exp.default" in ops
     assert not ops & {"aten._softmax.default", "aten._safe_softmax.default"}
+
+
+def test_embedding_padding_row_gets_no_gradient_as_in_autograd():
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(6, 3, padding_idx=2).double()
+    ids = torch.tensor([[1, 2, 2, 4], [2, 5, 1, 0]])
+    with cs.record(emb.weight) as graph:
+        out = torch.tanh(emb(ids)).sum((1, 2))
+    (expected,) = torch.autograd.grad(torch.tanh(emb(ids)).sum(), emb.weight)
+    torch.testing.assert_close(graph.backward(out, "sum")[emb.weight], expected)
+    assert (graph.backward(out, "count")[emb.weight][2] == -math.inf).all()  # no path
+
+
+def test_embedding_scale_grad_by_freq_is_a_clean_error():
+    emb = torch.nn.Embedding(6, 3, scale_grad_by_freq=True).double()
+    with cs.record(emb.weight) as graph:
+        out = emb(torch.tensor([[1, 1, 3]])).sum((1, 2))
+    with pytest.raises(cs.UnsupportedOpError, match="scale_grad_by_freq"):
+        graph.backward(out, "sum")

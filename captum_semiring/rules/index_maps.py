@@ -123,7 +123,6 @@ _PROBED_PER_CALL = (
     aten.gather.default,
     aten.index.Tensor,
     aten._unsafe_index.Tensor,
-    aten.embedding.default,
     aten.slice_scatter.default,
     aten.select_scatter.default,
     aten.as_strided_scatter.default,
@@ -178,6 +177,29 @@ def _structure_key(call: OpRecord) -> Any:
     except TypeError:
         return None
     return key
+
+
+@register_rule(aten.embedding.default, copies=True)
+def embedding_rule(call: OpRecord) -> dict[tuple[int, int], IndexMap]:
+    """Rows of the weight, copied. As in autograd, the ``padding_idx`` row gets no
+    gradient: its copies are not edges."""
+    if call.arg("scale_grad_by_freq", False):
+        raise UnsupportedOpError(
+            f"{call.func} with scale_grad_by_freq=True (module '{call.module}'): its "
+            "gradient is scaled by batch counts, which is not a path weight"
+        )
+    maps = probe_index_map(call)
+    padding = call.arg("padding_idx", -1)
+    weight = call.position("weight")
+    if padding is None or padding < 0:
+        return maps
+    width = call.leaves[weight].shape[-1]
+    for key, m in maps.items():
+        if key[0] == weight:
+            padded = (m.source >= 0) & (m.source // width == padding)
+            source = torch.where(padded, -1, m.source)
+            maps[key] = IndexMap(source, m.in_shape, m.out_shape)
+    return maps
 
 
 @register_rule(aten.index_put.default, aten.scatter.src, aten.scatter.value)
