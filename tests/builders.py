@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -16,19 +18,28 @@ def two_layer_mlp() -> tuple[nn.Module, torch.Tensor]:
     return net, x
 
 
-def tiny_bert(layers: int, **config: object) -> nn.Module:
-    """A random-init float64 BertModel (hidden 8, 2 heads, eager attention), seeded;
-    ``config`` overrides BertConfig fields."""
-    from transformers import BertConfig, BertModel
+def tiny_bert_config(**overrides: object) -> Any:
+    """The tests' one BertConfig: vocabulary 30, hidden 8, 2 layers, 2 heads,
+    intermediate 16, eager attention; ``overrides`` replace any field."""
+    from transformers import BertConfig
 
-    torch.manual_seed(0)
-    settings: dict[str, object] = dict(
+    settings: dict[str, Any] = dict(
         vocab_size=30,
         hidden_size=8,
-        num_hidden_layers=layers,
+        num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=16,
         attn_implementation="eager",
     )
-    settings.update(config)
-    return BertModel(BertConfig(**settings)).double().eval()
+    settings.update(overrides)
+    return BertConfig(**settings)
+
+
+def tiny_bert(layers: int, **config: object) -> nn.Module:
+    """A random-init float64 BertModel of :func:`tiny_bert_config`, seeded."""
+    from transformers import BertModel
+
+    torch.manual_seed(0)
+    return (
+        BertModel(tiny_bert_config(num_hidden_layers=layers, **config)).double().eval()
+    )

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from builders import two_layer_mlp
+from builders import tiny_bert_config, two_layer_mlp
 from torch import nn
 
 import captum_semiring as cs
@@ -65,17 +65,16 @@ def test_float32_deep_tanh_mlp_matches_float64():
 
 
 def test_float32_twelve_layer_bert_matches_float64():
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(
+    config = tiny_bert_config(
         vocab_size=50,
         hidden_size=64,
         num_hidden_layers=12,
         num_attention_heads=4,
         intermediate_size=128,
         max_position_embeddings=16,
-        attn_implementation="eager",
     )
     model = BertModel(config).eval()
     ids = torch.tensor([[2, 7, 11, 5, 3]])

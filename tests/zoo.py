@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from builders import tiny_bert_config
 from torch import nn
 
 Case = tuple[nn.Module, tuple[Any, ...], Callable[[Any], torch.Tensor], tuple[Any, ...]]
@@ -127,7 +128,6 @@ def transformer_encoder() -> Case:
 
 def _hf(kind: str, impl: str) -> Case:
     from transformers import (
-        BertConfig,
         BertForSequenceClassification,
         DistilBertConfig,
         DistilBertForSequenceClassification,
@@ -137,11 +137,9 @@ def _hf(kind: str, impl: str) -> Case:
 
     torch.manual_seed(0)
     if kind == "bert":
-        config = BertConfig(
+        config = tiny_bert_config(
             vocab_size=40,
             hidden_size=16,
-            num_hidden_layers=2,
-            num_attention_heads=2,
             intermediate_size=32,
             max_position_embeddings=16,
             attn_implementation=impl,
@@ -200,14 +198,11 @@ def tiny_mlm(layers: int = 2) -> nn.Module:
     """A tiny ``BertForMaskedLM`` (vocabulary 12, hidden 8, 2 heads, eager attention,
     no dropout) with large random weights, in eval mode: a clearly nonlinear stand-in
     for a masked LM. Token ids ``1..11``, at most 8 positions."""
-    from transformers import BertConfig, BertForMaskedLM
+    from transformers import BertForMaskedLM
 
-    config = BertConfig(
+    config = tiny_bert_config(
         vocab_size=12,
-        hidden_size=8,
         num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=16,
         max_position_embeddings=8,
         type_vocab_size=1,
         hidden_dropout_prob=0.0,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import tiny_bert_config
 from torch import nn
 
 from captum_semiring.analysis.models import (
@@ -26,16 +27,7 @@ transformers = pytest.importorskip("transformers")
 
 
 def _config(**overrides: object) -> transformers.BertConfig:
-    settings: dict[str, object] = dict(
-        vocab_size=30,
-        hidden_size=8,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=16,
-        max_position_embeddings=12,
-    )
-    settings.update(overrides)
-    return transformers.BertConfig(**settings)
+    return tiny_bert_config(**{"max_position_embeddings": 12, **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from builders import tiny_bert_config
 from torch import nn
 
 
@@ -76,14 +77,13 @@ class BertLike(nn.Module):
 
     def __init__(self, num_layers: int = 2, attn_implementation: str = "eager") -> None:
         super().__init__()
-        from transformers import BertConfig, BertForSequenceClassification
+        from transformers import BertForSequenceClassification
 
         torch.manual_seed(0)
-        config = BertConfig(
+        config = tiny_bert_config(
             vocab_size=128,
             hidden_size=16,
             num_hidden_layers=num_layers,
-            num_attention_heads=2,
             intermediate_size=32,
             max_position_embeddings=32,
             num_labels=3,

@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from builders import tiny_bert_config
 
 from captum_semiring.reproductions.tasks import (
     TASKS,
@@ -240,7 +241,7 @@ def test_write_cache_entry_round_trips_and_replaces(tmp_path) -> None:
 
     from captum_semiring.reproductions.tasks.models import write_cache_entry
 
-    config = BertConfig(
+    config = tiny_bert_config(
         vocab_size=10,
         hidden_size=4,
         num_hidden_layers=1,
