@@ -38,7 +38,7 @@ from ._record import (
 )
 from .result import SemiringResult
 from .rules import UnsupportedOpError
-from .semirings import Semiring
+from .semirings import Semiring, SumProduct
 
 if TYPE_CHECKING:
     from .rules._maps import LocalMap
@@ -91,7 +91,9 @@ class Graph(Recording):
         """Drop cached local derivatives (they are recomputed on the next sweep)."""
         engine.clear_cache(self)
 
-    def backward(self, output: Tensor, semiring: Semiring | str = "sum") -> SemiringResult:
+    def backward(
+        self, output: Tensor, semiring: Semiring | str = "sum"
+    ) -> SemiringResult:
         """Sweep from ``output`` (one scalar per example) back to every node.
 
         Args:
@@ -187,8 +189,10 @@ class _Recorder(TorchDispatchMode):
             if isinstance(x, Tensor):
                 node = node_of.get(id(x))
                 if node is not None and keep.get(id(x)) is x:
-                    if grad and node in provisional and x.grad_fn is None:
-                        continue  # computed under no_grad, outside any Function
+                    if grad and node in provisional:
+                        if x.grad_fn is None:
+                            continue  # computed under no_grad, outside any Function
+                        graph.function_outputs.setdefault(x.grad_fn.name(), x)
                     tracked.append((i, node))
         if graph._stale:
             for x in leaves:
@@ -210,7 +214,9 @@ class _Recorder(TorchDispatchMode):
                 f"{func} in module '{self.module}' writes to out=; use the functional form"
             )
         for t in written:
-            self._copy_saved_before_write(t, metadata_only=rules.changes_metadata_only(func))
+            self._copy_saved_before_write(
+                t, metadata_only=rules.changes_metadata_only(func)
+            )
 
         if not grad and (written or not tracked):
             # As in autograd, a tensor changed under no_grad keeps its history.
@@ -381,7 +387,13 @@ class _Recorder(TorchDispatchMode):
             return
         offset = view.storage_offset() - base.storage_offset()
         leaves, spec = flatten_args(
-            (before, view.detach().clone(), list(view.shape), list(view.stride()), offset),
+            (
+                before,
+                view.detach().clone(),
+                list(view.shape),
+                list(view.stride()),
+                offset,
+            ),
             {},
         )
         tracked = [(1, view_node)]
@@ -535,6 +547,7 @@ def record(*sources: Source, decompose: Iterable[Any] = ()) -> Iterator[Graph]:
                 handles.add(handle)
             with recording_kernels(), _Recorder(graph):
                 yield graph
+            _check_functions(graph)  # while the sources still require grad
         finally:
             graph._snapshot_versions()
             for t in restore_grad:
@@ -543,8 +556,60 @@ def record(*sources: Source, decompose: Iterable[Any] = ()) -> Iterator[Graph]:
     _warn_first_nan(graph)  # after the recorder is gone: its norms are not recorded
 
 
+def _check_functions(graph: Graph) -> None:
+    """Warn where a torch.autograd.Function's backward is not the derivative of its
+    forward (a straight-through estimator, gradient reversal): paths follow the
+    forward, so SumProduct cannot equal autograd there. Compares the two
+    vector-Jacobian products from its first output to the tensor sources, on a
+    random cotangent."""
+    sources = [
+        (nodes[0], t)
+        for key, nodes in graph.sources.items()
+        if isinstance(key, tuple) and key[0] == "tensor"
+        for t in [graph._keep[key[1]]]
+    ]
+    if not sources:
+        return
+    sr = SumProduct()
+    generator = torch.Generator().manual_seed(0)
+    for name, out in graph.function_outputs.items():
+        v = torch.randn(out.shape, generator=generator, dtype=out.dtype)
+        try:
+            with torch.enable_grad():
+                theirs = torch.autograd.grad(
+                    out,
+                    [t for _, t in sources],
+                    v,
+                    retain_graph=True,
+                    allow_unused=True,
+                )
+        except RuntimeError:
+            continue  # a Function whose backward refuses autograd.grad (checkpoint)
+        node = graph.node_of(out)
+        producer = graph.nodes[node].producer
+        module = producer.module if producer is not None else ""
+        env = engine.reverse(graph, sr, {node: v[None]})
+        for (source, t), g in zip(sources, theirs, strict=True):
+            ours = env.get(source)
+            ours = torch.zeros_like(t) if ours is None else ours[0]
+            expected = torch.zeros_like(t) if g is None else g
+            if not torch.allclose(ours, expected, rtol=1e-4, atol=1e-6):
+                warnings.warn(
+                    f"torch.autograd.Function {name.removesuffix('Backward')} in module "
+                    f"'{module}' has a backward that is not the derivative of its "
+                    "forward; semiring paths follow the forward, so SumProduct differs "
+                    "from torch.autograd.grad here",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                break
+
+
 def _mark_sources(
-    graph: Graph, sources: tuple[Source, ...], handles: HandleSet, restore_grad: list[Tensor]
+    graph: Graph,
+    sources: tuple[Source, ...],
+    handles: HandleSet,
+    restore_grad: list[Tensor],
 ) -> None:
     """Register tensor sources now, and hooks that mark module outputs and inputs
     as sources when they run."""

@@ -112,7 +112,15 @@ def backward(graph: Recording, output: Tensor, semiring: Semiring | str) -> Swee
             "block, so no path leads to it"
         ) from None
     graph.check_unchanged()
-    env: dict[int, Tensor] = {root: sr.ones(output.shape, output.detach())}
+    env = reverse(graph, sr, {root: sr.ones(output.shape, output.detach())})
+    return Sweep(graph, sr, env, root, output)
+
+
+@torch.no_grad()
+def reverse(
+    graph: Recording, sr: Semiring, env: dict[int, Tensor]
+) -> dict[int, Tensor]:
+    """The reverse sweep from seed values ``env`` (node to value), filled in place."""
     nodes = graph.nodes
     # Ops none of whose outputs reach the output (dead branches, or ops recorded
     # after it) have no value: they are skipped before their local maps are built.
@@ -125,7 +133,7 @@ def backward(graph: Recording, output: Tensor, semiring: Semiring | str) -> Swee
             if value is not None:
                 node = ins[leaf]
                 _accumulate(sr, env, node, local.backward(sr, value), nodes[node].dtype)
-    return Sweep(graph, sr, env, root, output)
+    return env
 
 
 @torch.no_grad()

@@ -26,8 +26,6 @@ def storage_key(t: Tensor) -> int | None:
         return None
 
 
-
-
 def is_tracked_dtype(t: object) -> bool:
     return isinstance(t, Tensor) and (t.is_floating_point() or t.is_complex())
 
@@ -268,7 +266,6 @@ def layer_input(module: nn.Module) -> LayerInput:
     return LayerInput(module)
 
 
-
 def index_saved(
     index: dict[int, list[tuple[list[Any], int]]], record: OpRecord
 ) -> None:
@@ -307,6 +304,8 @@ class Recording:
         # autograd tracks them after all: the outputs of a torch.autograd.Function,
         # whose forward runs under no_grad, have a grad_fn.
         self.provisional: set[int] = set()
+        # The first output of each autograd.Function seen, by its backward's name.
+        self.function_outputs: dict[str, Tensor] = {}
 
     # ----- nodes -------------------------------------------------------------
     def _new_node(self, t: Tensor, producer: OpRecord | None, label: str = "") -> int:
@@ -382,4 +381,11 @@ class Recording:
             ]
 
 
-__all__ = ["OpRecord", "Node", "LayerInput", "Recording", "RecordingError", "layer_input"]
+__all__ = [
+    "OpRecord",
+    "Node",
+    "LayerInput",
+    "Recording",
+    "RecordingError",
+    "layer_input",
+]

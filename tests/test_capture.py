@@ -359,3 +359,34 @@ def test_module_paths_ignore_models_running_in_other_threads():
     finally:
         stop.set()
         worker.join()
+
+
+class _StraightThrough(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return torch.round(x * 3) / 3
+
+    @staticmethod
+    def backward(ctx, g):
+        return g  # not the derivative of round
+
+
+def test_a_function_whose_backward_is_not_its_derivative_warns_once():
+    x = torch.randn(3, 4, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="Function _StraightThrough in module '0'"):
+        net = nn.Sequential(_Apply(_StraightThrough), nn.Tanh())
+        with cs.record(x):
+            (net(x) + net(x)).sum(-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an exact Function: no warning
+        with cs.record(x):
+            _TanhGelu.apply(x).sum(-1)
+
+
+class _Apply(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn.apply(x)
