@@ -502,6 +502,35 @@ HF: dict[str, tuple[Callable[[str | None], ZooCase], tuple[str | None, ...]]] = 
         ),
         ("eager", "sdpa"),
     ),
+    # the experts as one batched matmul over all experts (transformers' "batched_mm");
+    # its default, "grouped_mm", runs torch._grouped_mm, which has no float64 kernel
+    # on CPU (plain PyTorch fails before any recording)
+    "mixtral-bmm": (
+        lambda impl: _decoder(
+            "MixtralForCausalLM",
+            "MixtralConfig",
+            impl,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            experts_implementation="batched_mm",
+            **LLAMA_LIKE,
+        ),
+        ("sdpa",),
+    ),
+    "qwen3-moe-bmm": (
+        lambda impl: _decoder(
+            "Qwen3MoeForCausalLM",
+            "Qwen3MoeConfig",
+            impl,
+            num_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=32,
+            decoder_sparse_step=1,
+            experts_implementation="batched_mm",
+            **LLAMA_LIKE,
+        ),
+        ("sdpa",),
+    ),
     "mamba": (
         lambda impl: _decoder(
             "MambaForCausalLM",
