@@ -35,6 +35,7 @@ from ._record import (
     layer_input,
     op_schema,
     storage_key,
+    unflatten_args,
 )
 from .result import SemiringResult
 from .rules import UnsupportedOpError
@@ -360,17 +361,60 @@ class _Recorder(TorchDispatchMode):
         base_node = None if base is None else self.graph._lookup(base)
         out = func(*args, **kwargs)
         self._forget_written(target, func, metadata_only)
-        self._record(
-            functional,
-            functional_leaves,
-            spec,
-            target,
-            tracked,
-            saved_out=target.detach().clone(),
-        )
+        if rules.has_rule(functional):
+            self._record(
+                functional,
+                functional_leaves,
+                spec,
+                target,
+                tracked,
+                saved_out=target.detach().clone(),
+            )
+        else:
+            self._record_decomposed_write(
+                functional, functional_leaves, spec, tracked, target
+            )
         if base is not None and base_before is not None:
             self._record_base_write(base, base_before, base_node, target)
         return out
+
+    def _record_decomposed_write(
+        self,
+        functional: Any,
+        leaves: list[Any],
+        spec: Any,
+        tracked: list[tuple[int, int]],
+        target: Tensor,
+    ) -> None:
+        """An in-place op whose out-of-place form has only a decomposition
+        (``index_add_``): record the decomposition on the saved arguments, then the
+        target's new value as a copy of its result."""
+        graph = self.graph
+        for i, node in tracked:  # saved copies stand for the old values' nodes
+            graph._node_of[id(leaves[i])], graph._keep[id(leaves[i])] = node, leaves[i]
+        decomposition = self._decomposition(functional)
+        f_args, f_kwargs = unflatten_args(leaves, spec)
+        with self:
+            new = (
+                decomposition(*f_args, **f_kwargs) if decomposition else NotImplemented
+            )
+        if new is NotImplemented:
+            raise UnsupportedOpError(
+                f"in-place {functional} (in module '{self.module}'): its "
+                "decomposition does not cover these arguments"
+            )
+        new_node = graph._lookup(new) if isinstance(new, Tensor) else None
+        if new_node is None:
+            return  # nothing tracked reaches the result
+        copy_leaves, copy_spec = flatten_args((target.detach().clone(), new), {})
+        self._record(
+            aten.copy.default,
+            copy_leaves,
+            copy_spec,
+            target,
+            [(1, new_node)],
+            saved_out=target.detach().clone(),
+        )
 
     def _record_base_write(
         self, base: Tensor, before: Tensor, base_node: int | None, view: Tensor

@@ -390,3 +390,26 @@ class _Apply(nn.Module):
 
     def forward(self, x):
         return self.fn.apply(x)
+
+
+def test_in_place_ops_whose_out_of_place_form_only_decomposes_are_exact():
+    # tril_, addr_, renorm_ and index_copy_ have no rule of their own: their
+    # decompositions are recorded (the sweep used to fail on the bare op).
+    def f(x, v):
+        y = x * 1.0
+        y.tril_()
+        y.addr_(v, v)
+        y.renorm_(2, 0, 1.0)
+        z = x * 2.0
+        z.index_copy_(0, torch.tensor([2, 0]), x[:2] * 3)
+        return (y + z).sum(1)
+
+    torch.manual_seed(0)
+    x, v = torch.randn(3, 3, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    with cs.record(x, v) as graph:
+        out = f(x, v)
+    xr, vr = x.clone().requires_grad_(True), v.clone().requires_grad_(True)
+    expected = torch.autograd.grad(f(xr, vr).sum(), (xr, vr))
+    res = graph.backward(out, "sum")
+    torch.testing.assert_close(res[x], expected[0])
+    torch.testing.assert_close(res[v], expected[1])
