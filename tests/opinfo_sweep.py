@@ -80,6 +80,14 @@ SKIPPED_PREFIXES: dict[str, str] = {
 _NOT_SKIPPED = {"nn.functional.feature_alpha_dropout.without_train"}  # the identity
 
 
+# Ops whose autograd gradient is known to be wrong (OpInfo itself marks their
+# gradcheck as an expected failure): compared with central differences instead.
+NUMERICAL_REFERENCE: dict[str, str] = {
+    "as_strided_scatter": "autograd's gradient for self is the complement of the "
+    "true one (torch 2.13, gradcheck fails)",
+}
+
+
 def op_key(op: Any) -> str:
     """The sweep's name for an OpInfo entry: ``name`` or ``name.variant``."""
     return f"{op.name}.{op.variant_test_name}" if op.variant_test_name else op.name
@@ -213,6 +221,9 @@ def _compare(op: Any, sample: Any, sources: list[torch.Tensor]) -> Outcome:
     plain = [t for t in plain if t.dtype == DTYPE]
     if not plain:
         return Outcome(SKIP, "no differentiable float64 output")
+    numerical = None  # before recording: it writes into the sources
+    if op_key(op) in NUMERICAL_REFERENCE:
+        numerical = _central_differences(op, sample, sources)
     with cs.record(*sources) as graph:
         result = sample.output_process_fn_grad(
             op(sample.input, *sample.args, **sample.kwargs)
@@ -226,14 +237,25 @@ def _compare(op: Any, sample: Any, sources: list[torch.Tensor]) -> Outcome:
         torch.zeros_like(s) if g is None else g.detach()
         for s, g in zip(sources, expected, strict=True)
     ]
-    sums = graph.backward(out, "sum")
+    rtol, atol = RTOL, ATOL
+    if numerical is not None:
+        expected, rtol, atol = numerical, 1e-5, 1e-6
+    try:
+        sums = graph.backward(out, "sum")
+    except ValueError as err:
+        # No recorded path to the output: right exactly when autograd's is zero.
+        if "not computed from the sources" in str(err) and not any(
+            bool(g.any()) for g in expected
+        ):
+            return Outcome(MATCH, "no path; autograd's gradient is zero")
+        raise
     for k, (s, want) in enumerate(zip(sources, expected, strict=True)):
         got = sums[s]
         if got.shape != want.shape:
             return Outcome(
                 MISMATCH, f"source {k}: shape {tuple(got.shape)} != {tuple(want.shape)}"
             )
-        if not torch.allclose(got, want, rtol=RTOL, atol=ATOL, equal_nan=True):
+        if not torch.allclose(got, want, rtol=rtol, atol=atol, equal_nan=True):
             err = (got - want).abs().nan_to_num(nan=float("inf"))
             worst = int(err.argmax()) if err.numel() else 0
             return Outcome(
@@ -255,6 +277,41 @@ def _compare(op: Any, sample: Any, sources: list[torch.Tensor]) -> Outcome:
                 if not bool(torch.isfinite(value).all()):
                     return Outcome(MISMATCH, f"{name} not finite for source {k}")
     return Outcome(MATCH)
+
+
+def _central_differences(
+    op: Any, sample: Any, sources: list[torch.Tensor], eps: float = 1e-6
+) -> list[torch.Tensor]:
+    """The gradient of the weighted scalar by central differences, element by
+    element (in place, so that views see the change as the op does)."""
+
+    def scalar() -> float:
+        result = sample.output_process_fn_grad(
+            op(sample.input, *sample.args, **sample.kwargs)
+        )
+        outs = [t for t in _float_tensors(result) if t.dtype == DTYPE]
+        return float(_weighted_scalar(outs))
+
+    grads = []
+    with torch.no_grad():
+        for s in sources:
+            g = torch.zeros_like(s)
+            for idx in (
+                torch.cartesian_prod(*[torch.arange(n) for n in s.shape])
+                .reshape(s.numel(), -1)
+                .tolist()
+                if s.dim()
+                else [[]]
+            ):
+                at = tuple(idx)
+                s[at] += eps
+                up = scalar()
+                s[at] -= 2 * eps
+                down = scalar()
+                s[at] += eps
+                g[at] = (up - down) / (2 * eps)
+            grads.append(g)
+    return grads
 
 
 def samples(op: Any) -> Iterator[Any]:
