@@ -33,22 +33,14 @@ EXPECTED_UNSUPPORTED: dict[str, str] = {
     "cholesky": "aten.cholesky.default",
     "cholesky_inverse": "aten.cholesky_inverse.default",
     "cholesky_solve": "aten.cholesky_solve.default",
-    "cumprod": "prims.prod.default",
-    "cummax": "aten.cummax.default",
-    "cummin": "aten.cummin.default",
     "diagonal_scatter": "in-place prims.copy_to.default",
     "sparse.sampled_addmm": "aten.sparse_sampled_addmm.default",
     "sparse.mm.reduce": "aten._sparse_mm_reduce_impl.default",
-    "kthvalue": "aten.kthvalue.default",
     "lu_unpack": "aten.lu_unpack.default",
     "lu": "aten.linalg_lu_factor_ex.default",
     "lu_solve": "aten.linalg_lu_solve.default",
     "masked_scatter": "aten.masked_scatter.default",
     "matrix_exp": "aten.linalg_matrix_exp.default",
-    "median": "aten.median.default",
-    "nanmedian": "aten.nanmedian.default",
-    "quantile": "aten.sort.default",
-    "nanquantile": "aten.sort.default",
     "nn.functional.adaptive_avg_pool3d": "aten._adaptive_avg_pool3d.default",
     "nn.functional.adaptive_max_pool1d": "aten.adaptive_max_pool2d.default (decomposition does not cover these sizes)",
     "nn.functional.adaptive_max_pool2d": "aten.adaptive_max_pool2d.default (decomposition does not cover these sizes)",
@@ -66,8 +58,6 @@ EXPECTED_UNSUPPORTED: dict[str, str] = {
     "nn.functional.fractional_max_pool2d": "aten.fractional_max_pool2d.default",
     "nn.functional.fractional_max_pool3d": "aten.fractional_max_pool3d.default",
     "nn.functional.bilinear": "aten._trilinear.default",
-    "topk": "aten.topk.default",
-    "mode": "aten.mode.default",
     "ormqr": "aten.ormqr.default",
     "qr": "aten.linalg_qr.default",
     "triangular_solve": "aten.triangular_solve.default",
@@ -75,20 +65,8 @@ EXPECTED_UNSUPPORTED: dict[str, str] = {
     "svd_lowrank": "aten.linalg_qr.default",
     "pca_lowrank": "aten.linalg_qr.default",
     "pinverse": "aten.linalg_pinv.atol_rtol_tensor",
-    "index_add": "aten.index_put.default with accumulate=True",
-    "index_reduce.mean": "aten.index_reduce.default",
-    "index_reduce.prod": "aten.index_reduce.default",
-    "index_reduce.amin": "aten.index_reduce.default",
-    "index_reduce.amax": "aten.index_reduce.default",
-    "_unsafe_masked_index_put_accumulate": "aten.index_put.default with accumulate=True",
-    "index_put": "aten.index_put.default with accumulate=True",
-    "sort": "aten.sort.default",
-    "put": "aten.put.default",
-    "scatter_add": "aten.scatter_add.default",
-    "msort": "aten.sort.default",
     "zero_": "aten.zero.default",
     "to_sparse": "aten._to_sparse.default",
-    "logcumsumexp": "aten.logcumsumexp.default",
     "logdet": "aten._linalg_slogdet.default",
     "norm.nuc": "aten._linalg_svd.default",
     "nn.functional.embedding_bag": "aten._embedding_bag.default",
@@ -98,13 +76,10 @@ EXPECTED_UNSUPPORTED: dict[str, str] = {
     "nansum": "prims.where.default",
     "nn.functional.ctc_loss": "aten._ctc_loss.default",
     "nn.functional.pdist": "aten._pdist_forward.default",
-    "scatter_reduce.sum": "aten.scatter_reduce.two",
-    "scatter_reduce.prod": "aten.scatter_reduce.two",
-    "scatter_reduce.mean": "aten.scatter_reduce.two",
-    "scatter_reduce.amin": "aten.scatter_reduce.two",
-    "scatter_reduce.amax": "aten.scatter_reduce.two",
     "_segment_reduce.lengths": "aten.segment_reduce.default",
     "_segment_reduce.offsets": "aten.segment_reduce.default",
+    "linalg.norm": "aten._linalg_svd.default (matrix norms of order 2 and nuc)",
+    "linalg.norm.subgradients_at_zero": "aten._linalg_svd.default (order 2 and nuc)",
     "linalg.det": "aten._linalg_det.default",
     "linalg.cholesky": "aten.linalg_cholesky_ex.default",
     "linalg.cholesky_ex": "aten.linalg_cholesky_ex.default",
@@ -118,7 +93,6 @@ EXPECTED_UNSUPPORTED: dict[str, str] = {
     "linalg.matrix_norm": "aten._linalg_svd.default",
     "linalg.qr": "aten.linalg_qr.default",
     "linalg.slogdet": "aten._linalg_slogdet.default",
-    "linalg.vander": "prims.prod.default",
     "linalg.lu_factor": "aten.linalg_lu_factor_ex.default",
     "linalg.lu_factor_ex": "aten.linalg_lu_factor_ex.default",
     "linalg.lu": "aten.linalg_lu.default",
@@ -135,8 +109,21 @@ EXPECTED_UNSUPPORTED: dict[str, str] = {
     "linalg.svdvals": "aten._linalg_svd.default",
     "linalg.tensorinv": "aten.linalg_inv_ex.default",
     "linalg.tensorsolve": "aten._linalg_solve_ex.default",
-    "masked.cumprod": "prims.prod.default",
-    "masked.median": "aten.nanmedian.dim",
+}
+
+# OpInfo name -> why it still gives a wrong answer or crashes. Each is an expected
+# failure (in CI every sample is tried until one fails); once it passes, the test
+# says to remove it.
+KNOWN_FAILURES: dict[str, str] = {
+    # as_strided on a view that does not start its storage: the rule probes a
+    # fresh contiguous tensor, so the elements read from the base's storage (and,
+    # past its size, the storage offset) are not the ones the kernel reads.
+    "as_strided.partial_views": "as_strided reads the base storage of a view",
+    # The chunked path runs its forward under no_grad inside an autograd.Function
+    # whose backward computes the gradient itself: no recorded path reaches the
+    # output (issue 12 item 1, the recorder's side).
+    "nn.functional.linear_cross_entropy.chunked": "chunked Function cuts the path",
+    "nn.functional.linear_cross_entropy.chunked_none": "chunked Function cuts the path",
 }
 
 _OPS = {op_key(op): op for op in swept_ops()}
@@ -145,10 +132,15 @@ _OPS = {op_key(op): op for op in swept_ops()}
 def _check(key: str, all_samples: bool) -> None:
     op = _OPS[key]
     listed = key in EXPECTED_UNSUPPORTED
-    outcome = classify(op, all_samples=all_samples, stop_on_unsupported=listed)
+    known = key in KNOWN_FAILURES
+    outcome = classify(op, all_samples=all_samples or known, stop_on_unsupported=listed)
     where = f"{key} (sample {outcome.sample})"
     if outcome.status == SKIP:
         pytest.skip(f"{key}: {outcome.reason}")
+    if known:
+        if outcome.status in (MISMATCH, CRASH):
+            pytest.xfail(f"{KNOWN_FAILURES[key]}: {outcome.reason}")
+        pytest.fail(f"{key} now passes: remove it from KNOWN_FAILURES")
     assert outcome.status not in (MISMATCH, CRASH), (
         f"{outcome.status} {where}: {outcome.reason}"
     )
@@ -163,8 +155,10 @@ def _check(key: str, all_samples: bool) -> None:
         )
 
 
-def test_expected_unsupported_names_real_ops() -> None:
+def test_expected_lists_name_real_ops() -> None:
     assert not set(EXPECTED_UNSUPPORTED) - set(_OPS)
+    assert not set(KNOWN_FAILURES) - set(_OPS)
+    assert not set(KNOWN_FAILURES) & set(EXPECTED_UNSUPPORTED)
 
 
 @pytest.mark.parametrize("key", list(_OPS))
