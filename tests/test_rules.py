@@ -304,6 +304,56 @@ OPS = {
         lambda a: torch.zeros(2, 3, dtype=torch.float64).copy_(a[:2]) * 2,
         (_r(3, 3),),
     ),
+    "as_strided_scatter_src": (
+        lambda s: torch.as_strided_scatter(
+            torch.zeros(3, 3, dtype=torch.float64), s, (2, 2), (1, 2)
+        ),
+        (_r(2, 2),),
+    ),
+    "selection": (
+        lambda a: torch.cat(
+            [
+                torch.sort(a, 1).values.flatten(),
+                torch.sort(a, dim=0, stable=True).values.flatten(),
+                torch.topk(a, 2, 1).values.flatten(),
+                torch.kthvalue(a, 2, 1).values,
+                torch.median(a, 0).values,
+                torch.median(a)[None],
+                torch.nanmedian(a, 1).values,
+                torch.nanmedian(a)[None],
+                torch.mode(a, 1).values,
+                torch.cummax(a, 1).values.flatten(),
+                torch.cummin(a, 0).values.flatten(),
+            ]
+        ),
+        (_r(3, 4),),
+    ),
+    "scans": (
+        lambda a: torch.cumprod(a, 1) + torch.logcumsumexp(a, 0),
+        (_r(3, 4),),
+    ),
+    "scatter_accumulate": (
+        lambda a, s: torch.cat(
+            [
+                a.scatter_add(0, torch.tensor([[0, 2, 0, 1]]), s[:1]).flatten(),
+                a.scatter_reduce(
+                    1, torch.tensor([[0, 0], [3, 1]]), s[:, :2], "amax"
+                ).flatten(),
+                a.index_add(0, torch.tensor([2, 0]), s, alpha=2.0).flatten(),
+                a.index_reduce(0, torch.tensor([2, 2]), s[:2], "prod").flatten(),
+                a.put(torch.tensor([1, 5, 1]), s[0, :3], accumulate=True).flatten(),
+                a.index_put((torch.tensor([0, 0]),), s[0], accumulate=True).flatten(),
+            ]
+        ),
+        (_r(3, 4), _r(2, 4)),
+    ),
+    "max_unpool": (
+        lambda x, y: (
+            F.max_unpool2d(x, torch.tensor([[[[0, 3], [10, 15]]]]), 2).sum()
+            + F.max_unpool3d(y, torch.tensor([[[[[0, 7]]]]]), 2).sum()
+        ),
+        (_r(1, 1, 2, 2), _r(1, 1, 1, 1, 2)),
+    ),
 }
 
 

@@ -21,6 +21,8 @@ Examples::
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -111,13 +113,40 @@ def has_rule(op: Any) -> bool:
 
 
 def rule_for(op: Any) -> Rule:
-    """The rule for ``op``; raises :class:`UnsupportedOpError` naming it if none."""
+    """The rule for ``op``; raises :class:`UnsupportedOpError` naming it if none.
+
+    The rule is wrapped so that tensors with no elements never reach it: they have
+    no edges (a zero-size batch, an empty inner dimension)."""
     rule = _RULES.get(op)
-    if rule is not None:
-        return rule
-    if _is_pointwise(op):
-        return pointwise.pointwise_rule
-    raise UnsupportedOpError(f"no semiring rule for {op}")
+    if rule is None:
+        if not _is_pointwise(op):
+            raise UnsupportedOpError(f"no semiring rule for {op}")
+        rule = pointwise.pointwise_rule
+    guarded = _GUARDED.get(rule)
+    if guarded is None:
+        guarded = _GUARDED[rule] = _skip_empty(rule)
+    return guarded
+
+
+_GUARDED: dict[Rule, Rule] = {}
+
+
+def _skip_empty(rule: Rule) -> Rule:
+    @functools.wraps(rule)
+    def guarded(call: OpRecord) -> Mapping[tuple[int, int], LocalMap]:
+        leaves, outs = call.leaves, call.out_leaves
+        if all(outs[p].numel() for p, _ in call.outputs) and all(
+            leaves[i].numel() for i, _ in call.inputs
+        ):
+            return rule(call)
+        if not any(outs[p].numel() for p, _ in call.outputs):
+            return {}
+        inputs = [(i, n) for i, n in call.inputs if leaves[i].numel()]
+        if not inputs:
+            return {}
+        return rule(dataclasses.replace(call, inputs=inputs))
+
+    return guarded
 
 
 def decomposition_for(op: Any) -> Callable[..., Any] | None:
@@ -151,8 +180,13 @@ def writes_its_result(op: Any) -> bool:
     ``out=`` forms), as opposed to also updating side state, as batch norm's
     running statistics are."""
     name = op._schema.name.split("::")[-1]
-    return name.endswith("_") or torch.Tag.inplace in op.tags or any(
-        a.alias_info is not None and a.alias_info.is_write for a in op._schema.returns
+    return (
+        name.endswith("_")
+        or torch.Tag.inplace in op.tags
+        or any(
+            a.alias_info is not None and a.alias_info.is_write
+            for a in op._schema.returns
+        )
     )
 
 
@@ -185,6 +219,8 @@ from . import (  # noqa: E402
     pointwise,
     reductions,
     rowwise,
+    scatter,
+    selection,
 )
 
 __all__ = [
@@ -207,4 +243,6 @@ __all__ = [
     "pointwise",
     "reductions",
     "rowwise",
+    "scatter",
+    "selection",
 ]

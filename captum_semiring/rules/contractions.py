@@ -99,6 +99,11 @@ def convolution_as_matmul(
             "transposed convolution has no rule yet (aten.convolution.default)"
         )
     spatial = input.dim() - 2
+    # A one-element list stands for every spatial axis (conv2d(padding="valid")).
+    stride, padding, dilation = (
+        tuple(v) * spatial if len(v) == 1 else tuple(v)
+        for v in (stride, padding, dilation)
+    )
     if spatial == 1:
         out = convolution_as_matmul(
             input.unsqueeze(2),

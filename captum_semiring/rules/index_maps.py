@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .._record import OpRecord
 from ..semirings import Semiring
-from . import UnsupportedOpError, register_rule
+from . import register_rule
 from ._maps import Elementwise, IndexMap, LocalMap, Permute, Reshape
 
 aten = torch.ops.aten
@@ -204,10 +204,10 @@ def embedding_rule(call: OpRecord) -> dict[tuple[int, int], IndexMap]:
 
 @register_rule(aten.index_put.default, aten.scatter.src, aten.scatter.value)
 def overwrite_rule(call: OpRecord) -> dict[tuple[int, int], IndexMap]:
-    if call.arg("accumulate", False) or call.arg("reduce") is not None:
-        raise UnsupportedOpError(
-            f"{call.func} with accumulation has no rule (module '{call.module}')"
-        )
+    if call.arg("accumulate", False):
+        from .scatter import index_put_accumulate_rule
+
+        return index_put_accumulate_rule(call)  # type: ignore[return-value]
     return probe_index_map(call)
 
 

@@ -60,13 +60,17 @@ def reduction_rule(call: OpRecord) -> dict:
         if call.func in (aten.sum.default, aten.sum.dim_IntList):
             weight = None
         elif call.func in (aten.mean.default, aten.mean.dim):
-            count = math.prod(x.shape[d] for d in dims)
+            count = math.prod(x.shape[d] for d in dims if d < x.dim())
             weight = torch.ones((), dtype=out.dtype, device=out.device) / count
         else:
             probe = x.detach().clone().requires_grad_(True)
             with torch.enable_grad():
                 result = call.rerun({i: probe})[o]
-                (weight,) = torch.autograd.grad(result, probe, torch.ones_like(result))
+                (weight,) = torch.autograd.grad(
+                    result, probe, torch.ones_like(result), allow_unused=True
+                )
+            if weight is None:  # a norm of order 0 counts: zero derivative
+                weight = torch.zeros_like(probe)
         maps[(i, o)] = Elementwise(
             weight, shape, tuple(out.shape), shape, shape, keep_shape
         )
