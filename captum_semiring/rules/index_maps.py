@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .._record import OpRecord
 from ..semirings import Semiring
-from . import register_rule
+from . import UnsupportedOpError, register_rule
 from ._maps import Elementwise, IndexMap, LocalMap, Permute, Reshape
 
 aten = torch.ops.aten
