@@ -24,34 +24,10 @@ from arch_zoo import NO_SDPA, ZOO, build, case_ids, check
 
 from captum_semiring.rules import UnsupportedOpError
 
-_MOE = (
-    "aten.topk.default",
-    "the router's top-k has no rule; past it (tried with a topk decomposition), "
-    "the experts' index_add_ into the output buffer is recorded without complaint "
-    "and fails only in the sweep: 'no semiring rule for aten.index_add.default' "
-    "(its decomposition gives index_put(accumulate=True), which has no rule either)",
-)
-
 # case id -> (exception class, the op the message must name or None, why); the
 # classes: UnsupportedOpError, arch_zoo.Mismatch (a silent wrong answer),
 # arch_zoo.NonFinite, or the crash's own class
 XFAIL: dict[str, tuple[type[BaseException], str | None, str]] = {
-    "mixtral-eager": (UnsupportedOpError, *_MOE),
-    "mixtral-sdpa": (UnsupportedOpError, *_MOE),
-    "qwen3-moe-eager": (UnsupportedOpError, *_MOE),
-    "qwen3-moe-sdpa": (UnsupportedOpError, *_MOE),
-    "mixtral-bmm-sdpa": (
-        UnsupportedOpError,
-        "aten.topk.default",
-        "the router's top-k has no rule; with one (tried as a gather at topk's "
-        "indices) this case passes",
-    ),
-    "qwen3-moe-bmm-sdpa": (
-        UnsupportedOpError,
-        "aten.topk.default",
-        "the router's top-k has no rule; with one (tried as a gather at topk's "
-        "indices) this case passes",
-    ),
     "torch-packed-lstm": (
         UnsupportedOpError,
         "aten._pack_padded_sequence.default",

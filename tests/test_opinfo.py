@@ -65,7 +65,6 @@ EXPECTED_UNSUPPORTED: dict[str, str] = {
     "svd_lowrank": "aten.linalg_qr.default",
     "pca_lowrank": "aten.linalg_qr.default",
     "pinverse": "aten.linalg_pinv.atol_rtol_tensor",
-    "zero_": "aten.zero.default",
     "to_sparse": "aten._to_sparse.default",
     "logdet": "aten._linalg_slogdet.default",
     "norm.nuc": "aten._linalg_svd.default",
