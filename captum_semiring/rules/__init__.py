@@ -175,19 +175,25 @@ def changes_metadata_only(op: Any) -> bool:
     return found
 
 
+_WRITES_RESULT: dict[Any, bool] = {}
+
+
 def writes_its_result(op: Any) -> bool:
     """Whether ``op`` writes its result into an argument (``add_``, ``copy_``,
     ``out=`` forms), as opposed to also updating side state, as batch norm's
     running statistics are."""
-    name = op._schema.name.split("::")[-1]
-    return (
-        name.endswith("_")
-        or torch.Tag.inplace in op.tags
-        or any(
-            a.alias_info is not None and a.alias_info.is_write
-            for a in op._schema.returns
+    found = _WRITES_RESULT.get(op)
+    if found is None:
+        name = op._schema.name.split("::")[-1]
+        found = _WRITES_RESULT[op] = (
+            name.endswith("_")
+            or torch.Tag.inplace in op.tags
+            or any(
+                a.alias_info is not None and a.alias_info.is_write
+                for a in op._schema.returns
+            )
         )
-    )
+    return found
 
 
 def out_of_place(op: Any) -> Any | None:
