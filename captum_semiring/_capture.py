@@ -30,6 +30,7 @@ from ._record import (
     RecordingError,
     flatten_args,
     flatten_out,
+    footprint,
     index_saved,
     is_tracked_dtype,
     layer_input,
@@ -57,23 +58,13 @@ COMPOSITE_PRIMITIVES = {
 }
 
 
-def _footprint(t: Tensor) -> Tensor:
-    """Storage offsets of every element of ``t``."""
-    size = t.untyped_storage().nbytes() // max(1, t.element_size())
-    return (
-        torch.arange(size)
-        .as_strided(t.shape, t.stride(), t.storage_offset())
-        .reshape(-1)
-    )
-
-
 def _overlaps(a: Tensor, b: Tensor) -> bool:
     if a.numel() == 0 or b.numel() == 0:
         return False
     size = a.untyped_storage().nbytes() // max(1, a.element_size())
     mark = torch.zeros(size, dtype=torch.bool)
-    mark[_footprint(a)] = True
-    return bool(mark[_footprint(b)].any())
+    mark[footprint(a)] = True
+    return bool(mark[footprint(b)].any())
 
 
 class Graph(Recording):

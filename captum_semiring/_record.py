@@ -26,6 +26,16 @@ def storage_key(t: Tensor) -> int | None:
         return None
 
 
+def footprint(t: Tensor) -> Tensor:
+    """Storage offsets of every element of ``t``, in its element order."""
+    size = t.untyped_storage().nbytes() // max(1, t.element_size())
+    return (
+        torch.arange(size)
+        .as_strided(t.shape, t.stride(), t.storage_offset())
+        .reshape(-1)
+    )
+
+
 def is_tracked_dtype(t: object) -> bool:
     return isinstance(t, Tensor) and (t.is_floating_point() or t.is_complex())
 

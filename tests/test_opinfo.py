@@ -114,10 +114,6 @@ EXPECTED_UNSUPPORTED: dict[str, str] = {
 # failure (in CI every sample is tried until one fails); once it passes, the test
 # says to remove it.
 KNOWN_FAILURES: dict[str, str] = {
-    # as_strided on a view that does not start its storage: the rule probes a
-    # fresh contiguous tensor, so the elements read from the base's storage (and,
-    # past its size, the storage offset) are not the ones the kernel reads.
-    "as_strided.partial_views": "as_strided reads the base storage of a view",
     # The chunked path runs its forward under no_grad inside an autograd.Function
     # whose backward computes the gradient itself: no recorded path reaches the
     # output (issue 12 item 1, the recorder's side).

@@ -603,3 +603,20 @@ def test_embedding_scale_grad_by_freq_is_a_clean_error():
         out = emb(torch.tensor([[1, 1, 3]])).sum((1, 2))
     with pytest.raises(cs.UnsupportedOpError, match="scale_grad_by_freq"):
         graph.backward(out, "sum")
+
+
+def test_as_strided_reads_the_storage_of_a_view():
+    torch.manual_seed(0)
+    base = torch.randn(20, dtype=torch.float64)
+    weights = torch.arange(6.0, dtype=torch.float64).view(2, 3)
+
+    def f(b):
+        view = (b * 1.0)[3:15].view(3, 4)[:, 1:3]  # non-contiguous, with an offset
+        return torch.as_strided(view, (2, 3), (1, 2), 5) * weights
+
+    with cs.record(base) as graph:
+        out = f(base).sum()
+    reference = base.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(f(reference).sum(), reference)
+    assert expected.abs().sum() > 0  # some reads hit the view's elements
+    torch.testing.assert_close(graph.backward(out, "sum")[base], expected)

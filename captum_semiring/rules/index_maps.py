@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._record import OpRecord
+from .._record import OpRecord, footprint
 from ..semirings import Semiring
 from . import UnsupportedOpError, register_rule
 from ._maps import Elementwise, IndexMap, LocalMap, Permute, Reshape
@@ -114,7 +114,6 @@ _STRUCTURAL = (
     aten.constant_pad_nd.default,
     aten.im2col.default,
     aten.pixel_shuffle.default,
-    aten.as_strided.default,
 )
 # Ops probed on every call, uncached: gathers, whose pattern depends on index
 # values, and scatters and copies.
@@ -177,6 +176,25 @@ def _structure_key(call: OpRecord) -> Any:
     except TypeError:
         return None
     return key
+
+
+@register_rule(aten.as_strided.default, copies=True)
+def as_strided_rule(call: OpRecord) -> dict[tuple[int, int], IndexMap]:
+    """``as_strided`` reads its input's *storage*: map each storage slot the input
+    covers to the input element there, and read that map with the op's geometry.
+    Slots outside the input (a view's base) are no edges."""
+    ((i, _),) = call.inputs
+    x = call.leaves[i]
+    slots = x.untyped_storage().nbytes() // max(1, x.element_size())
+    element = torch.full((slots,), -1, dtype=torch.int64)
+    element[footprint(x)] = torch.arange(x.numel())
+    offset = call.arg("storage_offset")
+    read = element.as_strided(
+        call.arg("size"),
+        call.arg("stride"),
+        x.storage_offset() if offset is None else offset,
+    )
+    return {(i, 0): IndexMap(read, tuple(x.shape), tuple(call.output(0).shape))}
 
 
 @register_rule(aten.embedding.default, copies=True)
