@@ -28,13 +28,6 @@ from captum_semiring.rules import UnsupportedOpError
 # classes: UnsupportedOpError, arch_zoo.Mismatch (a silent wrong answer),
 # arch_zoo.NonFinite, or the crash's own class
 XFAIL: dict[str, tuple[type[BaseException], str | None, str]] = {
-    "torch-packed-lstm": (
-        UnsupportedOpError,
-        "aten._pack_padded_sequence.default",
-        "pack_padded_sequence has no rule (an index map: each packed row is one "
-        "(time, example) row of the input); with a decomposition into cat of "
-        "slices this case passes",
-    ),
     "torch-embedding-bag": (
         UnsupportedOpError,
         "aten._embedding_bag.default",

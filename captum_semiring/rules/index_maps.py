@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .._record import OpRecord, footprint
 from ..semirings import Semiring
-from . import UnsupportedOpError, register_rule
+from . import UnsupportedOpError, register_decomposition, register_rule
 from ._maps import Elementwise, IndexMap, LocalMap, Permute, Reshape
 
 aten = torch.ops.aten
@@ -269,3 +269,14 @@ def probe_index_map(call: OpRecord) -> dict[tuple[int, int], IndexMap]:
                     local, tuple(call.leaves[i].shape), tuple(call.output(o).shape)
                 )
     return maps
+
+
+@register_decomposition(aten._pack_padded_sequence.default)
+def pack_padded_sequence(input: Tensor, lengths: Tensor, batch_first: bool) -> Any:
+    """A packed sequence's data is, per time step, the rows of the examples still
+    running (lengths sorted descending, as ``pack_padded_sequence`` passes them):
+    slices and a cat, which have rules."""
+    steps = input.transpose(0, 1) if batch_first else input
+    sizes = [int((lengths > t).sum()) for t in range(int(lengths.max()))]
+    data = torch.cat([steps[t, :n] for t, n in enumerate(sizes)])
+    return data, torch.tensor(sizes, dtype=torch.int64)
