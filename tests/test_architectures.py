@@ -28,12 +28,6 @@ from captum_semiring.rules import UnsupportedOpError
 # classes: UnsupportedOpError, arch_zoo.Mismatch (a silent wrong answer),
 # arch_zoo.NonFinite, or the crash's own class
 XFAIL: dict[str, tuple[type[BaseException], str | None, str]] = {
-    "torch-embedding-bag": (
-        UnsupportedOpError,
-        "aten._embedding_bag.default",
-        "EmbeddingBag has no rule (with the table as source: a mean over each bag's "
-        "rows, per offset)",
-    ),
 }
 
 # the slowest cases on 2 cores (several seconds each); the CI part keeps one of

@@ -68,7 +68,6 @@ EXPECTED_UNSUPPORTED: dict[str, str] = {
     "to_sparse": "aten._to_sparse.default",
     "logdet": "aten._linalg_slogdet.default",
     "norm.nuc": "aten._linalg_svd.default",
-    "nn.functional.embedding_bag": "aten._embedding_bag.default",
     "nn.functional.grid_sample": "aten.grid_sampler_3d.default",
     "grid_sampler_3d": "aten.grid_sampler_3d.default",
     "nanmean": "prims.where.default",
