@@ -237,8 +237,13 @@ class _Recorder(TorchDispatchMode):
                     "decomposition; register one with "
                     "captum_semiring.rules.register_rule"
                 )
-            with self:
-                out = plan(*args, **kwargs)
+            try:
+                with self:
+                    out = plan(*args, **kwargs)
+            except UnsupportedOpError as err:
+                if "module '" in str(err):
+                    raise
+                raise UnsupportedOpError(f"{err} (in module '{self.module}')") from err
             if out is NotImplemented:
                 raise UnsupportedOpError(
                     f"no rule for {func} (in module '{self.module}'), and its "
@@ -650,6 +655,11 @@ def _mark_sources(
     as sources when they run."""
     for source in sources:
         if isinstance(source, Tensor):
+            if source.is_inference():
+                raise TypeError(
+                    "a source was made under torch.inference_mode(), which autograd "
+                    "cannot track; make it outside inference mode (or clone it there)"
+                )
             if not is_tracked_dtype(source) or source.is_complex():
                 raise TypeError(
                     f"sources must be real floating-point tensors; got dtype {source.dtype} "

@@ -64,8 +64,12 @@ def local_maps(recording: Recording, record: OpRecord) -> Maps:
                     maps = rule(record)
             else:  # inside a sweep: no grad-mode switch per op
                 maps = rule(record)
-        except (UnsupportedOpError, RecordingError):
-            raise  # these name the op and module already
+        except UnsupportedOpError as err:
+            if f"module '{record.module}'" in str(err):
+                raise
+            raise UnsupportedOpError(f"{err} (in module '{record.module}')") from err
+        except RecordingError:
+            raise  # names the op and module already
         except Exception as err:
             raise RuleError(
                 f"the rule for {record.func._schema.name} (overload "

@@ -413,3 +413,22 @@ def test_in_place_ops_whose_out_of_place_form_only_decomposes_are_exact():
     res = graph.backward(out, "sum")
     torch.testing.assert_close(res[x], expected[0])
     torch.testing.assert_close(res[v], expected[1])
+
+
+def test_inference_mode_sources_and_float_targets_are_clear_errors():
+    with torch.inference_mode():
+        x = torch.randn(2, 3)
+    with pytest.raises(TypeError, match="inference_mode"):
+        with cs.record(x):
+            pass
+    net = nn.Linear(3, 2)
+    with pytest.raises(TypeError, match="integer class indices; got dtype torch.float32"):
+        cs.semiring_grad(net, torch.randn(2, 3), "sum", target=torch.tensor([0.5, 1.0]))
+
+
+def test_a_decomposition_that_refuses_names_the_module():
+    net = nn.Sequential(nn.ConvTranspose2d(2, 2, 3))
+    y = torch.randn(1, 2, 4, 4)
+    with pytest.raises(cs.UnsupportedOpError, match=r"convolution.*in module '0'"):
+        with cs.record(y):
+            net(y)

@@ -59,6 +59,10 @@ def check_target(output: Tensor, target: TargetType) -> None:
     if isinstance(target, (int, tuple)):
         _check_index(output, target, repr(target))
     elif isinstance(target, Tensor):
+        if target.is_floating_point() or target.is_complex():
+            raise TypeError(
+                f"a tensor target must hold integer class indices; got dtype {target.dtype}"
+            )
         if target.numel() == 1:
             _check_index(output, int(target.item()), repr(int(target.item())))
         elif target.dim() == 1 and target.numel() == n:
