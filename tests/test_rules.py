@@ -155,6 +155,8 @@ OPS = {
             a.scatter(0, torch.tensor([[1, 0]]), 1.0)
             + torch.select_scatter(a, b[0], 0, 1)
             + torch.slice_scatter(a, b, 0, 0, 1)
+            + torch.diagonal_scatter(a, b[0])
+            + a.masked_scatter(torch.tensor([[True, False], [False, True]]), b)
         ),
         (_r(2, 2), _r(1, 2)),
     ),

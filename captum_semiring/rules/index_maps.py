@@ -125,6 +125,8 @@ _PROBED_PER_CALL = (
     aten.slice_scatter.default,
     aten.select_scatter.default,
     aten.as_strided_scatter.default,
+    aten.diagonal_scatter.default,
+    aten.masked_scatter.default,
     aten.copy.default,
     aten.take.default,
     aten.masked_select.default,
