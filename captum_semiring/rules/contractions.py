@@ -132,3 +132,22 @@ def convolution_as_matmul(
     if bias is not None:
         out = out + bias.reshape(1, -1, 1, 1)
     return out
+
+
+@register_decomposition(aten.addbmm.default)
+def addbmm(
+    self: torch.Tensor,
+    batch1: torch.Tensor,
+    batch2: torch.Tensor,
+    *,
+    beta: float = 1,
+    alpha: float = 1,
+) -> torch.Tensor:
+    """``beta * self + alpha * Σ_b batch1[b] @ batch2[b]``; with ``beta=0`` self is
+    not read, as in the kernel."""
+    total = torch.bmm(batch1, batch2).sum(0)
+    if alpha != 1:
+        total = total * alpha
+    if beta == 0:
+        return total
+    return (self if beta == 1 else self * beta) + total
