@@ -1,11 +1,28 @@
-"""One place that builds the tiny models the tests share."""
+"""One place that builds what the tests share: tiny models, and the semirings the
+brute-force checks compare with ``tests/reference.py``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
+
+import captum_semiring as cs
+
+# name -> (factory, the reference's name for it, k)
+SEMIRINGS: dict[str, tuple[Callable[[], Any], str, int | None]] = {
+    "sum": (cs.SumProduct, "sum", None),
+    "max_positive": (lambda: cs.MaxProduct("positive"), "max_positive", None),
+    "max_negative": (lambda: cs.MaxProduct("negative"), "max_negative", None),
+    "max_absolute": (lambda: cs.MaxProduct("absolute"), "max_absolute", None),
+    "entropy": (cs.Entropy, "entropy", None),
+    "logsum": (cs.LogSum, "logsum", None),
+    "pathcount": (cs.PathCount, "pathcount", None),
+    "topk1": (lambda: cs.TopK(1), "topk", 1),
+    "topk3": (lambda: cs.TopK(3), "topk", 3),
+}
 
 
 def two_layer_mlp() -> tuple[nn.Module, torch.Tensor]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import torch
+from builders import SEMIRINGS
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from reference import ReferenceGraph, all_indices, mismatches
@@ -27,18 +28,6 @@ import captum_semiring as cs
 
 DTYPE = torch.float64
 
-# name -> (factory, reference name, k)
-SEMIRINGS: dict[str, tuple[Callable[[], Any], str, int | None]] = {
-    "sum": (cs.SumProduct, "sum", None),
-    "max_positive": (lambda: cs.MaxProduct("positive"), "max_positive", None),
-    "max_negative": (lambda: cs.MaxProduct("negative"), "max_negative", None),
-    "max_absolute": (lambda: cs.MaxProduct("absolute"), "max_absolute", None),
-    "entropy": (cs.Entropy, "entropy", None),
-    "logsum": (cs.LogSum, "logsum", None),
-    "pathcount": (cs.PathCount, "pathcount", None),
-    "topk1": (lambda: cs.TopK(1), "topk", 1),
-    "topk3": (lambda: cs.TopK(3), "topk", 3),
-}
 
 # Deterministic examples, so that a run is reproducible (and a regression shows up on
 # the same model every time). No shrinking: a failure prints its (already tiny) model

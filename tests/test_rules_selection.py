@@ -10,22 +10,13 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from builders import SEMIRINGS
 from reference import ReferenceGraph, mismatches
 from torch import Tensor
 
 import captum_semiring as cs
 
 DTYPE = torch.float64
-SEMIRINGS = {
-    "sum": (cs.SumProduct, "sum", None),
-    "max_positive": (lambda: cs.MaxProduct("positive"), "max_positive", None),
-    "max_negative": (lambda: cs.MaxProduct("negative"), "max_negative", None),
-    "max_absolute": (lambda: cs.MaxProduct("absolute"), "max_absolute", None),
-    "entropy": (cs.Entropy, "entropy", None),
-    "logsum": (cs.LogSum, "logsum", None),
-    "pathcount": (cs.PathCount, "pathcount", None),
-    "topk3": (lambda: cs.TopK(3), "topk", 3),
-}
 
 
 def _randn(*shape: int, seed: int = 0) -> Tensor:
