@@ -55,7 +55,9 @@ def profile(name: str, semirings: list[str], repeats: int, top: int) -> None:
             _first_sweep(source, model, inputs, sr) for _ in range(repeats)
         )
         again_s = _median(lambda sr=sr: graph.backward(out, sr), repeats)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as p:
+        with torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU]
+        ) as p:
             _run(source, model, inputs, sr)
         events = sorted(p.key_averages(), key=lambda e: -e.self_cpu_time_total)
         ops_s = sum(e.self_cpu_time_total for e in events) / 1e6

@@ -54,6 +54,7 @@ def __getattr__(name: str) -> Any:
         return getattr(attr, name)
     raise AttributeError(f"module 'captum_semiring' has no attribute {name!r}")
 
+
 __all__ = [
     "record",
     "layer_input",

@@ -153,7 +153,7 @@ def _decompose_set(decompose: Iterable[Any]) -> set[Any]:
     return ops
 
 
-_RECORD, _NO_RULE = object(), object()
+_RECORD = object()
 
 
 class _Recorder(TorchDispatchMode):
@@ -228,15 +228,6 @@ class _Recorder(TorchDispatchMode):
         if plan is None:
             plan = self._plans[func] = self._plan(func)
         if plan is not _RECORD:
-            if plan is _NO_RULE:
-                out = func(*args, **kwargs)
-                if not grad or not any(is_tracked_dtype(t) for t in flatten_out(out)):
-                    return out  # no gradient: integer results, or under no_grad
-                raise UnsupportedOpError(
-                    f"no rule for {func} (in module '{self.module}') and no "
-                    "decomposition; register one with "
-                    "captum_semiring.rules.register_rule"
-                )
             try:
                 with self:
                     out = plan(*args, **kwargs)
@@ -244,12 +235,10 @@ class _Recorder(TorchDispatchMode):
                 if "module '" in str(err):
                     raise
                 raise UnsupportedOpError(f"{err} (in module '{self.module}')") from err
-            if out is NotImplemented:
-                raise UnsupportedOpError(
-                    f"no rule for {func} (in module '{self.module}'), and its "
-                    "decomposition does not cover these arguments"
-                )
-            return out
+            if out is not NotImplemented:
+                return out
+            # Not covered by the decomposition: the op's own rule, or the
+            # dense-Jacobian fallback, applies.
         out = func(*args, **kwargs)
         self._record(func, leaves, spec, out, tracked)
         return out
@@ -269,12 +258,10 @@ class _Recorder(TorchDispatchMode):
         return out
 
     def _plan(self, func: Any) -> Any:
-        """What to do with a tracked call of ``func``: record it, decompose it (the
-        decomposition), or fail (no rule)."""
+        """What to do with a tracked call of ``func``: decompose it (the
+        decomposition) or record it (its rule, else the dense-Jacobian fallback)."""
         decomposition = self._decomposition(func)
-        if decomposition is not None:
-            return decomposition
-        return _RECORD if rules.has_rule(func) else _NO_RULE
+        return _RECORD if decomposition is None else decomposition
 
     def _decomposition(self, func: Any) -> Callable[..., Any] | None:
         if func in self.graph.decompose:
@@ -310,6 +297,11 @@ class _Recorder(TorchDispatchMode):
         provisional = not torch.is_grad_enabled()
         for i, t in enumerate(out_leaves):
             if is_tracked_dtype(t):
+                if t.layout != torch.strided:
+                    raise UnsupportedOpError(
+                        f"{func} (in module '{self.module}') returns a {t.layout} "
+                        "tensor; only dense (strided) tensors can be tracked"
+                    )
                 node = graph._new_node(t, record)
                 record.outputs.append((i, node))
                 if provisional:
@@ -332,14 +324,9 @@ class _Recorder(TorchDispatchMode):
 
     def _record_inplace(self, func, args, kwargs, leaves, spec, tracked, written):  # type: ignore[no-untyped-def]
         functional = rules.out_of_place(func)
-        if (
-            functional is None
-            or not rules.has_rule(functional)
-            and rules.decomposition_for(functional) is None
-            and functional not in decomposition_table
-        ):
+        if functional is None:
             raise UnsupportedOpError(
-                f"in-place {func} (in module '{self.module}') has no out-of-place rule"
+                f"in-place {func} (in module '{self.module}') has no out-of-place form"
             )
         target = written[0]
         key = storage_key(target)
@@ -357,7 +344,7 @@ class _Recorder(TorchDispatchMode):
         base_node = None if base is None else self.graph._lookup(base)
         out = func(*args, **kwargs)
         self._forget_written(target, func, metadata_only)
-        if rules.has_rule(functional):
+        if rules.has_rule(functional) or self._decomposition(functional) is None:
             self._record(
                 functional,
                 functional_leaves,
@@ -394,11 +381,16 @@ class _Recorder(TorchDispatchMode):
             new = (
                 decomposition(*f_args, **f_kwargs) if decomposition else NotImplemented
             )
-        if new is NotImplemented:
-            raise UnsupportedOpError(
-                f"in-place {functional} (in module '{self.module}'): its "
-                "decomposition does not cover these arguments"
+        if new is NotImplemented:  # the dense-Jacobian fallback applies
+            self._record(
+                functional,
+                leaves,
+                spec,
+                target,
+                tracked,
+                saved_out=target.detach().clone(),
             )
+            return
         new_node = graph._lookup(new) if isinstance(new, Tensor) else None
         if new_node is None:
             return  # nothing tracked reaches the result

@@ -60,3 +60,35 @@ def tiny_bert(layers: int, **config: object) -> nn.Module:
     return (
         BertModel(tiny_bert_config(num_hidden_layers=layers, **config)).double().eval()
     )
+
+
+def seeded_randn(*shape: int, seed: int = 0) -> torch.Tensor:
+    """A float64 leaf that requires grad, drawn from its own seeded generator."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=gen, dtype=torch.float64).requires_grad_(True)
+
+
+def check_every_semiring(
+    fn: Callable[..., torch.Tensor], *sources: torch.Tensor
+) -> None:
+    """Record ``fn`` on two paths into it (``s`` and ``tanh(s)``) followed by a
+    weighted sum; every semiring must equal the brute-force reference, and
+    SumProduct must equal autograd."""
+    from reference import ReferenceGraph, mismatches
+
+    with cs.record(*sources) as graph:
+        out = fn(*[s + torch.tanh(s) for s in sources])
+        weight = seeded_randn(*out.shape, seed=7).detach()
+        total = (out * weight).sum()
+    grads = torch.autograd.grad(total, sources, allow_unused=True)
+    ref = ReferenceGraph(graph, total)
+    failures = []
+    for name, (make, ref_name, k) in SEMIRINGS.items():
+        result = graph.backward(total, make())
+        for i, (s, g) in enumerate(zip(sources, grads, strict=True)):
+            if name == "sum" and g is not None:
+                assert not mismatches(result[s], g), "SumProduct != autograd"
+            bad = mismatches(result[s], ref.expected(s, ref_name, k))
+            if bad:
+                failures.append(f"{name}, source {i}: " + "; ".join(bad[:3]))
+    assert not failures, "\n".join(failures)

@@ -27,8 +27,7 @@ from captum_semiring.rules import UnsupportedOpError
 # case id -> (exception class, the op the message must name or None, why); the
 # classes: UnsupportedOpError, arch_zoo.Mismatch (a silent wrong answer),
 # arch_zoo.NonFinite, or the crash's own class
-XFAIL: dict[str, tuple[type[BaseException], str | None, str]] = {
-}
+XFAIL: dict[str, tuple[type[BaseException], str | None, str]] = {}
 
 # the slowest cases on 2 cores (several seconds each); the CI part keeps one of
 # each family

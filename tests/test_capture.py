@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 import captum_semiring as cs
+from captum_semiring.rules import dense_jacobian
 
 
 def _global_hooks():
@@ -46,7 +47,10 @@ def test_layer_input_of_a_padded_hf_batch_is_the_hidden_states():
     torch.testing.assert_close(got, want)
 
 
-def test_unsupported_op_names_overload_and_module():
+def test_unsupported_op_names_overload_and_module(monkeypatch):
+    # svdvals has no rule; past the dense-Jacobian budget it is unsupported.
+    monkeypatch.setattr(dense_jacobian, "MAX_ENTRIES", 4)
+
     class Block(nn.Module):
         def forward(self, x):
             return torch.linalg.svdvals(x).sum()
@@ -55,10 +59,10 @@ def test_unsupported_op_names_overload_and_module():
     x = torch.randn(3, 3)
     before = _global_hooks()
     with pytest.raises(
-        cs.UnsupportedOpError, match=r"aten\._linalg_svd\.default.*module '1'"
+        cs.UnsupportedOpError,
+        match=r"aten\._linalg_svd\.default, and its dense Jacobian \(\d+ × 9 entries\).*module '1'",
     ):
-        with cs.record(x):
-            model(x)
+        cs.semiring_grad(model, x, "sum")
     assert _global_hooks() == before
     assert _get_current_dispatch_mode() is None
 
@@ -422,13 +426,18 @@ def test_inference_mode_sources_and_float_targets_are_clear_errors():
         with cs.record(x):
             pass
     net = nn.Linear(3, 2)
-    with pytest.raises(TypeError, match="integer class indices; got dtype torch.float32"):
+    with pytest.raises(
+        TypeError, match="integer class indices; got dtype torch.float32"
+    ):
         cs.semiring_grad(net, torch.randn(2, 3), "sum", target=torch.tensor([0.5, 1.0]))
 
 
-def test_a_decomposition_that_refuses_names_the_module():
-    net = nn.Sequential(nn.ConvTranspose2d(2, 2, 3))
-    y = torch.randn(1, 2, 4, 4)
-    with pytest.raises(cs.UnsupportedOpError, match=r"convolution.*in module '0'"):
-        with cs.record(y):
-            net(y)
+def test_a_decomposition_that_does_not_cover_its_arguments_falls_back():
+    # The avg_pool2d decomposition does not cover ceil_mode=True: the
+    # dense-Jacobian fallback does, exactly.
+    net = nn.Sequential(nn.AvgPool2d(2, ceil_mode=True))
+    y = torch.randn(1, 2, 3, 3, dtype=torch.float64)
+    got = cs.semiring_grad(lambda v: (net(v) ** 2).flatten(1).sum(1), y, "sum")
+    y_ = y.clone().requires_grad_()
+    (want,) = torch.autograd.grad((net(y_) ** 2).sum(), y_)
+    torch.testing.assert_close(got, want)

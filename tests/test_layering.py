@@ -105,7 +105,9 @@ def test_no_concrete_semiring_checks_outside_the_semiring_module():
                 and node.func.id in ("isinstance", "issubclass")
                 and len(node.args) == 2
             ):
-                names = {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)}
+                names = {
+                    n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)
+                }
                 if names & concrete:
                     found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert not found, f"semiring-specific checks outside semirings.py: {found}"

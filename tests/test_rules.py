@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from builders import check_every_semiring, seeded_randn
 
 import captum_semiring as cs
 from captum_semiring import rules
@@ -622,3 +623,23 @@ def test_as_strided_reads_the_storage_of_a_view():
     (expected,) = torch.autograd.grad(f(reference).sum(), reference)
     assert expected.abs().sum() > 0  # some reads hit the view's elements
     torch.testing.assert_close(graph.backward(out, "sum")[base], expected)
+
+
+@pytest.mark.parametrize(
+    "conv, shapes",
+    [
+        # stride 2, padding 1, output padding 1, dilation 1, 2 groups
+        (
+            lambda x, w: F.conv_transpose1d(x, w, None, 2, 1, 1, 2),
+            [(1, 2, 3), (2, 1, 2)],
+        ),
+        (lambda x, w: F.conv_transpose2d(x, w, stride=2), [(1, 1, 2, 2), (1, 1, 2, 2)]),
+        (
+            lambda x, w: F.conv3d(x, w, padding=(1, 0, 0)),
+            [(1, 1, 2, 2, 2), (1, 1, 2, 1, 2)],
+        ),
+    ],
+)
+def test_transposed_and_3d_convolutions_match_the_reference(conv, shapes) -> None:
+    sources = [seeded_randn(*shape, seed=i) for i, shape in enumerate(shapes)]
+    check_every_semiring(conv, *sources)

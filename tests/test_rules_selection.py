@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from builders import SEMIRINGS
-from reference import ReferenceGraph, mismatches
+from builders import check_every_semiring, seeded_randn
+from reference import mismatches
 from torch import Tensor
 
 import captum_semiring as cs
@@ -19,30 +19,7 @@ import captum_semiring as cs
 DTYPE = torch.float64
 
 
-def _randn(*shape: int, seed: int = 0) -> Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=gen, dtype=DTYPE).requires_grad_(True)
-
-
-def _check(fn: Callable[..., Tensor], *sources: Tensor) -> None:
-    """Two paths into the op (x and tanh(x)), the op, then a weighted sum."""
-    weight = None
-    with cs.record(*sources) as graph:
-        out = fn(*[s + torch.tanh(s) for s in sources])
-        weight = _randn(*out.shape, seed=7).detach()
-        total = (out * weight).sum()
-    grads = torch.autograd.grad(total, sources, allow_unused=True)
-    ref = ReferenceGraph(graph, total)
-    failures = []
-    for name, (make, ref_name, k) in SEMIRINGS.items():
-        result = graph.backward(total, make())
-        for i, (s, g) in enumerate(zip(sources, grads, strict=True)):
-            if name == "sum" and g is not None:
-                assert not mismatches(result[s], g), "SumProduct != autograd"
-            bad = mismatches(result[s], ref.expected(s, ref_name, k))
-            if bad:
-                failures.append(f"{name}, source {i}: " + "; ".join(bad[:3]))
-    assert not failures, "\n".join(failures)
+_randn, _check = seeded_randn, check_every_semiring
 
 
 INDEX = torch.tensor([[0, 2, 0], [1, 0, 1]])

@@ -425,9 +425,7 @@ class TopGradientPath(SemiringAttribution):
         best: tuple[float, int, tuple[int, ...]] | None = None
         for position, source in enumerate(sources):
             raw = result.values(source)[:, example]
-            score = semiring.score(
-                first_rank(semiring.finalize(raw), source.dim() - 1)
-            )
+            score = semiring.score(first_rank(semiring.finalize(raw), source.dim() - 1))
             score = torch.where(torch.isfinite(raw).any(0), score, -math.inf).reshape(
                 -1
             )

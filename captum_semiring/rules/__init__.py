@@ -113,15 +113,18 @@ def has_rule(op: Any) -> bool:
 
 
 def rule_for(op: Any) -> Rule:
-    """The rule for ``op``; raises :class:`UnsupportedOpError` naming it if none.
+    """The rule for ``op``: its registered rule, the generic pointwise rule, or
+    else the dense-Jacobian fallback (:mod:`.dense_jacobian`).
 
     The rule is wrapped so that tensors with no elements never reach it: they have
     no edges (a zero-size batch, an empty inner dimension)."""
     rule = _RULES.get(op)
     if rule is None:
-        if not _is_pointwise(op):
-            raise UnsupportedOpError(f"no semiring rule for {op}")
-        rule = pointwise.pointwise_rule
+        rule = (
+            pointwise.pointwise_rule
+            if _is_pointwise(op)
+            else dense_jacobian.dense_jacobian_rule
+        )
     guarded = _GUARDED.get(rule)
     if guarded is None:
         guarded = _GUARDED[rule] = _skip_empty(rule)
@@ -221,6 +224,7 @@ from . import (  # noqa: E402
     attention,
     constants,
     contractions,
+    dense_jacobian,
     embedding_bag,
     index_maps,
     pointwise,
@@ -247,6 +251,7 @@ __all__ = [
     "constants",
     "embedding_bag",
     "contractions",
+    "dense_jacobian",
     "index_maps",
     "pointwise",
     "reductions",

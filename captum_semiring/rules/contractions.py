@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .._record import OpRecord
-from . import UnsupportedOpError, register_decomposition, register_rule
+from . import register_decomposition, register_rule
 from ._maps import Elementwise, MatMul
 
 aten = torch.ops.aten
@@ -93,34 +93,31 @@ def matmul_rule(call: OpRecord) -> dict:
 def convolution_as_matmul(
     input, weight, bias, stride, padding, dilation, transposed, output_padding, groups
 ):  # type: ignore[no-untyped-def]
-    """Convolution as im2col (an index map) followed by a batched matmul."""
-    if transposed:
-        raise UnsupportedOpError(
-            "transposed convolution has no rule yet (aten.convolution.default)"
-        )
+    """Convolution as im2col (an index map) followed by a batched matmul; 1-d and
+    3-d convolutions through 2-d ones, transposed ones through ordinary ones."""
     spatial = input.dim() - 2
     # A one-element list stands for every spatial axis (conv2d(padding="valid")).
-    stride, padding, dilation = (
+    stride, padding, dilation, output_padding = (
         tuple(v) * spatial if len(v) == 1 else tuple(v)
-        for v in (stride, padding, dilation)
+        for v in (stride, padding, dilation, output_padding)
     )
+    if transposed:
+        return _transposed_as_ordinary(
+            input, weight, bias, stride, padding, dilation, output_padding, groups
+        )
     if spatial == 1:
-        out = convolution_as_matmul(
+        out = _convolution(
             input.unsqueeze(2),
             weight.unsqueeze(2),
             bias,
             (1, *stride),
             (0, *padding),
             (1, *dilation),
-            transposed,
-            output_padding,
             groups,
         )
         return out.squeeze(2)
-    if spatial != 2:
-        raise UnsupportedOpError(
-            f"{spatial}-d convolution has no rule yet (aten.convolution.default)"
-        )
+    if spatial == 3:
+        return _depth_as_batch(input, weight, bias, stride, padding, dilation, groups)
     n, channels, height, width = input.shape
     out_channels, _, kh, kw = weight.shape
     cols = F.unfold(input, (kh, kw), dilation=dilation, padding=padding, stride=stride)
@@ -132,6 +129,72 @@ def convolution_as_matmul(
     if bias is not None:
         out = out + bias.reshape(1, -1, 1, 1)
     return out
+
+
+def _convolution(input, weight, bias, stride, padding, dilation, groups):  # type: ignore[no-untyped-def]
+    spatial = input.dim() - 2
+    return aten.convolution.default(
+        input, weight, bias, stride, padding, dilation, False, [0] * spatial, groups
+    )
+
+
+def _depth_as_batch(input, weight, bias, stride, padding, dilation, groups):  # type: ignore[no-untyped-def]
+    """A 3-d convolution as one 2-d convolution per kernel depth, each over the
+    depth slices it reads (moved into the batch), summed."""
+    n, channels, depth = input.shape[:3]
+    kernel_depth = weight.shape[2]
+    x = F.pad(input, (0, 0, 0, 0, padding[0], padding[0]))
+    out_depth = (
+        depth + 2 * padding[0] - dilation[0] * (kernel_depth - 1) - 1
+    ) // stride[0] + 1
+    total = None
+    for k in range(kernel_depth):
+        start = k * dilation[0]
+        slices = x[:, :, start : start + stride[0] * (out_depth - 1) + 1 : stride[0]]
+        slices = slices.transpose(1, 2).reshape(n * out_depth, channels, *x.shape[3:])
+        part = _convolution(
+            slices, weight[:, :, k], None, stride[1:], padding[1:], dilation[1:], groups
+        )
+        total = part if total is None else total + part
+    assert total is not None
+    out = total.reshape(n, out_depth, *total.shape[1:]).transpose(1, 2)
+    if bias is not None:
+        out = out + bias.reshape(1, -1, 1, 1, 1)
+    return out
+
+
+def _transposed_as_ordinary(
+    input, weight, bias, stride, padding, dilation, output_padding, groups
+):  # type: ignore[no-untyped-def]
+    """A transposed convolution is an ordinary one (stride 1) over the input with
+    ``stride - 1`` zeros between elements, padded by ``dilation * (k - 1) -
+    padding``, with the kernel flipped and its channel axes swapped per group."""
+    x = input
+    for axis in range(2, input.dim()):
+        step = stride[axis - 2]
+        if step > 1:  # the inserted zeros are constants: no paths through them
+            size = x.shape[axis]
+            zeros = x.new_zeros((*x.shape[: axis + 1], step - 1, *x.shape[axis + 1 :]))
+            x = torch.cat([x.unsqueeze(axis + 1), zeros], axis + 1).flatten(
+                axis, axis + 1
+            )
+            x = x[(slice(None),) * axis + (slice(0, (size - 1) * step + 1),)]
+    pads: list[int] = []
+    for axis in reversed(range(input.dim() - 2)):  # F.pad's order: last axis first
+        reach = dilation[axis] * (weight.shape[axis + 2] - 1)
+        pads += [reach - padding[axis], reach - padding[axis] + output_padding[axis]]
+    x = F.pad(x, pads)
+    in_channels, per_group = weight.shape[:2]
+    kernel = (
+        weight.reshape(groups, in_channels // groups, per_group, *weight.shape[2:])
+        .transpose(1, 2)
+        .reshape(groups * per_group, in_channels // groups, *weight.shape[2:])
+        .flip(list(range(2, weight.dim())))
+    )
+    spatial = input.dim() - 2
+    return _convolution(
+        x, kernel, bias, (1,) * spatial, (0,) * spatial, dilation, groups
+    )
 
 
 @register_decomposition(aten.addbmm.default)

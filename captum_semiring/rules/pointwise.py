@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .._record import OpRecord
 from ..semirings import Semiring
-from . import register_rule
+from . import register_decomposition, register_rule
 from ._maps import Elementwise
 
 aten = torch.ops.aten
@@ -142,6 +142,7 @@ _UNARY: dict[Any, UnaryPartial] = {
     # Selections: unit weights; the condition masks the edges (see _edge_masks).
     aten.where.self: lambda x, y, c: None,
     aten.where.ScalarOther: lambda x, y, c: None,
+    aten.where.ScalarSelf: lambda x, y, c: None,
     aten.masked_fill.Scalar: lambda x, y, c: None,
 }
 
@@ -195,6 +196,7 @@ def _partials(call: OpRecord) -> dict[int, Any]:
 _SELECTING = {
     aten.where.self: ("condition", "self"),
     aten.where.ScalarOther: ("condition", "self"),
+    aten.where.ScalarSelf: ("condition", "self"),  # a scalar: other is selected
     aten.masked_fill.Scalar: ("mask", "value"),
     aten.masked_fill.Tensor: ("mask", "value"),
 }
@@ -226,6 +228,15 @@ def pointwise_rule(call: OpRecord) -> dict[tuple[int, int], Elementwise]:
     return maps
 
 
-# This where overload carries no pointwise tag, but is pointwise; decompositions
-# (nll_loss) call it.
-register_rule(aten.where.ScalarOther)(pointwise_rule)
+# These where overloads carry no pointwise tag, but are pointwise; decompositions
+# (nll_loss, nanmean) call them.
+register_rule(aten.where.ScalarOther, aten.where.ScalarSelf)(pointwise_rule)
+
+
+@register_decomposition(torch.ops.prims.where.default)
+def prims_where(pred: Tensor, a: Any, b: Any) -> Tensor:
+    """``prims.where``, which PyTorch's own decompositions (nanmean's) emit, is
+    ``aten.where``."""
+    like = a if isinstance(a, Tensor) else b
+    a, b = (torch.as_tensor(v, dtype=like.dtype, device=like.device) for v in (a, b))
+    return torch.where(pred, a, b)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .._record import OpRecord
-from . import UnsupportedOpError, register_decomposition, register_rule
+from . import register_decomposition, register_rule
 from ._maps import Elementwise
 
 aten = torch.ops.aten
@@ -96,9 +96,7 @@ def avg_pool2d_as_mean(
         else tuple(padding) * (2 if len(padding) == 1 else 1)
     )
     if ceil_mode:
-        raise UnsupportedOpError(
-            "avg_pool2d with ceil_mode=True has no rule yet (aten.avg_pool2d.default)"
-        )
+        return NotImplemented
     squeeze = input.dim() == 3
     x = input.unsqueeze(0) if squeeze else input
     n, c, h, w = x.shape

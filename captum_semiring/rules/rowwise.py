@@ -24,7 +24,9 @@ def _rows(t: torch.Tensor, dim: int) -> torch.Tensor:
     return t.movedim(dim, -1).reshape(-1, t.shape[dim])
 
 
-@register_rule(aten._softmax.default, aten._safe_softmax.default, aten._log_softmax.default)
+@register_rule(
+    aten._softmax.default, aten._safe_softmax.default, aten._log_softmax.default
+)
 def softmax_rule(call: OpRecord) -> dict:
     """Softmax and log-softmax rows. ``_safe_softmax`` (SDPA's softmax) outputs a row
     of zeros where every input is -inf; its Jacobian there is zero, as the kernel's

@@ -40,9 +40,7 @@ R = TypeVar("R")
 
 
 @contextlib.contextmanager
-def deterministic(
-    threads: int | None = 1, algorithms: bool = True
-) -> Iterator[None]:
+def deterministic(threads: int | None = 1, algorithms: bool = True) -> Iterator[None]:
     """Within the block, ``threads`` intra-op threads (None or 0: leave the count) and,
     with ``algorithms``, PyTorch's deterministic kernels (warning, not raising, where
     an op has none). Both are restored when the block ends, also on errors.
