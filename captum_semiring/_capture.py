@@ -477,8 +477,9 @@ class _Recorder(TorchDispatchMode):
                 graph._stale[other_id] = f"{func} in module '{self.module}'"
 
 
-def _module_hooks(graph: Graph) -> list[Any]:
-    """Global forward hooks that keep ``graph._module_stack`` at the running module."""
+def _add_module_hooks(graph: Graph, handles: HandleSet) -> None:
+    """Global forward hooks that keep ``graph._module_stack`` at the running module;
+    each is in ``handles`` as soon as it is installed."""
     names = graph.module_paths
     stack = graph._module_stack
     # The hooks are global: models running in other threads must not move the stack.
@@ -502,10 +503,8 @@ def _module_hooks(graph: Graph) -> list[Any]:
         if stack and threading.get_ident() == thread:
             stack.pop()
 
-    return [
-        module_lib.register_module_forward_pre_hook(pre_hook),
-        module_lib.register_module_forward_hook(post_hook, always_call=True),
-    ]
+    handles.add(module_lib.register_module_forward_pre_hook(pre_hook))
+    handles.add(module_lib.register_module_forward_hook(post_hook, always_call=True))
 
 
 def _mark_source(
@@ -531,9 +530,9 @@ def recording_kernels() -> Iterator[None]:
     oneDNN (its fused RNN kernel has no rule), no fused attention fast path."""
     mkldnn = torch._C._get_mkldnn_enabled()
     fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch._C._set_mkldnn_enabled(False)
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
+    try:  # set inside the try: an interrupt between the two still restores both
+        torch._C._set_mkldnn_enabled(False)
+        torch.backends.mha.set_fastpath_enabled(False)
         with torch.enable_grad():
             yield
     finally:
@@ -575,8 +574,7 @@ def record(*sources: Source, decompose: Iterable[Any] = ()) -> Iterator[Graph]:
     with removable_handles() as handles:
         try:
             _mark_sources(graph, sources, handles, restore_grad)
-            for handle in _module_hooks(graph):
-                handles.add(handle)
+            _add_module_hooks(graph, handles)
             with recording_kernels(), _Recorder(graph):
                 yield graph
             _check_functions(graph)  # while the sources still require grad

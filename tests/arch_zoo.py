@@ -839,7 +839,57 @@ TORCH: dict[str, tuple[Callable[[str | None], ZooCase], tuple[str | None, ...]]]
     "torch-embedding-bag": (_torch_bag, (None,)),
 }
 
-ZOO = {**HF, **TORCH}
+
+def _torchvision(name: str, **kwargs: Any) -> Callable[[str | None], ZooCase]:
+    """A torchvision model, random init, on two 32×32 images (logit 1)."""
+
+    def build(impl: str | None) -> ZooCase:
+        import torchvision
+
+        torch.manual_seed(0)
+        make = getattr(torchvision.models, name)
+        # builder functions take weights=; a model class is random-init already
+        model = _prepare(
+            make(**kwargs) if isinstance(make, type) else make(weights=None, **kwargs)
+        )
+        inputs = {"x": _x(2, 3, 32, 32)}
+        return ZooCase(model, inputs, lambda out: out[:, 1], "x", alone=_first(inputs))
+
+    return build
+
+
+# ViT-B/16 itself is 86M parameters: the same class at a tiny size.
+_TINY_VIT = dict(
+    image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64
+)
+
+# Only where torchvision imports: no release of it loads beside this project's
+# torch 2.13 CPU build (PyPI's fails with "operator torchvision::nms does not exist").
+TORCHVISION: dict[
+    str, tuple[Callable[[str | None], ZooCase], tuple[str | None, ...]]
+] = {
+    f"torchvision-{name}": (_torchvision(builder, **kwargs), (None,))
+    for name, builder, kwargs in (
+        ("resnet18", "resnet18", {}),
+        ("mobilenet_v3_small", "mobilenet_v3_small", {}),
+        ("efficientnet_b0", "efficientnet_b0", {}),
+        ("vit", "VisionTransformer", _TINY_VIT),
+        ("convnext_tiny", "convnext_tiny", {}),
+        ("densenet121", "densenet121", {}),
+        ("regnet_y_400mf", "regnet_y_400mf", {}),
+    )
+}
+
+
+def torchvision_available() -> bool:
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+ZOO = {**HF, **TORCH, **(TORCHVISION if torchvision_available() else {})}
 
 # the installed transformers refuses attn_implementation="sdpa" for these
 NO_SDPA = {"deberta-v2", "gpt-neo", "bloom", "gemma2"}

@@ -8,9 +8,11 @@ import pytest
 import torch
 from builders import tiny_bert
 from torch import nn
+from torch.nn.modules import module as module_lib
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 import captum_semiring as cs
+from captum_semiring import _capture
 from captum_semiring.rules import dense_jacobian
 
 
@@ -441,3 +443,37 @@ def test_a_decomposition_that_does_not_cover_its_arguments_falls_back():
     y_ = y.clone().requires_grad_()
     (want,) = torch.autograd.grad((net(y_) ** 2).sum(), y_)
     torch.testing.assert_close(got, want)
+
+
+def _state():
+    return (
+        _global_hooks(),
+        _get_current_dispatch_mode(),
+        torch._C._get_mkldnn_enabled(),
+        torch.backends.mha.get_fastpath_enabled(),
+    )
+
+
+@pytest.mark.parametrize(
+    "owner, name",
+    [
+        (module_lib, "register_module_forward_hook"),  # the 2nd global hook
+        (torch.backends.mha, "set_fastpath_enabled"),  # the 2nd kernel flag
+        (_capture._Recorder, "__enter__"),  # the dispatch mode
+    ],
+)
+def test_an_interrupt_during_set_up_leaves_nothing_behind(monkeypatch, owner, name):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    net = nn.Linear(3, 2)
+    x = torch.randn(2, 3)
+    before = _state()
+    monkeypatch.setattr(owner, name, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        with cs.record(x, net):
+            net(x)
+    monkeypatch.undo()
+    assert _state() == before
+    assert not x.requires_grad
+    assert not net._forward_hooks

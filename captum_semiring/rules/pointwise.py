@@ -142,7 +142,6 @@ _UNARY: dict[Any, UnaryPartial] = {
     # Selections: unit weights; the condition masks the edges (see _edge_masks).
     aten.where.self: lambda x, y, c: None,
     aten.where.ScalarOther: lambda x, y, c: None,
-    aten.where.ScalarSelf: lambda x, y, c: None,
     aten.masked_fill.Scalar: lambda x, y, c: None,
 }
 
@@ -196,7 +195,6 @@ def _partials(call: OpRecord) -> dict[int, Any]:
 _SELECTING = {
     aten.where.self: ("condition", "self"),
     aten.where.ScalarOther: ("condition", "self"),
-    aten.where.ScalarSelf: ("condition", "self"),  # a scalar: other is selected
     aten.masked_fill.Scalar: ("mask", "value"),
     aten.masked_fill.Tensor: ("mask", "value"),
 }
@@ -228,9 +226,9 @@ def pointwise_rule(call: OpRecord) -> dict[tuple[int, int], Elementwise]:
     return maps
 
 
-# These where overloads carry no pointwise tag, but are pointwise; decompositions
-# (nll_loss, nanmean) call them.
-register_rule(aten.where.ScalarOther, aten.where.ScalarSelf)(pointwise_rule)
+# This where overload carries no pointwise tag, but is pointwise; decompositions
+# (nll_loss) call it.
+register_rule(aten.where.ScalarOther)(pointwise_rule)
 
 
 @register_decomposition(torch.ops.prims.where.default)
