@@ -56,6 +56,7 @@ INDEX = torch.tensor([[0, 2, 0], [1, 0, 1]])
         ),
         ("cumprod", lambda x: torch.cumprod(x, 1), [(2, 4)]),
         ("logcumsumexp", lambda x: torch.logcumsumexp(x, 0), [(3, 2)]),
+        ("cumsum", lambda x: torch.cumsum(x, 1), [(2, 5)]),
     ],
 )
 def test_bruteforce(name: str, fn: Callable[..., Tensor], shapes: list) -> None:
@@ -153,3 +154,12 @@ def test_empty_tensors_have_no_edges() -> None:
     assert res[b].tolist() == [4.0, 4.0, 4.0]
     for semiring in ("max", "entropy", cs.TopK(2)):
         assert bool(torch.isfinite(graph.backward(z, semiring)[b]).all())
+
+
+def test_cumsum_forward_counts_the_lower_triangle_only() -> None:
+    x = _randn(2, 5)
+    with cs.record(x) as graph:
+        y = torch.cumsum(x, 1)
+    counts = graph.forward("count").values(y)[0]  # log of the paths into each y_j
+    expected = torch.arange(1, 6, dtype=DTYPE).log().expand(2, 5)
+    assert not mismatches(counts, expected)

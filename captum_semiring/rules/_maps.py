@@ -186,6 +186,43 @@ class IndexMap(LocalMap):
         return index, like.new_ones(index.shape)
 
 
+class CumulativeSum(LocalMap):
+    """``y_j = x_1 + ... + x_j`` along ``dim``: unit edges ``x_i → y_j`` for ``i ≤ j``
+    only, applied as a semiring scan (``log n`` steps of ⊕, Hillis–Steele), so the
+    ``n × n`` block is never built."""
+
+    def __init__(self, shape: Shape, dim: int) -> None:
+        self.in_shape = self.out_shape = tuple(shape)
+        self.axis = dim + 1  # the semiring axis comes first
+
+    def _scan(self, sr: Semiring, values: Tensor, reverse: bool) -> Tensor:
+        if sr.linear:
+            if reverse:
+                return values.flip(self.axis).cumsum(self.axis).flip(self.axis)
+            return values.cumsum(self.axis)
+        n, shift = values.shape[self.axis], 1
+        while shift < n:
+            head = values.narrow(self.axis, 0, n - shift)
+            tail = values.narrow(self.axis, shift, n - shift)
+            if reverse:  # x_i ⊕= x_{i + shift}
+                values = torch.cat(
+                    [sr.plus(head, tail), values.narrow(self.axis, n - shift, shift)],
+                    self.axis,
+                )
+            else:  # x_i ⊕= x_{i - shift}
+                values = torch.cat(
+                    [values.narrow(self.axis, 0, shift), sr.plus(tail, head)], self.axis
+                )
+            shift *= 2
+        return values
+
+    def backward(self, sr: Semiring, values: Tensor) -> Tensor:
+        return self._scan(sr, values, reverse=True)
+
+    def forward(self, sr: Semiring, values: Tensor) -> Tensor:
+        return self._scan(sr, values, reverse=False)
+
+
 class MatMul(LocalMap):
     """A contraction with a fixed real matrix: ``out = x @ weight`` (``side="right"``)
     or ``out = weight @ x`` (``side="left"``), batched, on the given views."""

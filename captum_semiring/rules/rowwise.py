@@ -1,5 +1,5 @@
-"""Row-wise primitives with dense per-row Jacobians: softmax, log_softmax, layer
-norm, cumsum.
+"""Row-wise primitives with dense per-row Jacobians (softmax, log_softmax, layer
+norm), and cumsum's lower-triangular one.
 
 Their Jacobians have closed forms, built from the recorded outputs once per sweep;
 the ordinary gradient skips them and uses the closed-form vector-Jacobian products.
@@ -14,7 +14,7 @@ import torch
 
 from .._record import OpRecord
 from . import register_rule
-from ._maps import Blockwise, Elementwise, LayerNormRows, RankOneRows
+from ._maps import CumulativeSum, Elementwise, LayerNormRows, RankOneRows
 
 aten = torch.ops.aten
 
@@ -112,18 +112,4 @@ def cumsum_rule(call: OpRecord) -> dict:
     out = call.output(0)
     if out.dim() == 0:
         return {(i, 0): Elementwise(None, (), (), ())}
-    dim = call.arg("dim") % out.dim()
-    n = out.shape[dim]
-    rows = out.numel() // max(1, n)
-
-    def jacobian(chunk: slice) -> torch.Tensor:
-        lower = torch.ones(n, n, dtype=out.dtype, device=out.device).tril()
-        return lower.expand(len(range(rows)[chunk]), n, n)
-
-    def vjp(v: torch.Tensor) -> torch.Tensor:
-        return v.flip(-1).cumsum(-1).flip(-1)
-
-    def jvp(v: torch.Tensor) -> torch.Tensor:
-        return v.cumsum(-1)
-
-    return {(i, 0): Blockwise(jacobian, tuple(out.shape), [dim], vjp, jvp)}
+    return {(i, 0): CumulativeSum(tuple(out.shape), call.arg("dim") % out.dim())}
