@@ -18,8 +18,9 @@ from .._capture import recording_kernels
 from .._hooks import removable_handles
 from ..branch_flow import keep_top_branch
 from ..result import SemiringResult
-from ..semirings import Semiring, get_semiring
+from ..semirings import Dims, Semiring, get_semiring
 from ._common import (
+    check_aggregate_dims,
     check_grad_kwargs,
     check_internal_batch_size,
     check_steps,
@@ -29,6 +30,7 @@ from ._common import (
     first_rank,
     format_baselines,
     format_inputs,
+    normalize_dims,
     path_points,
     tensorize_baselines,
 )
@@ -178,6 +180,11 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         multiply_by_inputs (bool, optional): multiply by the difference of the
                     layer's activations at ``inputs`` and at ``baselines``.
                     Default: False.
+        aggregate_dims (int or sequence of int, optional): activation axes (not
+                    the batch axis 0) to :math:`\bigoplus` over before finalizing
+                    (the aggregated derivative, eq. 3): ``-1`` gives one value per
+                    token of an embedding layer. Not with ``multiply_by_inputs``.
+                    Default: None.
 
     Examples::
 
@@ -206,6 +213,7 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         semiring: Semiring | str = "max",
         device_ids: list[int] | None = None,
         multiply_by_inputs: bool = False,
+        aggregate_dims: Dims | None = None,
     ) -> None:
         layers = layer if isinstance(layer, list) else [layer]
         if not layers or not all(isinstance(m, nn.Module) for m in layers):
@@ -220,6 +228,11 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         compat.GradientAttribution.__init__(self, forward_func)
         self.semiring: Semiring = get_semiring(semiring)
         self._multiply_by_inputs = bool(multiply_by_inputs)
+        self.aggregate_dims = normalize_dims(aggregate_dims)
+        if self.aggregate_dims is not None and self._multiply_by_inputs:
+            raise ValueError(
+                "aggregate_dims cannot be combined with multiply_by_inputs=True"
+            )
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -447,6 +460,8 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         check_target_count(xs[0].shape[0], target)
         args = compat.format_additional_forward_args(additional_forward_args)
         layer_inputs = self._activations(xs, args, attribute_to_layer_input)
+        for acts in layer_inputs:
+            check_aggregate_dims(acts, self.aggregate_dims)
         layer_baselines = None
         if n_steps > 1 or self._multiply_by_inputs:
             layer_baselines = self._activations(
@@ -539,7 +554,7 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
                 acts,
                 base,
                 step_sizes,
-                None,
+                self.aggregate_dims,
                 self._multiply_by_inputs,
             )
         )
@@ -640,10 +655,13 @@ class SemiringLLMGradientAttribution(compat.LLMGradientAttribution):
     :class:`SemiringLayerAttribution`.
 
     LLMGradientAttribution checks the wrapped method against an allow-list of Captum
-    classes; this subclass adds ours to it and changes nothing else. The target is the
-    log probability of each generated token, and a token's attribution is the sum
-    over the embedding axis of the layer attribution, as for LayerIntegratedGradients.
-    Semirings that add a leading axis (TopK) are rejected.
+    classes; this subclass adds ours to it. The target is the log probability of
+    each generated token. A token's attribution is, as for LayerIntegratedGradients,
+    the sum over the embedding axis under :class:`~captum_semiring.SumProduct`; under
+    the other semirings a sum of per-dimension path values means nothing, so it is
+    the aggregated derivative (eq. 3): the semiring sum over the embedding axis,
+    then finalized (for MaxProduct, the best path from any of the token's
+    dimensions). Semirings that add a leading axis (TopK) are rejected.
 
     Args:
         attr_method (GradientAttribution): a :class:`SemiringLayerAttribution` (or a
@@ -685,3 +703,33 @@ class SemiringLLMGradientAttribution(compat.LLMGradientAttribution):
                 "SemiringLLMGradientAttribution needs one (use MaxProduct, Entropy, ...)"
             )
         super().__init__(attr_method, tokenizer)
+        if (
+            isinstance(attr_method, SemiringLayerAttribution)
+            and not attr_method.semiring.linear
+        ):
+            # the copy whose forward_func Captum replaced with its wrapper
+            copied = cast(SemiringLayerAttribution, self.attr_method)
+            self.attr_method = cast(Any, _PerToken(copied))
+
+
+class _PerToken:
+    """A SemiringLayerAttribution that aggregates over the embedding axis (eq. 3),
+    with a trailing axis of size 1 for LLMGradientAttribution's sum over it."""
+
+    def __init__(self, method: SemiringLayerAttribution) -> None:
+        if method.aggregate_dims is not None or method.multiplies_by_inputs:
+            raise ValueError(
+                "SemiringLLMGradientAttribution aggregates over the embedding axis "
+                "itself; build the layer attribution without aggregate_dims and "
+                "multiply_by_inputs"
+            )
+        self.method = method
+        self.per_token = SemiringLayerAttribution(
+            method.forward_func, method.layer, method.semiring, aggregate_dims=-1
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.method, name)
+
+    def attribute(self, *args: Any, **kwargs: Any) -> Tensor:
+        return self.per_token.attribute(*args, **kwargs).unsqueeze(-1)

@@ -187,3 +187,23 @@ def test_llm_rejects_semirings_with_several_values(minilm):
         cs.SemiringLLMGradientAttribution(
             cs.SemiringLayerAttribution(lm, lm.transformer.wte, cs.TopK(2)), tokenizer
         )
+
+
+def test_llm_token_value_is_the_aggregated_derivative(minilm):
+    # Under MaxProduct a token's value is its best path from any embedding
+    # dimension (⊕ = max over the axis), not a sum of per-dimension best paths.
+    _, tokenizer = minilm
+    lm = _tiny_gpt2()
+    prompt = TextTokenInput("he was in the", tokenizer)
+    llm = cs.SemiringLLMGradientAttribution(
+        cs.SemiringLayerAttribution(lm, lm.transformer.wte, "max"), tokenizer
+    )
+    got = llm.attribute(prompt, target="of it").token_attr
+    # the same forward function (log p of target token 0), per dimension
+    per_dimension = llm.attr_method.method.attribute(
+        prompt.to_tensor(),
+        additional_forward_args=(prompt, llm._get_target_tokens(prompt, "of it"), 0),
+    )
+    assert per_dimension.shape[-1] == 16
+    torch.testing.assert_close(got[0], per_dimension.amax(-1)[0])
+    assert not torch.allclose(got[0], per_dimension.sum(-1)[0])
