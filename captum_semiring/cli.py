@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._capture import COMPOSITE_PRIMITIVES
 from .analysis.branch_flow import TRANSFORMER_BRANCHES
 from .analysis.explain import (
     Example,
@@ -42,6 +43,7 @@ from .analysis.models import (
     load_callable_model,
     load_hf_model,
     quiet_transformers,
+    refuse_random_weights,
 )
 
 PROG = "captum-semiring"
@@ -184,23 +186,60 @@ def _console_block(result: ExplainResult) -> str:
     return "\n".join(lines)
 
 
+def _check_explain_args(args: argparse.Namespace) -> None:
+    if args.top_k < 1:
+        raise CLIError("--top-k must be at least 1")
+    if args.ig_steps < 0:
+        raise CLIError("--ig-steps must be >= 0")
+    for text in args.text or []:
+        if not text.strip():
+            raise CLIError("--text got an empty text")
+    if args.target_pair is not None:
+        _parse_pair(args.target_pair)
+        for text in args.text or []:
+            if text.count("[MASK]") > 1:
+                raise CLIError(
+                    f"--target-pair explains one [MASK] token; {text!r} has "
+                    f"{text.count('[MASK]')}"
+                )
+
+
+def _check_one_mask(model: LoadedModel, examples: list[Example]) -> None:
+    """--target-pair reads the logits at the mask token: exactly one per input."""
+    mask_id = getattr(model.tokenizer, "mask_token_id", None)
+    if mask_id is None:
+        return
+    for i, ex in enumerate(examples, 1):
+        count = int((ex.ids == mask_id).sum())
+        if count != 1:
+            raise CLIError(
+                f"--target-pair explains one mask token per input; input {i} has {count}"
+            )
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .report import write_html_report
 
-    if args.top_k < 1:
-        raise CLIError("--top-k must be at least 1")
-    if args.ig_steps < 0:
-        raise CLIError("--ig-steps must be >= 0")
+    _check_explain_args(args)  # before the model load, which takes seconds
     start = time.perf_counter()
     model = _load(args)
     if args.target_pair is not None and not model.is_mlm and model.kind != "callable":
         raise CLIError(
             "--target-pair needs a masked language model; this model is a classifier, use --target"
         )
+    refuse_random_weights(model, allow=args.allow_random_head)
+    if model.random_weights:
+        print(
+            f"{PROG}: warning: explaining a model with {len(model.random_weights)} "
+            "randomly initialized weights (--allow-random-head): its outputs are noise",
+            file=sys.stderr,
+        )
     with quiet_transformers():
         examples = _examples(model, args)
+    if args.target_pair is not None and model.tokenizer is not None:
+        _check_one_mask(model, examples)
     out_dir = Path(args.out)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -227,11 +266,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             ig_steps=args.ig_steps,
             index=i,
+            decompose=tuple(args.decompose or ()),
         )
         results.append(result)
         tqdm.write(_console_block(result), file=sys.stdout)
 
-    run = ExplainReport(model, results, top_k=args.top_k)
+    run = ExplainReport(
+        model, results, top_k=args.top_k, decompose=tuple(args.decompose or ())
+    )
     images = run.images
     for name, png in images.items():
         (out_dir / name).write_bytes(png)
@@ -279,7 +321,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         ) from None
     extra = {"scale": args.scale} if args.scale else {}
     options = ReproduceOptions(
-        max_sentences=args.max_sentences, hf_model=args.hf_model, extra=extra
+        max_sentences=args.max_sentences,
+        hf_model=args.hf_model,
+        allow_random_head=args.allow_random_head,
+        extra=extra,
     )
     try:
         files = reproductions[args.name].run(out_dir, options)
@@ -399,6 +444,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed for heads that a checkpoint lacks (default: 0)",
     )
     opt.add_argument(
+        "--allow-random-head",
+        action="store_true",
+        help="explain a model whose checkpoint lacks some weights (they are random: the outputs are noise); refused by default",
+    )
+    opt.add_argument(
+        "--decompose",
+        action="append",
+        choices=sorted(COMPOSITE_PRIMITIVES),
+        help="record this composite primitive as its finer ops (repeatable); top paths and branch winners depend on the granularity",
+    )
+    opt.add_argument(
         "--debug", action="store_true", help="show tracebacks of unexpected errors"
     )
     ex.set_defaults(func=cmd_explain)
@@ -436,6 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--hf-model",
         metavar="DIR",
         help="a local Hugging Face masked LM directory, for reproductions that accept one (fig4)",
+    )
+    rp.add_argument(
+        "--allow-random-head",
+        action="store_true",
+        help="with --hf-model: go on when the checkpoint lacks some weights (refused by default)",
     )
     rp.add_argument(
         "--debug", action="store_true", help="show tracebacks of unexpected errors"

@@ -48,6 +48,8 @@ ol.paths li { margin: 0.35em 0; }
 .val { font-weight: 600; }
 img.plot { max-width: 100%; height: auto; display: block; margin: 0.6em 0; border: 1px solid #eceff1;
            border-radius: 4px; }
+.banner { background: #fde8e8; border: 2px solid #c0392b; border-radius: 6px; padding: 8px 12px;
+  margin: 8px 0; font-weight: 600; color: #7b1d14; }
 .note { background: #fff8e5; border: 1px solid #f0dca4; border-radius: 6px; padding: 6px 10px;
         font-size: 0.88em; margin: 0.5em 0; }
 .grid { display: grid; grid-template-columns: max-content minmax(0, 1fr); gap: 28px; }
@@ -265,6 +267,13 @@ def render_html_report(report: ExplainReport) -> str:
         "(max-product), gradient path entropy, and branch flow, compared with Integrated Gradients.</p>",
         '<section class="card">' + _kv(head),
     ]
+    if model.random_weights:
+        parts.append(
+            '<div class="banner">Warning: this model has '
+            f"{len(model.random_weights)} randomly initialized weights (the checkpoint "
+            "lacks them, e.g. a classifier head). Its outputs are noise, and so is every "
+            "attribution below.</div>"
+        )
     for note in model.notes:
         parts.append(f'<div class="note">{_esc(note)}</div>')
     parts.append(

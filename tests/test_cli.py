@@ -29,7 +29,10 @@ def _minilm() -> str:
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], *fragments: str) -> str:
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
+    # warnings (--allow-random-head's) may precede the error line
+    lines = [
+        line for line in err.splitlines() if line.strip() and ": warning: " not in line
+    ]
     assert len(lines) == 1, err
     assert lines[0].startswith("captum-semiring: error: "), err
     assert "Traceback" not in err
@@ -307,24 +310,27 @@ def test_hf_model_directory_minilm(
     randomly initialized (seeded) classifier, which is fine for exercising the CLI."""
     directory = _minilm()
     out = tmp_path / "minilm"
-    rc = main(
-        [
-            "explain",
-            "--hf-model",
-            directory,
-            "--text",
-            "a short test",
-            "--top-k",
-            "1",
-            "--ig-steps",
-            "4",
-            "--out",
-            str(out),
-            "--debug",
-        ]
-    )
-    assert rc == 0
+    argv = [
+        "explain",
+        "--hf-model",
+        directory,
+        "--text",
+        "a short test",
+        "--top-k",
+        "1",
+        "--ig-steps",
+        "4",
+        "--out",
+        str(out),
+    ]
+    # refused by default: the head is random, so the outputs are noise
+    assert main(argv) == 2
+    _one_line_error(capsys, "initialized randomly")
+    assert not out.exists()
+    assert main([*argv, "--allow-random-head", "--debug"]) == 0
     captured = capsys.readouterr()
+    assert "randomly initialized weights" in captured.err  # the warning
+    assert "Warning: this model has" in (out / "report.html").read_text()
     assert "Loading weights" not in captured.err
     summary = _summary(out)
     assert summary["layer"] == "bert.embeddings"
@@ -352,6 +358,7 @@ def test_hf_model_bad_inputs(
         "qzxqzxqzx,is",
         "--out",
         out,
+        "--allow-random-head",
     ]
     assert main(argv) == 2
     _one_line_error(capsys, "unknown target token 'qzxqzxqzx'")
@@ -359,6 +366,7 @@ def test_hf_model_bad_inputs(
     assert (
         main(
             ["explain", "--hf-model", directory, "--text", "word " * 600, "--out", out]
+            + ["--allow-random-head"]
         )
         == 2
     )
@@ -379,6 +387,50 @@ def test_hf_model_bad_inputs(
         == 2
     )
     _one_line_error(capsys, "has no layer 'bert.encoder.layer.9'")
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--text", "  "], "--text got an empty text"),
+        (
+            ["--text", "[MASK] and [MASK]", "--target-pair", "is,are"],
+            "has 2",
+        ),
+        (["--target-pair", "is"], "--target-pair takes 'correct,wrong'"),
+    ],
+)
+def test_argument_checks_come_before_the_model_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    # The directory does not exist: an argument error must come first.
+    argv = ["explain", "--hf-model", str(tmp_path / "none"), "--out", str(tmp_path)]
+    assert main(argv + extra) == 2
+    _one_line_error(capsys, message)
+
+
+def test_explain_decompose_is_recorded_in_the_summary(tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    argv = ["explain", "--tokens", "3 7 12 5", "--ig-steps", "0", "--top-k", "1"]
+    assert main([*argv, "--out", str(out), "--decompose", "softmax"]) == 0
+    decomposed = _summary(out)
+    assert decomposed["decompose"] == ["softmax"]
+    assert main([*argv, "--out", str(tmp_path / "p")]) == 0
+    plain = _summary(tmp_path / "p")
+    assert plain["decompose"] == []
+    # a finer graph has other paths: the top path values differ
+    assert (
+        decomposed["inputs"][0]["top_path_per_token"]
+        != plain["inputs"][0]["top_path_per_token"]
+    )
+
+
+def test_reproduce_fig4_refuses_a_random_head(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["reproduce", "fig4", "--hf-model", _minilm(), "--out", str(tmp_path)]
+    assert main([*argv, "--max-sentences", "4"]) == 2
+    _one_line_error(capsys, "initialized randomly", "--allow-random-head")
 
 
 def test_console_script_entry_point() -> None:

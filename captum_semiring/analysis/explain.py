@@ -619,11 +619,13 @@ class ExplainReport:
         model: the loaded model.
         results: one :class:`ExplainResult` per input.
         top_k: the ``top_k`` the results were computed with.
+        decompose: the composite primitives recorded as their finer ops.
     """
 
     model: LoadedModel
     results: list[ExplainResult]
     top_k: int
+    decompose: tuple[str, ...] = ()
 
     @property
     def images(self) -> dict[str, bytes]:
@@ -641,8 +643,10 @@ class ExplainReport:
                 "description": self.model.description,
                 "val_accuracy": self.model.val_accuracy,
                 "notes": list(self.model.notes),
+                "random_weights": list(self.model.random_weights),
             },
             "layer": self.model.layer_name,
+            "decompose": list(self.decompose),
             "encoder_layers": [name for name, _ in self.model.encoder_layers],
             "semirings": {
                 key: text.format(k=self.top_k)
@@ -819,6 +823,7 @@ def explain(
     ig_steps: int = 32,
     index: int = 0,
     plots: bool = True,
+    decompose: tuple[str, ...] = (),
 ) -> ExplainResult:
     """Top gradient paths, gradient entropy, branch flow and Integrated Gradients for
     one input.
@@ -842,6 +847,9 @@ def explain(
         index: the input's position in a run (names the plot files
             ``input{index + 1}_tokens.png`` and ``..._branch_flow.png``).
         plots: draw the plots (matplotlib) into :attr:`ExplainResult.images`.
+        decompose: composite primitives to record as their finer ops (see
+            :func:`~captum_semiring.record`); the top paths and the winning
+            branches depend on this granularity.
 
     Returns:
         The :class:`ExplainResult`.
@@ -860,7 +868,7 @@ def explain(
         target, prediction = prepare_target(model, example)
 
     layer_inputs = [(name, layer_input(m)) for name, m in model.encoder_layers]
-    with record(layer, *[li for _, li in layer_inputs]) as graph:
+    with record(layer, *[li for _, li in layer_inputs], decompose=decompose) as graph:
         logits = forward_logits(model, example.ids, example.extra)
         out = target.fn(logits)
     if prediction is None:

@@ -44,6 +44,8 @@ __all__ = [
     "from_module",
     "load_hf_model",
     "load_callable_model",
+    "RandomWeightsError",
+    "refuse_random_weights",
 ]
 
 
@@ -78,6 +80,9 @@ class LoadedModel:
         pad_id: the padding id (the Integrated Gradients baseline).
         special_ids: the tokenizer's special token ids (kept in the baseline).
         notes: remarks for a report (e.g. randomly initialized weights).
+        random_weights: names of weights the checkpoint lacked, initialized
+            randomly (a classifier head on a bare encoder); see
+            :func:`refuse_random_weights`.
         val_accuracy: the validation accuracy, where known (the demo model).
         label_fn: the correct label of a batch of token ids, where known.
         token_range: the valid token ids ``(low, high)``, if narrower than the
@@ -99,6 +104,7 @@ class LoadedModel:
     pad_id: int = 0
     special_ids: set[int] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    random_weights: list[str] = field(default_factory=list)
     val_accuracy: float | None = None
     label_fn: Callable[[Tensor], Tensor] | None = None
     token_range: tuple[int, int] | None = None
@@ -341,6 +347,39 @@ def from_module(
     )
 
 
+class RandomWeightsError(ModelLoadError):
+    """The model has randomly initialized weights (see :func:`refuse_random_weights`)."""
+
+
+def refuse_random_weights(model: LoadedModel, allow: bool = False) -> None:
+    """Raise :class:`RandomWeightsError` when ``model`` has weights its checkpoint
+    lacked, unless ``allow``: explaining an untrained head explains noise.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_semiring.analysis.models import from_module, refuse_random_weights
+        >>> loaded = from_module(torch.nn.Embedding(5, 2))
+        >>> loaded.random_weights = ["classifier.weight"]
+        >>> try:
+        ...     refuse_random_weights(loaded)
+        ... except RandomWeightsError as err:
+        ...     print(str(err)[:60])
+        1 weight of this model is not in its checkpoint and was init
+        >>> refuse_random_weights(loaded, allow=True)  # goes on
+    """
+    names = model.random_weights
+    if not names or allow:
+        return
+    listed = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+    raise RandomWeightsError(
+        f"{len(names)} weight{'s' if len(names) > 1 else ''} of this model "
+        f"{'are' if len(names) > 1 else 'is'} not in its checkpoint and "
+        f"{'were' if len(names) > 1 else 'was'} initialized randomly ({listed}), so "
+        "its outputs are noise; pass --allow-random-head (allow=True) to explain it anyway"
+    )
+
+
 def load_hf_model(
     path: str | Path,
     *,
@@ -448,6 +487,7 @@ def load_hf_model(
         pad_id=int(pad),
         special_ids=special,
         notes=notes,
+        random_weights=missing,
     )
 
 

@@ -60,6 +60,7 @@ from ..analysis.models import (
     encoder_layers,
     load_hf_model,
     quiet_transformers,
+    refuse_random_weights,
 )
 from .registry import ReproduceOptions, register_reproduction
 from .tasks.agreement import (
@@ -359,7 +360,10 @@ def plot_fig4(flow: AgreementFlow, title: str | None = None) -> Any:
 
 
 def hf_agreement_inputs(
-    model_dir: str | Path, n_sentences: int = N_EVAL, seed: int = 0
+    model_dir: str | Path,
+    n_sentences: int = N_EVAL,
+    seed: int = 0,
+    allow_random_head: bool = False,
 ) -> tuple[Any, list[AgreementExample], list[str]]:
     """A local Hugging Face masked LM and the template sentences in its tokenizer.
 
@@ -372,6 +376,8 @@ def hf_agreement_inputs(
         model_dir: the directory (``config.json``, weights and tokenizer files).
         n_sentences: template sentences to generate before filtering.
         seed: the seed of the sentences (and of a head the checkpoint lacks).
+        allow_random_head: go on when the checkpoint lacks some weights (else
+            :class:`~captum_semiring.analysis.models.RandomWeightsError`).
 
     Returns:
         ``(model, examples, notes)``: the model in eval mode with eager attention,
@@ -383,6 +389,7 @@ def hf_agreement_inputs(
             loadable masked LM.
     """
     subject = load_hf_model(model_dir, prefer_masked_lm=True, seed=seed)
+    refuse_random_weights(subject, allow=allow_random_head)
     if subject.tokenizer is None:
         raise ModelLoadError(f"{str(model_dir)!r} has no tokenizer; fig4 needs one")
     if getattr(subject.tokenizer, "mask_token_id", None) is None:
@@ -407,6 +414,7 @@ def agreement_inputs(
     hf_model: str | Path | None = None,
     max_sentences: int | None = None,
     verbose: bool = False,
+    allow_random_head: bool = False,
 ) -> tuple[Any, list[AgreementExample], dict[str, Any]]:
     """The model and evaluation examples of ``reproduce fig4``.
 
@@ -416,6 +424,7 @@ def agreement_inputs(
         max_sentences: keep the first N examples (balanced over 1..4 attractors
             when N is a multiple of 4).
         verbose: print training progress on first use.
+        allow_random_head: go on when ``hf_model`` lacks some weights.
 
     Returns:
         ``(model, examples, info)``; ``info`` describes the model. Stack the examples
@@ -423,7 +432,9 @@ def agreement_inputs(
         ``forward_func(model)`` maps ids to the target.
     """
     if hf_model is not None:
-        model, examples, notes = hf_agreement_inputs(hf_model)
+        model, examples, notes = hf_agreement_inputs(
+            hf_model, allow_random_head=allow_random_head
+        )
         info: dict[str, Any] = {
             "model": f"{type(model).__name__} from {hf_model}",
             "notes": notes,
@@ -471,7 +482,10 @@ def reproduce_fig4(out_dir: Path, options: ReproduceOptions) -> list[Path]:
     from ..visualization import figure_to_png
 
     model, examples, info = agreement_inputs(
-        options.hf_model, options.max_sentences, verbose=True
+        options.hf_model,
+        options.max_sentences,
+        verbose=True,
+        allow_random_head=options.allow_random_head,
     )
     acc = evaluate(model, examples)
     flows = {

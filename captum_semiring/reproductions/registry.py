@@ -27,11 +27,14 @@ class ReproduceOptions:
         max_sentences: use only the first N evaluation sentences (quick checks).
         hf_model: a local Hugging Face model directory, for reproductions that can run
             on one (``fig4``).
+        allow_random_head: with ``hf_model``: go on when the checkpoint lacks some
+            weights (refused by default: the outputs would be noise).
         extra: options particular to one reproduction.
     """
 
     max_sentences: int | None = None
     hf_model: str | None = None
+    allow_random_head: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 

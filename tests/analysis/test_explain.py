@@ -156,7 +156,14 @@ def test_to_json_keeps_the_summary_layout(
         "other",
     ]
     report = ExplainReport(demo, [demo_result], top_k=3).to_json()
-    assert list(report) == ["model", "layer", "encoder_layers", "semirings", "inputs"]
+    assert list(report) == [
+        "model",
+        "layer",
+        "decompose",
+        "encoder_layers",
+        "semirings",
+        "inputs",
+    ]
     assert report["layer"] == "bert.embeddings"
     assert report["encoder_layers"] == ["bert.encoder.layer.0"]
     assert "TopK(3)" in report["semirings"]["top_paths"]
