@@ -25,6 +25,7 @@ from typing import Any
 from ._capture import COMPOSITE_PRIMITIVES
 from .analysis.branch_flow import TRANSFORMER_BRANCHES
 from .analysis.explain import (
+    IG_DELTA_WARNING,
     Example,
     ExplainError,
     ExplainReport,
@@ -32,6 +33,7 @@ from .analysis.explain import (
     demo_examples,
     explain,
     prepare_target,
+    relative_delta,
     text_example,
     token_example,
 )
@@ -162,15 +164,22 @@ def _console_block(result: ExplainResult) -> str:
     lines = [f"input {result.index + 1}: {' '.join(result.tokens)}"]
     pred = f", prediction {result.prediction}" if result.prediction is not None else ""
     lines.append(f"  target {result.target.description}: {result.output:.4g}{pred}")
+    k = len(result.top_paths)
+    semiring = "MaxProduct(positive)" if k == 1 else f"TopK({k}), ranked by |g|"
     for p in result.top_paths:
         lines.append(
-            f"  path {p.rank} ({p.value:+.3e}) from token {p.token_index} {p.token!r}: "
+            f"  path {p.rank} [{semiring}] ({p.value:+.3e}) from token {p.token_index} {p.token!r}: "
             + " -> ".join(m or "<output>" for m in p.modules)
         )
     ent = " ".join(
         f"{t}:{e:.2f}" for t, e in zip(result.tokens, result.entropy_per_token)
     )
     lines.append(f"  entropy (nats) {ent}")
+    norm = " ".join(
+        f"{t}:{'n/a' if e is None else f'{e:.2f}'}"
+        for t, e in zip(result.tokens, result.normalized_entropy_per_token)
+    )
+    lines.append(f"  entropy / log #paths {norm}")
     for f in result.branch_flow:
         wins = f.wins()
         lines.append(
@@ -183,6 +192,12 @@ def _console_block(result: ExplainResult) -> str:
         lines.append(
             f"  vs integrated gradients: Spearman {rho}, same top token: {'yes' if ig.top_token_agrees else 'no'}"
         )
+        delta = relative_delta(ig, result.output)
+        if abs(delta) > IG_DELTA_WARNING:
+            lines.append(
+                f"  warning: IG has not converged (delta {ig.convergence_delta:+.3g} is "
+                f"{100 * abs(delta):.0f}% of the output); use more --ig-steps"
+            )
     return "\n".join(lines)
 
 

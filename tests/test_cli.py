@@ -52,7 +52,8 @@ def test_explain_default_demo_writes_a_self_contained_report(
     assert main(["explain", "--out", str(out), "--ig-steps", "8", "--debug"]) == 0
     stdout = capsys.readouterr().out
     assert f"report:  {(out / 'report.html').resolve()}" in stdout
-    assert "path 1 (" in stdout and "bert.encoder.layer.0" in stdout
+    assert "path 1 [TopK(3), ranked by |g|] (" in stdout
+    assert "bert.encoder.layer.0" in stdout and "entropy / log #paths" in stdout
 
     html = (out / "report.html").read_text()
     images = re.findall(

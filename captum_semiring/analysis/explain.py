@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import Entropy, MaxProduct, Path, TopK, layer_input, record
+from .. import Entropy, LogSum, MaxProduct, Path, PathCount, TopK, layer_input, record
 from .branch_flow import TRANSFORMER_BRANCHES, transformer_branch
 from .models import LoadedModel, first_line
 from .stats import spearman
@@ -85,6 +85,8 @@ SEMIRING_DESCRIPTIONS = {
     "top_path_per_token": "MaxProduct (most positive path product), ⊕ over the token's hidden units",
     "top_paths": "TopK({k}) from the token with the largest |path product|",
     "entropy_per_token": "Entropy (nats), ⊕ over the token's hidden units (eq. 3)",
+    "normalized_entropy_per_token": "Entropy / PathCount (log #paths): 0 = one path carries all the flow, 1 = all paths equal",
+    "top_path_share_per_token": "MaxProduct(absolute) / exp(LogSum): the share of the total |flow| Z carried by the largest-magnitude path",
     "branch_flow": "MaxProduct at each encoder layer's input; top_branch = paper's aggregation, branch_max = each branch's ⊕ over hidden",
 }
 
@@ -539,9 +541,17 @@ class IGComparison:
         }
 
 
+IG_DELTA_WARNING = 0.05  # |delta| / |output| past which IG is flagged as unconverged
+
+
+def relative_delta(ig: IGComparison, output: float) -> float:
+    """IG's convergence delta as a fraction of the explained output."""
+    return ig.convergence_delta / max(abs(output), 1e-12)
+
+
 @dataclass
 class ExplainResult:
-    """Everything :func:`explain` finds for one input.
+    r"""Everything :func:`explain` finds for one input.
 
     Attributes:
         index: the input's position in a run (names the plot files).
@@ -554,6 +564,11 @@ class ExplainResult:
         top_path_per_token: per token, the max-product value (most positive path
             product) ⊕ over its hidden units.
         entropy_per_token: per token, the gradient path entropy in nats.
+        normalized_entropy_per_token: per token, entropy / log(number of paths):
+            0 when one path carries all the flow, 1 when every path carries the
+            same (``None`` with a single path).
+        top_path_share_per_token: per token, the share of the total flow
+            :math:`Z = \sum_p |g(p)|` that its largest-magnitude path carries.
         most_important_token: the token the top paths start at.
         top_paths: the top gradient paths from that token.
         branch_flow: per encoder layer, the branch flow at its input.
@@ -577,6 +592,8 @@ class ExplainResult:
     branch_flow: list[LayerFlow]
     integrated_gradients: IGComparison | None
     branch_flow_note: str | None = None
+    normalized_entropy_per_token: list[float | None] = field(default_factory=list)
+    top_path_share_per_token: list[float] = field(default_factory=list)
     plots: dict[str, str] = field(default_factory=dict)
     images: dict[str, bytes] = field(default_factory=dict, repr=False)
 
@@ -596,6 +613,8 @@ class ExplainResult:
             "prediction": self.prediction,
             "top_path_per_token": list(self.top_path_per_token),
             "entropy_per_token": list(self.entropy_per_token),
+            "normalized_entropy_per_token": list(self.normalized_entropy_per_token),
+            "top_path_share_per_token": list(self.top_path_share_per_token),
             "most_important_token": self.most_important_token,
             "top_paths": [p.to_json() for p in self.top_paths],
             "branch_flow": [f.to_json() for f in self.branch_flow],
@@ -786,7 +805,7 @@ def _draw(result: ExplainResult) -> None:
     n = result.index + 1
     scores: dict[str, list[float | None]] = {
         "top path (max-product)": list(result.top_path_per_token),
-        "entropy (nats)": list(result.entropy_per_token),
+        "entropy / log #paths": list(result.normalized_entropy_per_token),
     }
     if result.integrated_gradients:
         scores["integrated gradients"] = list(result.integrated_gradients.per_token)
@@ -893,6 +912,15 @@ def explain(
     top = per_token(r_max)  # (L,)
     r_ent = graph.backward(out, Entropy())
     ent = per_token(r_ent)
+    # The scale of the entropy: log(#paths) bounds it; log Z and the largest
+    # |path| give the share of the flow the top path carries.
+    log_paths = per_token(graph.backward(out, PathCount()))
+    log_z = per_token(graph.backward(out, LogSum()))
+    best_abs = per_token(graph.backward(out, MaxProduct("absolute"))).abs()
+    normalized = [
+        float(h / n) if float(n) > 0 else None for h, n in zip(ent, log_paths)
+    ]
+    share = torch.where(best_abs > 0, torch.exp(best_abs.log() - log_z), 0.0)
 
     # top-k paths from the token that carries the largest |path product| (TopK);
     # with k = 1, the max-product sweep already holds the best (positive) path
@@ -922,6 +950,8 @@ def explain(
         prediction=prediction,
         top_path_per_token=[float(v) for v in top],
         entropy_per_token=[float(v) for v in ent],
+        normalized_entropy_per_token=normalized,
+        top_path_share_per_token=[float(v) for v in share],
         most_important_token=t_star,
         top_paths=paths,
         branch_flow=flows,

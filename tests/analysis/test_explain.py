@@ -30,7 +30,7 @@ from captum_semiring.analysis.explain import (
 from captum_semiring.analysis.models import LoadedModel, from_module
 from captum_semiring.reproductions.tasks.models import load_default_model
 
-# summary.json's keys of one input, as written before explain became a library function
+# summary.json's keys of one input
 ITEM_KEYS = [
     "index",
     "tokens",
@@ -41,6 +41,8 @@ ITEM_KEYS = [
     "prediction",
     "top_path_per_token",
     "entropy_per_token",
+    "normalized_entropy_per_token",
+    "top_path_share_per_token",
     "most_important_token",
     "top_paths",
     "branch_flow",
@@ -317,3 +319,19 @@ def test_importing_explain_loads_no_plotting_module() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_entropy_scale_is_consistent_across_sweeps(demo: LoadedModel) -> None:
+    # Three separate sweeps must agree with what entropy bounds: H <= log #paths
+    # (PathCount), and the largest path's share p_max = max|g| / Z (MaxProduct
+    # absolute, LogSum) satisfies exp(-H) <= p_max <= 1 (min-entropy <= entropy).
+    examples, _ = demo_examples(demo)
+    result = explain(demo, examples[0], ig_steps=0, plots=False)
+    for h, norm, share in zip(
+        result.entropy_per_token,
+        result.normalized_entropy_per_token,
+        result.top_path_share_per_token,
+        strict=True,
+    ):
+        assert norm is not None and 0.0 <= norm <= 1.0 + 1e-6
+        assert math.exp(-h) <= share * (1 + 1e-5) and share <= 1.0 + 1e-6

@@ -1,0 +1,54 @@
+"""The HTML report (issue 14): every number names its semiring, the page says how to
+read it, an unconverged IG run and a random head are flagged."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from captum_semiring.analysis.explain import (
+    IG_DELTA_WARNING,
+    ExplainReport,
+    demo_examples,
+    explain,
+)
+from captum_semiring.report import render_html_report
+from captum_semiring.reproductions.tasks.models import load_default_model
+
+
+@pytest.fixture(scope="module")
+def run():  # type: ignore[no-untyped-def]
+    model = load_default_model(verbose=False)
+    examples, _ = demo_examples(model)
+    result = explain(model, examples[0], top_k=3, ig_steps=4, plots=False)
+    return model, result
+
+
+def test_numbers_name_their_semiring_and_the_page_says_how_to_read_it(run) -> None:
+    model, result = run
+    page = render_html_report(ExplainReport(model, [result], top_k=3))
+    assert "TopK(3)" in page and "MaxProduct, positive" in page
+    assert "H / log #paths" in page and "top-path share of Z" in page
+    assert "How to read this" in page
+    assert "randomly initialized" not in page  # the demo model is trained
+
+
+@pytest.mark.parametrize("fraction", [0.5 * IG_DELTA_WARNING, 3 * IG_DELTA_WARNING])
+def test_an_unconverged_ig_run_is_flagged(run, fraction: float) -> None:
+    model, result = run
+    assert result.integrated_gradients is not None
+    ig = dataclasses.replace(
+        result.integrated_gradients, convergence_delta=fraction * result.output
+    )
+    page = render_html_report(
+        ExplainReport(model, [dataclasses.replace(result, integrated_gradients=ig)], 3)
+    )
+    assert ("IG has not converged" in page) == (fraction > IG_DELTA_WARNING)
+
+
+def test_a_random_head_gets_a_banner(run) -> None:
+    model, result = run
+    flagged = dataclasses.replace(model, random_weights=["classifier.weight"])
+    page = render_html_report(ExplainReport(flagged, [result], top_k=3))
+    assert "Warning: this model has 1 randomly initialized weights" in page
