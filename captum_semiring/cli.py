@@ -43,6 +43,7 @@ from .analysis.models import (
     load_hf_model,
     quiet_transformers,
 )
+from .paths import module_label
 
 PROG = "captum-semiring"
 
@@ -163,7 +164,7 @@ def _console_block(result: ExplainResult) -> str:
     for p in result.top_paths:
         lines.append(
             f"  path {p.rank} ({p.value:+.3e}) from token {p.token_index} {p.token!r}: "
-            + " -> ".join(m or "<output>" for m in p.modules)
+            + " -> ".join(module_label(m) for m in p.modules)
         )
     ent = " ".join(
         f"{t}:{e:.2f}" for t, e in zip(result.tokens, result.entropy_per_token)
