@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ._capture import Graph, record
 from ._record import LayerInput, OpRecord, RecordingError, layer_input
 from .branch_flow import BranchFlow
-from .paths import Hop, Path
+from .paths import Hop, Path, merge_paths
 from .result import SemiringResult
 from .rules import UnsupportedOpError, register_decomposition, register_rule
 from .semirings import (
@@ -65,6 +65,7 @@ __all__ = [
     "BranchFlow",
     "Path",
     "Hop",
+    "merge_paths",
     "Semiring",
     "SumProduct",
     "MaxProduct",

@@ -8,6 +8,7 @@ projections from the residual (skip) connection.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ._engine import Sweep, local_maps
+from .paths import module_label
 from .semirings import Semiring
 
 
@@ -35,6 +37,9 @@ class BranchFlow:
         labels: one label per group (module path, or op name with ``by="op"``).
         values: raw semiring values, shape ``(groups, S, *tensor.shape)``.
         semiring: the semiring of the sweep.
+
+    Its ``repr`` and notebook display list each group with its :meth:`totals` and
+    :meth:`shares`.
     """
 
     labels: list[str]
@@ -78,8 +83,67 @@ class BranchFlow:
                 merged.append(sr.zeros(self.values.shape[2:], self.values))
         return BranchFlow(list(names), torch.stack(merged), sr)
 
+    def totals(self) -> Tensor:
+        """Per group, ⊕ over every element of the tensor (the batch included), then
+        finalized; TopK keeps its best path (:meth:`Semiring.best`). Shape
+        ``(groups,)``."""
+        nd = self.values.dim() - 2
+        whole = self.aggregate(list(range(nd))) if nd else self.finalize()
+        return torch.stack([self.semiring.best(v) for v in whole])
+
+    def shares(self) -> Tensor:
+        """Per group, the fraction of the tensor's elements whose best flow (the
+        paper's top branch) enters through it, among the elements with any flow.
+        Shape ``(groups,)``; the shares add up to 1, or are all 0 without flow."""
+        sr = self.semiring
+        per_element = self.finalize()
+        best = torch.stack([sr.best(v) for v in per_element]).flatten(1)
+        none = sr.best(sr.finalize(sr.zeros((), self.values)))
+        flowing = (best != none).any(dim=0)
+        winner = sr.score(best).argmax(dim=0)
+        counts = torch.stack([(winner[flowing] == g).sum() for g in range(len(best))])
+        return counts.to(torch.float64) / max(int(flowing.sum()), 1)
+
+    def _rows(self) -> list[tuple[str, float, float]]:
+        if not self.labels:
+            return []
+        totals, shares = self.totals().tolist(), self.shares().tolist()
+        return [
+            (module_label(label), total, share)
+            for label, total, share in zip(self.labels, totals, shares)
+        ]
+
+    def _header(self) -> str:
+        groups = len(self.labels)
+        shape = tuple(self.values.shape[2:])
+        return (
+            f"{self.semiring!r}, {groups} group{'s' if groups != 1 else ''} "
+            f"over a tensor of shape {shape}"
+        )
+
     def __repr__(self) -> str:
-        return f"BranchFlow({self.labels})"
+        rows = self._rows()
+        lines = [f"BranchFlow({self._header()})"]
+        if rows:
+            width = max(len("group"), *(len(label) for label, _, _ in rows))
+            lines.append(f"  {'group':{width}s}  {'total':>10s}  top branch")
+            for label, total, share in rows:
+                lines.append(f"  {label:{width}s}  {total:>10.4g}  {share:>10.1%}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        body = "".join(
+            f"<tr><td>{html.escape(label)}</td><td>{total:.4g}</td>"
+            f"<td>{share:.1%}</td></tr>"
+            for label, total, share in self._rows()
+        )
+        return (
+            '<table class="captum-semiring-branch-flow">'
+            f"<caption>BranchFlow: {html.escape(self._header())}</caption>"
+            "<thead><tr><th>group</th><th>total (⊕ over all elements)</th>"
+            "<th>top branch (share of elements)</th></tr></thead>"
+            f"<tbody>{body}</tbody></table>"
+        )
 
 
 #: The four branches a transformer layer's input feeds (Fig. 2 of the paper).

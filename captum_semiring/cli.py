@@ -47,6 +47,7 @@ from .analysis.models import (
     quiet_transformers,
     refuse_random_weights,
 )
+from .paths import module_label
 
 PROG = "captum-semiring"
 
@@ -169,7 +170,7 @@ def _console_block(result: ExplainResult) -> str:
     for p in result.top_paths:
         lines.append(
             f"  path {p.rank} [{semiring}] ({p.value:+.3e}) from token {p.token_index} {p.token!r}: "
-            + " -> ".join(m or "<output>" for m in p.modules)
+            + " -> ".join(module_label(m) for m in p.modules)
         )
     ent = " ".join(
         f"{t}:{e:.2f}" for t, e in zip(result.tokens, result.entropy_per_token)

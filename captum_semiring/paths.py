@@ -2,18 +2,30 @@
 
 The sweep keeps only values. To follow a path, each step recomputes the local edges out
 of the current element and picks the one whose extension reproduces the value.
+Paths print hop by hop, display as a table in notebooks, and export to networkx, one
+at a time or k of them merged (:func:`merge_paths`).
 """
 
 from __future__ import annotations
 
+import html
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ._engine import Sweep, local_maps
+
+#: How a module path of ``""`` (an op the model runs outside any submodule, such as
+#: the target selection) is shown, here, in the command line and in legends.
+TOP_LEVEL = "<top level>"
+
+
+def module_label(module: str) -> str:
+    """``module``, or :data:`TOP_LEVEL` for the top level (``""``)."""
+    return module or TOP_LEVEL
 
 
 @dataclass(frozen=True)
@@ -25,12 +37,15 @@ class Hop:
         module: dotted module path where the op ran ("" at the top level).
         index: the element of the op's output (a tuple).
         weight: the local derivative along this edge.
+        node: the recorded tensor node of the op's output, which tells apart two
+            ops of one name in one module (``None`` when unknown).
     """
 
     op: str
     module: str
     index: tuple[int, ...]
     weight: float
+    node: int | None = None
 
 
 @dataclass
@@ -41,11 +56,25 @@ class Path:
         value: the path product, which equals the product of ``hops`` weights.
         source: the source element (a tuple index).
         hops: the edges in order from the source to the output.
+        source_node: the recorded tensor node of the source (``None`` when unknown).
+
+    Printing a path (``str``) lists every hop; its ``repr`` and notebook display
+    merge runs of unit-weight hops (views, copies) within one module into one row.
+
+    Examples::
+
+        >>> p = Path(0.5, (0, 1), [Hop("aten.view.default", "fc", (1,), 1.0),
+        ...                        Hop("aten.mm.default", "fc", (0,), 0.5)])
+        >>> p
+        Path(value=0.5, 2 hops from source [0, 1])
+          fc  view  [1]  x 1
+          fc  mm    [0]  x 0.5
     """
 
     value: float
     source: tuple[int, ...]
     hops: list[Hop] = field(default_factory=list)
+    source_node: int | None = None
 
     def product(self) -> float:
         return math.prod(h.weight for h in self.hops)
@@ -58,27 +87,163 @@ class Path:
                 names.append(hop.module)
         return names
 
-    def to_networkx(self) -> Any:
-        """The path as a ``networkx.DiGraph`` whose nodes are (op, module, index)."""
-        import networkx as nx
+    def to_networkx(self, graph: Any = None) -> Any:
+        """The path as a ``networkx.DiGraph``, or added into ``graph``.
 
-        g = nx.DiGraph()
-        previous: Any = ("source", "", self.source)
-        g.add_node(previous)
+        Nodes are ``(op, module, tensor node, index)`` tuples (the source is
+        ``("source", "", source_node, source)``), so paths that pass through one
+        element share its node; see :func:`merge_paths` for the attributes.
+        """
+        if graph is None:
+            import networkx as nx
+
+            graph = nx.DiGraph()
+            graph.graph["paths"] = 0
+        graph.graph["paths"] = graph.graph.get("paths", 0) + 1
+        previous: tuple[Any, ...] = ("source", "", self.source_node, self.source)
+        _add_node(graph, previous, "source", "", self.source_node, self.source)
         for hop in self.hops:
-            node = (hop.op, hop.module, hop.index)
-            g.add_edge(previous, node, weight=hop.weight)
+            node = (hop.op, hop.module, hop.node, hop.index)
+            _add_node(graph, node, hop.op, hop.module, hop.node, hop.index)
+            if graph.has_edge(previous, node):
+                edge = graph.edges[previous, node]
+                edge["count"] += 1
+                edge["value"] += self.value
+            else:
+                graph.add_edge(
+                    previous, node, weight=hop.weight, count=1, value=self.value
+                )
             previous = node
-        return g
+        return graph
+
+    def _rows(self) -> list[tuple[str, str, tuple[int, ...], float, int]]:
+        """(module, ops, index, weight, hops) per display row: a run of unit-weight
+        hops within one module is one row, at the index where it arrives."""
+        rows: list[tuple[str, list[str], tuple[int, ...], float, int]] = []
+        for hop in self.hops:
+            op = _short_op(hop.op)
+            last = rows[-1] if rows else None
+            if (
+                last is not None
+                and hop.weight == 1.0
+                and last[3] == 1.0
+                and last[0] == hop.module
+            ):
+                rows[-1] = (last[0], [*last[1], op], hop.index, 1.0, last[4] + 1)
+            else:
+                rows.append((hop.module, [op], hop.index, hop.weight, 1))
+        return [(m, _op_run(ops), i, w, n) for m, ops, i, w, n in rows]
+
+    def _header(self) -> str:
+        hops = f"{len(self.hops)} hop{'s' if len(self.hops) != 1 else ''}"
+        return f"value={self.value:.6g}, {hops} from source {list(self.source)}"
+
+    def __repr__(self) -> str:
+        rows = [
+            (module_label(m), ops, str(list(i)), f"x {w:.4g}")
+            for m, ops, i, w, _ in self._rows()
+        ]
+        if len(rows) > _REPR_ROWS:
+            head, tail = _REPR_ROWS // 2, _REPR_ROWS - _REPR_ROWS // 2 - 1
+            hidden = len(rows) - head - tail
+            rows = [*rows[:head], ("...", f"({hidden} rows)", "", ""), *rows[-tail:]]
+        widths = [max((len(r[c]) for r in rows), default=0) for c in range(3)]
+        lines = [f"Path({self._header()})"]
+        for row in rows:
+            cells = [cell.ljust(width) for cell, width in zip(row, widths)]
+            lines.append(("  " + "  ".join([*cells, row[3]])).rstrip())
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        body = "".join(
+            f"<tr><td>{esc(module_label(m))}</td><td>{esc(ops)}</td>"
+            f"<td>{n}</td><td>{esc(str(list(i)))}</td><td>{w:.4g}</td></tr>"
+            for m, ops, i, w, n in self._rows()
+        )
+        return (
+            '<table class="captum-semiring-path">'
+            f"<caption>Path: {esc(self._header())}</caption>"
+            "<thead><tr><th>module</th><th>ops</th><th>hops</th><th>index</th>"
+            "<th>weight</th></tr></thead>"
+            f"<tbody>{body}</tbody></table>"
+        )
 
     def __str__(self) -> str:
         lines = [f"path value {self.value:.6g} from source{list(self.source)}"]
         for hop in self.hops:
-            where = hop.module or "<top>"
+            where = module_label(hop.module)
             lines.append(
                 f"  -> {where:40s} {hop.op:32s} {list(hop.index)}  x {hop.weight:.4g}"
             )
         return "\n".join(lines)
+
+
+#: At most this many rows in a path's ``repr``; the middle of a longer one is elided.
+_REPR_ROWS = 24
+
+
+def _short_op(op: str) -> str:
+    """``aten.view.default`` -> ``view``, ``aten.add.Tensor`` -> ``add.Tensor``."""
+    return op.removeprefix("aten.").removesuffix(".default")
+
+
+def _op_run(ops: list[str]) -> str:
+    """One row's ops, a run of more than three as its ends and its length."""
+    if len(ops) > 3:
+        return f"{ops[0]}, ..., {ops[-1]} ({len(ops)} ops)"
+    return ", ".join(ops)
+
+
+def _add_node(
+    graph: Any,
+    key: tuple[Any, ...],
+    op: str,
+    module: str,
+    node: int | None,
+    index: tuple[int, ...],
+) -> None:
+    if key in graph:
+        graph.nodes[key]["count"] += 1
+    else:
+        graph.add_node(key, op=op, module=module, node=node, index=index, count=1)
+
+
+def merge_paths(paths: Iterable[Path], graph: Any = None) -> Any:
+    """Merge paths into one ``networkx.DiGraph`` (or into ``graph``).
+
+    A node is one element of one recorded tensor, keyed ``(op, module, tensor node,
+    index)`` (sources: ``("source", "", source_node, source)``), so the k paths of
+    :class:`~captum_semiring.TopK`, or the best paths from many elements, share the
+    nodes and edges they have in common.
+
+    Args:
+        paths: the paths, e.g. ``[res.path(x, i, rank=r) for r in range(k)]``.
+        graph: a ``DiGraph`` to add them to; a new one when ``None``.
+
+    Returns:
+        The graph. Node attributes: ``op``, ``module``, ``node``, ``index`` and
+        ``count`` (how many paths pass through it). Edge attributes: ``weight`` (the
+        local derivative), ``count`` (how many paths use the edge) and ``value`` (the
+        sum of those paths' values). ``graph.graph["paths"]`` counts the paths.
+
+    Examples::
+
+        >>> a = Path(2.0, (0,), [Hop("aten.mul.Tensor", "", (0,), 2.0, node=1)])
+        >>> b = Path(3.0, (0,), [Hop("aten.mul.Tensor", "", (0,), 3.0, node=2),
+        ...                      Hop("aten.mul.Tensor", "", (0,), 1.0, node=1)])
+        >>> g = merge_paths([a, b])
+        >>> g.number_of_nodes(), g.number_of_edges(), g.graph["paths"]
+        (3, 3, 2)
+    """
+    if graph is None:
+        import networkx as nx
+
+        graph = nx.DiGraph()
+    graph.graph.setdefault("paths", 0)
+    for path in paths:
+        path.to_networkx(graph)
+    return graph
 
 
 def _flat_index(index: int | Sequence[int], shape: Sequence[int]) -> int:
@@ -126,7 +291,7 @@ def trace_path(
     state = sr.start_state(values, rank)
     if not 0 <= state < sr.size:
         raise IndexError(f"rank {rank} is out of range for {sr!r}")
-    path = Path(value=0.0, source=_unravel(flat, shape))
+    path = Path(value=0.0, source=_unravel(flat, shape), source_node=node)
     while True:
         edges = []  # (record, output node, flat output indices, weights)
         for record, leaf in graph.consumers.get(node, ()):
@@ -166,6 +331,7 @@ def trace_path(
                         record.module,
                         _unravel(out_flat, out_shape),
                         float(w[choice]),
+                        target,
                     )
                 )
                 node, flat = target, out_flat

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .analysis.explain import IG_DELTA_WARNING, relative_delta
+from .paths import module_label
 
 if TYPE_CHECKING:
     from .analysis.explain import ExplainReport, ExplainResult
@@ -112,7 +113,7 @@ def _token_strip(
 
 
 def _chain(modules: Sequence[str]) -> str:
-    names = [m if m else "&lt;output&gt;" for m in (_esc(m) for m in modules)]
+    names = [_esc(module_label(m)) for m in modules]
     return (
         '<span class="chain">'
         + ' <span class="arrow">→</span> '.join(names)

@@ -113,7 +113,9 @@ def test_no_concrete_semiring_checks_outside_the_semiring_module():
     assert not found, f"semiring-specific checks outside semirings.py: {found}"
 
 
-@pytest.mark.parametrize("heavy", ["matplotlib", "captum_semiring.reproductions"])
+@pytest.mark.parametrize(
+    "heavy", ["matplotlib", "networkx", "captum_semiring.reproductions"]
+)
 def test_import_stays_light(heavy):
     code = (
         "import sys, captum_semiring; "

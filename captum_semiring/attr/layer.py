@@ -17,6 +17,7 @@ from .._captum_compat import BaselineType, TargetType
 from .._capture import recording_kernels
 from .._hooks import removable_handles
 from ..branch_flow import keep_top_branch
+from ..paths import module_label
 from ..result import SemiringResult
 from ..semirings import Dims, Semiring, get_semiring
 from ._common import (
@@ -103,7 +104,7 @@ class LayerBranchFlow:
         if not self.labels:
             return []
         if len(self.labels) == 1:
-            return [self.labels[0].rsplit(".", 1)[-1] or "<top>"]
+            return [module_label(self.labels[0].rsplit(".", 1)[-1])]
         parts = [label.split(".") for label in self.labels]
         common = 0
         while (
