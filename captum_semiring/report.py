@@ -12,7 +12,7 @@ import html
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .analysis.explain import IG_DELTA_WARNING, relative_delta
 from .paths import module_label
@@ -112,6 +112,27 @@ def _token_strip(
     return f'<div class="tokens">{"".join(parts)}</div>'
 
 
+def _steps_table(steps: Sequence[Any]) -> str:
+    """Per module visited: its branch, head, ops, the element reached and the
+    product of the hop weights there."""
+    if not steps:
+        return ""
+    rows = "".join(
+        f'<tr><td class="l">{_esc(module_label(st.module))}</td>'
+        f'<td class="l">{_esc(st.branch or "")}</td>'
+        f"<td>{'' if st.head is None else st.head}</td>"
+        f'<td class="l">{_esc(", ".join(st.ops))}</td>'
+        f'<td class="l">{_esc(tuple(st.index))}</td><td>{_fmt(st.weight)}</td></tr>'
+        for st in steps
+    )
+    return (
+        '<details><summary>hops by module</summary><table class="steps"><tr>'
+        '<th class="l">module</th><th class="l">branch</th><th>head</th>'
+        '<th class="l">ops</th><th class="l">element</th><th>weight</th></tr>'
+        f"{rows}</table></details>"
+    )
+
+
 def _chain(modules: Sequence[str]) -> str:
     names = [_esc(module_label(m)) for m in modules]
     return (
@@ -195,7 +216,7 @@ def _input_section(result: ExplainResult, images: Mapping[str, bytes]) -> str:
             out.append(
                 f'<li><span class="val">{_fmt(p.value)}</span> from token {p.token_index} '
                 f"<code>{_esc(p.token)}</code>, element {_esc(tuple(p.element))} "
-                f"({p.hops} hops):<br>{_chain(p.modules)}</li>"
+                f"({p.hops} hops):<br>{_chain(p.modules)}{_steps_table(p.steps)}</li>"
             )
         out.append("</ol>")
 

@@ -30,6 +30,7 @@ Examples::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -429,6 +430,92 @@ def prepare_target(
 
 
 @dataclass
+class PathStep:
+    """A run of a path's hops inside one module, as a report shows it.
+
+    Attributes:
+        module: the module's dotted path (``""`` at the top level).
+        branch: what the module is in a transformer layer: ``"query"``, ``"key"``,
+            ``"value"``, ``"attention output"`` (the projection and residual add
+            after attention), ``"MLP"``, ``"embeddings"``, or ``None``.
+        head: the attention head of a query/key/value element, where the number of
+            heads is known.
+        ops: the ops of the hops, in order.
+        index: the element the run arrives at (without the batch axis).
+        weight: the product of the run's hop weights.
+    """
+
+    module: str
+    branch: str | None
+    head: int | None
+    ops: list[str]
+    index: list[int]
+    weight: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The step as in ``summary.json``."""
+        return dataclasses.asdict(self)
+
+
+_BRANCH_SUFFIXES = {
+    "query": ("query", "q_proj", "q_lin", "to_q"),
+    "key": ("key", "k_proj", "k_lin", "to_k"),
+    "value": ("value", "v_proj", "v_lin", "to_v"),
+}
+
+
+def module_branch(module: str) -> str | None:
+    """The transformer branch of a module, from its dotted path (BERT-style names,
+    and the ``q_proj``/``k_proj``/``v_proj`` names of most other models)."""
+    last = module.rsplit(".", 1)[-1]
+    for branch, suffixes in _BRANCH_SUFFIXES.items():
+        if last in suffixes:
+            return branch
+    parts = module.split(".")
+    if "attention" in parts and "output" in parts:
+        return "attention output"
+    if any(
+        p in ("intermediate", "output", "mlp", "ffn", "feed_forward") for p in parts
+    ):
+        return "MLP"
+    if "embeddings" in parts or last.startswith("emb"):
+        return "embeddings"
+    return None
+
+
+def path_steps(
+    path: Path,
+    num_heads: int | None = None,
+    shape_of: Callable[[int], tuple[int, ...]] | None = None,
+) -> list[PathStep]:
+    """``path``'s hops, one :class:`PathStep` per run inside one module. The head of
+    a query/key/value element is read off the run's first hop, the projection's
+    output (later hops may split the heads off): its last index over the head
+    size, the output's width (``shape_of(node)[-1]``) over ``num_heads``."""
+    steps: list[PathStep] = []
+    first_hops: list[Any] = []
+    for hop in path.hops:
+        op = hop.op.split(".")[1] if "." in hop.op else hop.op
+        index = [int(i) for i in hop.index[1:]]  # without the batch axis
+        if steps and steps[-1].module == hop.module:
+            steps[-1].ops.append(op)
+            steps[-1].index = index
+            steps[-1].weight *= hop.weight
+            continue
+        branch = module_branch(hop.module)
+        steps.append(PathStep(hop.module, branch, None, [op], index, float(hop.weight)))
+        first_hops.append(hop)
+    for step, hop in zip(steps, first_hops, strict=True):
+        if step.branch not in ("query", "key", "value") or not hop.index:
+            continue
+        if num_heads and shape_of is not None and hop.node is not None:
+            width = shape_of(hop.node)[-1]
+            if width % num_heads == 0:
+                step.head = int(hop.index[-1]) // (width // num_heads)
+    return steps
+
+
+@dataclass
 class TopPath:
     """One of the top gradient paths from the most important token.
 
@@ -442,6 +529,8 @@ class TopPath:
         modules: the module path of each hop (``""`` is the output).
         hops: the number of hops.
         ops: the aten op of each hop.
+        steps: the hops as :class:`PathStep` runs, one per module visited, with
+            the branch, the head and the weight.
         path: the :class:`~captum_semiring.Path` itself.
     """
 
@@ -453,6 +542,7 @@ class TopPath:
     modules: list[str]
     hops: int
     ops: list[str]
+    steps: list[PathStep] = field(default_factory=list)
     path: Path | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -466,6 +556,7 @@ class TopPath:
             "modules": list(self.modules),
             "hops": self.hops,
             "ops": list(self.ops),
+            "steps": [step.to_json() for step in self.steps],
         }
 
 
@@ -686,6 +777,8 @@ def _top_paths(
     t_star: int,
     rest_shape: tuple[int, ...],
     tokens: list[str],
+    num_heads: int | None = None,
+    shape_of: Callable[[int], tuple[int, ...]] | None = None,
 ) -> list[TopPath]:
     paths: list[TopPath] = []
     flat_order = (raw if k == 1 else raw.abs()).reshape(-1).argsort(descending=True)[:k]
@@ -711,6 +804,7 @@ def _top_paths(
                 modules=path.modules(),
                 hops=len(path.hops),
                 ops=[h.op for h in path.hops],
+                steps=path_steps(path, num_heads, shape_of),
                 path=path,
             )
         )
@@ -932,7 +1026,18 @@ def explain(
         r_k = graph.backward(out, TopK(top_k))
         t_star = int(per_token(r_k)[0].abs().argmax())
         raw = r_k[layer][:, 0, t_star].reshape(top_k, -1)  # (k, hidden...)
-    paths = _top_paths(r_k, layer, raw, top_k, t_star, shape[2:], example.tokens)
+    config = getattr(model.model, "config", None)
+    paths = _top_paths(
+        r_k,
+        layer,
+        raw,
+        top_k,
+        t_star,
+        shape[2:],
+        example.tokens,
+        num_heads=getattr(config, "num_attention_heads", None),
+        shape_of=lambda node: tuple(graph.nodes[node].shape),
+    )
 
     flows, note = _branch_flows(r_max, layer_inputs)
     ig = (

@@ -149,6 +149,7 @@ def test_to_json_keeps_the_summary_layout(
         "modules",
         "hops",
         "ops",
+        "steps",
     ]
     assert list(item["branch_flow"][0]) == [
         "name",
@@ -335,3 +336,46 @@ def test_entropy_scale_is_consistent_across_sweeps(demo: LoadedModel) -> None:
     ):
         assert norm is not None and 0.0 <= norm <= 1.0 + 1e-6
         assert math.exp(-h) <= share * (1 + 1e-5) and share <= 1.0 + 1e-6
+
+
+def test_path_steps_name_branch_head_and_weight() -> None:
+    from captum_semiring import Hop, Path
+    from captum_semiring.analysis.explain import path_steps
+
+    value = "bert.encoder.layer.0.attention.self.value"
+    hops = [
+        Hop("aten.addmm.default", value, (0, 2, 5), 0.5, node=7),
+        Hop("aten.view.default", value, (0, 2, 1, 1), 1.0, node=8),
+        Hop("aten.add.Tensor", "bert.encoder.layer.0.attention.output", (0, 2, 5), 2.0),
+        Hop(
+            "aten.addmm.default",
+            "bert.encoder.layer.0.intermediate.dense",
+            (0, 2, 3),
+            -3.0,
+        ),
+        Hop("aten.select.int", "", (0,), 1.0),
+    ]
+    path = Path(0.5 * 2.0 * -3.0, (0, 2, 4), hops)
+    shapes = {7: (1, 3, 8), 8: (1, 3, 2, 4)}
+    steps = path_steps(path, num_heads=2, shape_of=shapes.__getitem__)
+    assert [s.branch for s in steps] == ["value", "attention output", "MLP", None]
+    assert steps[0].ops == ["addmm", "view"] and steps[0].weight == 0.5
+    # read off the projection's output (1, 3, 8): element 5, heads of width 4
+    assert steps[0].head == 5 // (8 // 2)
+    assert math.prod(s.weight for s in steps) == path.value
+
+
+def test_top_paths_steps_multiply_to_the_path_value() -> None:
+    from builders import tiny_bert_config
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(tiny_bert_config()).double().eval()
+    loaded = from_module(model)
+    result = explain(
+        loaded, token_example(loaded, [2, 5, 7, 3]), top_k=3, ig_steps=0, plots=False
+    )
+    assert result.top_paths
+    for p in result.top_paths:
+        assert math.isclose(math.prod(s.weight for s in p.steps), p.value, rel_tol=1e-9)
+        assert [s.module for s in p.steps] == p.modules
