@@ -276,8 +276,8 @@ def _wanted_paths(
 ) -> dict[str, list[int | Sequence[int]]]:
     """Source name to the elements whose paths are saved."""
     sr = result.semiring
-    if paths is False or (paths is None and not sr.has_paths):
-        return {}
+    if paths is False or (paths is None and (not sr.has_paths or result.root is None)):
+        return {}  # by default, only where there are paths to an output
     if not sr.has_paths or result.root is None:
         raise TypeError(
             f"{sr!r} does not single out paths; use MaxProduct or TopK"

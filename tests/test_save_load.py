@@ -116,6 +116,15 @@ def test_chosen_path_elements_by_item_name_or_position(tmp_path):
     assert graph.backward(out, "entropy").summary().paths == {}
     with pytest.raises(TypeError, match="does not single out paths"):
         graph.backward(out, "sum").summary(paths={items[0]: [(0, 0)]})
+    # a forward sweep has no output to trace paths to
+    forward = graph.forward("max")
+    saved = forward.summary()
+    assert saved.paths == {} and saved.output is None
+    assert torch.equal(saved["output of 1"], forward[items[1]])
+    with pytest.raises(TypeError, match="forward sweep"):
+        forward.summary(paths=True)
+    again = cs.load_result(forward.save(tmp_path / "forward"))
+    assert again.output is None and torch.equal(again[0], forward[items[0]])
 
 
 def test_path_json_round_trip_is_exact_and_strict():
