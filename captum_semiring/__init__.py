@@ -12,6 +12,7 @@ from .branch_flow import BranchFlow
 from .paths import Hop, Path, merge_paths
 from .result import SemiringResult
 from .rules import UnsupportedOpError, register_decomposition, register_rule
+from .saved import SavedResult, load_result
 from .semirings import (
     Entropy,
     LogSum,
@@ -62,6 +63,8 @@ __all__ = [
     "LayerInput",
     "OpRecord",
     "SemiringResult",
+    "SavedResult",
+    "load_result",
     "BranchFlow",
     "Path",
     "Hop",

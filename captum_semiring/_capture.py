@@ -34,7 +34,9 @@ from ._record import (
     index_saved,
     is_tracked_dtype,
     layer_input,
+    op_qualified_name,
     op_schema,
+    resolve_op,
     storage_key,
     unflatten_args,
 )
@@ -84,12 +86,13 @@ class Graph(Recording):
         engine.clear_cache(self)
 
     def backward(
-        self, output: Tensor, semiring: Semiring | str = "sum"
+        self, output: Tensor | int, semiring: Semiring | str = "sum"
     ) -> SemiringResult:
         """Sweep from ``output`` (one scalar per example) back to every node.
 
         Args:
-            output: a recorded tensor of shape ``()`` or ``(batch,)``.
+            output: a recorded tensor of shape ``()`` or ``(batch,)``, or its node
+                index (``graph.node_of(out)``; a pickled graph knows only that).
             semiring: a :class:`~captum_semiring.Semiring` or its name.
 
         Returns:
@@ -100,6 +103,15 @@ class Graph(Recording):
     def forward(self, semiring: Semiring | str = "sum") -> SemiringResult:
         """Sweep from every source forward: ⊕ over paths from any source element."""
         return SemiringResult(engine.forward(self, semiring))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["decompose"] = {op_qualified_name(op) for op in self.decompose}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["decompose"] = {resolve_op(op) for op in state["decompose"]}
+        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         return f"Graph({len(self.records)} ops, {len(self.nodes)} tensors)"
@@ -635,6 +647,22 @@ def _check_functions(graph: Graph) -> None:
                 break
 
 
+def _remember_order(graph: Graph, source: Source) -> None:
+    """Note ``source``'s key in ``graph.sources``, in the order given, with its
+    module's class name (a module source's name until its path is known)."""
+    key: Any
+    if isinstance(source, Tensor):
+        key, name = ("tensor", id(source)), "Tensor"
+    elif isinstance(source, LayerInput):
+        key, name = source, type(source.module).__name__
+    elif isinstance(source, nn.Module):
+        key, name = id(source), type(source).__name__
+    else:
+        return  # _mark_sources raises
+    if all(k != key for k, _ in graph.source_order):
+        graph.source_order.append((key, name))
+
+
 def _mark_sources(
     graph: Graph,
     sources: tuple[Source, ...],
@@ -644,6 +672,7 @@ def _mark_sources(
     """Register tensor sources now, and hooks that mark module outputs and inputs
     as sources when they run."""
     for source in sources:
+        _remember_order(graph, source)
         if isinstance(source, Tensor):
             if source.is_inference():
                 raise TypeError(

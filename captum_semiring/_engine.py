@@ -99,25 +99,34 @@ def _plan(graph: Recording) -> list[PlanStep]:
 
 
 @torch.no_grad()
-def backward(graph: Recording, output: Tensor, semiring: Semiring | str) -> Sweep:
+def backward(graph: Recording, output: Tensor | int, semiring: Semiring | str) -> Sweep:
     sr = get_semiring(semiring)
+    node: int | None = None
+    if isinstance(output, int) and not isinstance(output, bool):
+        node = graph.node_of(output)  # a node index (of a loaded recording, say)
+        output = graph.saved_tensor(node).detach()
     if not isinstance(output, Tensor):
-        raise TypeError(f"output must be a tensor, got {type(output).__name__}")
+        raise TypeError(
+            f"output must be a tensor or a node index, got {type(output).__name__}"
+        )
     if output.dim() > 1:
         raise ValueError(
             f"output must hold one scalar per example, shape () or (batch,); got shape "
             f"{tuple(output.shape)}. Select a target first, for example out[:, 3]"
         )
-    try:
-        root = graph.node_of(output)
-    except KeyError:
-        raise ValueError(
-            "the output was not computed from the sources inside the `with cs.record(...)` "
-            "block, so no path leads to it"
-        ) from None
+    if node is None:
+        try:
+            node = graph.node_of(output)
+        except KeyError as err:
+            if graph.loaded:
+                raise ValueError(err.args[0]) from None
+            raise ValueError(
+                "the output was not computed from the sources inside the "
+                "`with cs.record(...)` block, so no path leads to it"
+            ) from None
     graph.check_unchanged()
-    env = reverse(graph, sr, {root: sr.ones(output.shape, output.detach())})
-    return Sweep(graph, sr, env, root, output)
+    env = reverse(graph, sr, {node: sr.ones(output.shape, output.detach())})
+    return Sweep(graph, sr, env, node, output)
 
 
 @torch.no_grad()

@@ -124,6 +124,48 @@ def op_schema(func: Any) -> OpSchema:
     return info
 
 
+def op_qualified_name(func: Any) -> Any:
+    """An ATen overload as its qualified name (``"aten::addmm.default"``), which
+    pickles; anything else is returned as it is."""
+    if isinstance(func, torch._ops.OpOverload):
+        return _QualifiedOp(f"{func._schema.name}.{func._overloadname}")
+    return func
+
+
+def resolve_op(name: Any) -> Any:
+    """The overload :func:`op_qualified_name` named, looked up in ``torch.ops``."""
+    if not isinstance(name, _QualifiedOp):
+        return name
+    namespace, _, rest = name.partition("::")
+    op, _, overload = rest.rpartition(".")
+    try:
+        return getattr(getattr(getattr(torch.ops, namespace), op), overload)
+    except (AttributeError, RuntimeError) as err:
+        raise RecordingError(
+            f"cannot load a recording that calls {name}: no such operator is "
+            "registered; import the library that defines it before loading"
+        ) from err
+
+
+class _QualifiedOp(str):
+    """A pickled overload's name (a ``str``, told apart from string arguments)."""
+
+
+class _MemoryFormat(str):
+    """A pickled memory format's name: ``torch.save`` cannot pickle
+    ``torch.memory_format`` (``pickle`` can)."""
+
+
+def _portable(leaf: Any) -> Any:
+    if isinstance(leaf, torch.memory_format):
+        return _MemoryFormat(str(leaf).removeprefix("torch."))
+    return leaf
+
+
+def _restored(leaf: Any) -> Any:
+    return getattr(torch, leaf) if isinstance(leaf, _MemoryFormat) else leaf
+
+
 @dataclass(eq=False)
 class OpRecord:
     """One recorded ATen call.
@@ -231,6 +273,19 @@ class OpRecord:
                     "changed in place after it was recorded; record again"
                 )
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["func"] = op_qualified_name(self.func)
+        state["leaves"] = [_portable(leaf) for leaf in self.leaves]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["func"] = resolve_op(state["func"])
+        state["leaves"] = [_restored(leaf) for leaf in state["leaves"]]
+        # Loaded tensors start a fresh version count; they are the saved values.
+        state["versions"] = [(t, t._version) for t, _ in state["versions"]]
+        self.__dict__.update(state)
+
 
 @dataclass
 class Node:
@@ -299,7 +354,12 @@ class Recording:
         self.records: list[OpRecord] = []
         self.consumers: dict[int, list[tuple[OpRecord, int]]] = {}
         self.sources: dict[Any, list[int]] = {}
+        # Each source's key in ``sources`` and a fallback name (its module's class),
+        # in the order the sources were given to ``cs.record``.
+        self.source_order: list[tuple[Any, str]] = []
         self.module_paths: dict[int, str] = {}
+        # Set on a recording loaded from a pickle: tensors no longer name its nodes.
+        self.loaded = False
         self._node_of: dict[int, int] = {}
         self._keep: dict[int, Tensor] = {}
         # Storage -> node tensors and saved slots, for in-place writes. Most models
@@ -350,7 +410,23 @@ class Recording:
         return None
 
     def node_of(self, item: Any) -> int:
-        """The node index for a source, module or recorded tensor."""
+        """The node index for a source, module or recorded tensor, a source's name
+        (see :meth:`source_names`), or a node index itself."""
+        if isinstance(item, str):
+            return self._node_named(item)
+        if isinstance(item, int) and not isinstance(item, bool):
+            if not 0 <= item < len(self.nodes):
+                raise KeyError(
+                    f"node {item} is out of range: the recording has "
+                    f"{len(self.nodes)} tensors"
+                )
+            return item
+        if self.loaded and isinstance(item, (Tensor, nn.Module, LayerInput)):
+            raise KeyError(
+                "this recording was loaded from a pickle, so tensors and modules from "
+                "before saving no longer name its nodes; use a source's name (one of "
+                f"{self.source_names()}) or a node index"
+            )
         if isinstance(item, (nn.Module, LayerInput)):
             nodes = self.sources.get(item if isinstance(item, LayerInput) else id(item))
             if not nodes:
@@ -375,6 +451,94 @@ class Recording:
             "this tensor was not recorded: pass it to cs.record(...) as a source, or "
             "compute it inside the `with cs.record(...)` block"
         )
+
+    # ----- sources by name ------------------------------------------------------
+    def named_sources(self) -> list[tuple[str, list[int]]]:
+        """Each source's name and nodes, in the order given to ``cs.record``.
+
+        A tensor source is ``"tensor i"`` (``i`` its position among the sources), a
+        module ``"output of PATH"`` and a layer input ``"input of PATH"``, ``PATH``
+        being the module's dotted path, or its class name at the top level or when it
+        never ran. A module that never ran has no nodes."""
+        order = list(self.source_order)
+        known = {key for key, _ in order}
+        order += [(key, "") for key in self.sources if key not in known]
+        named = []
+        for position, (key, fallback) in enumerate(order):
+            if isinstance(key, str):
+                name = key
+            elif isinstance(key, tuple) and key[0] == "tensor":
+                name = f"tensor {position}"
+            elif isinstance(key, LayerInput):
+                where = self.module_paths.get(id(key.module)) or fallback
+                name = f"input of {where}"
+            else:
+                name = f"output of {self.module_paths.get(key) or fallback}"
+            named.append((name, list(self.sources.get(key, ()))))
+        return named
+
+    def source_names(self) -> list[str]:
+        """Names of the sources, in the order given to ``cs.record``; a module that
+        ran n > 1 times also names each run, ``"output of block #0"`` to ``#n-1``."""
+        names = []
+        for name, nodes in self.named_sources():
+            names.append(name)
+            if len(nodes) > 1:
+                names += [f"{name} #{j}" for j in range(len(nodes))]
+        return names
+
+    def _node_named(self, name: str) -> int:
+        for base, nodes in self.named_sources():
+            if name == base:
+                if len(nodes) == 1:
+                    return nodes[0]
+                if not nodes:
+                    raise KeyError(f"source {name!r} never ran while recording")
+                raise KeyError(
+                    f"source {name!r} ran {len(nodes)} times; name one run, "
+                    f"{name + ' #0'!r} to {f'{name} #{len(nodes) - 1}'!r}"
+                )
+            run = name.removeprefix(base + " #")
+            if run != name and run.isdigit() and int(run) < len(nodes):
+                return nodes[int(run)]
+        raise KeyError(
+            f"no source is named {name!r}; the sources are {self.source_names()}"
+        )
+
+    def saved_tensor(self, node: int) -> Tensor:
+        """The value a node's producer saved (its output as recorded)."""
+        producer = self.nodes[node].producer
+        if producer is not None:
+            for position, out_node in producer.outputs:
+                if out_node == node:
+                    return producer.out_leaves[position]
+        for record, leaf in self.consumers.get(node, ()):
+            return record.leaves[leaf]  # a source, as its first consumer saved it
+        raise KeyError(f"node {node} has no saved value: nothing read it")
+
+    # ----- pickling ---------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """A pickle keeps the nodes, the recorded calls with their saved tensors, and
+        the sources by name. What names a node by identity (tensors, modules) and the
+        recorder's own bookkeeping do not survive: index a loaded recording with a
+        source's name or a node index."""
+        state = self.__dict__.copy()
+        named = self.named_sources()
+        state["sources"] = {name: nodes for name, nodes in named}
+        state["source_order"] = [(name, "") for name, _ in named]
+        state.update(
+            module_paths={},
+            _node_of={},
+            _keep={},
+            _write_index=False,
+            _by_storage={},
+            _saved_by_storage={},
+            _stale={},
+            _module_stack=[],
+            function_outputs={},
+            loaded=True,
+        )
+        return state
 
     def check_unchanged(self) -> None:
         for record in self.records:

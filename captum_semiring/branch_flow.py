@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ._engine import Sweep, local_maps
-from .paths import module_label
+from .paths import float_from_json, json_float, module_label
 from .semirings import Semiring
 
 
@@ -45,6 +45,47 @@ class BranchFlow:
     labels: list[str]
     values: Tensor
     semiring: Semiring
+
+    def to_dict(self) -> dict[str, Any]:
+        """The branch flow as JSON: labels, semiring (:meth:`Semiring.to_dict`) and the
+        raw values as dtype, shape and flat data (non-finite numbers as ``"NaN"``,
+        ``"Infinity"``, ``"-Infinity"``). :meth:`from_dict` gives back equal values,
+        on the CPU.
+
+        Examples::
+
+            >>> import json, torch, captum_semiring as cs
+            >>> x = torch.tensor([[1.0, -2.0]])
+            >>> with cs.record(x) as graph:
+            ...     out = (torch.tanh(x) + 3 * x).sum(-1)
+            >>> flow = graph.backward(out, "max").branch_flow(x, by="op")
+            >>> flow.labels
+            ['aten.tanh.default', 'aten.mul.Tensor']
+            >>> again = cs.BranchFlow.from_dict(json.loads(json.dumps(flow.to_dict())))
+            >>> again.labels == flow.labels and torch.equal(again.values, flow.values)
+            True
+        """
+        return {
+            "labels": list(self.labels),
+            "semiring": self.semiring.to_dict(),
+            "values": {
+                "dtype": str(self.values.dtype).removeprefix("torch."),
+                "shape": list(self.values.shape),
+                "data": [json_float(v) for v in self.values.reshape(-1).tolist()],
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BranchFlow:
+        """The branch flow :meth:`to_dict` described."""
+        values = data["values"]
+        data_ = [float_from_json(v) for v in values["data"]]
+        tensor = torch.tensor(data_, dtype=getattr(torch, values["dtype"]))
+        return cls(
+            list(data["labels"]),
+            tensor.reshape(values["shape"]),
+            Semiring.from_dict(data["semiring"]),
+        )
 
     def finalize(self) -> Tensor:
         """Finalized flow per group: ``(groups, *tensor.shape)``."""

@@ -47,6 +47,27 @@ class Hop:
     weight: float
     node: int | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The hop as JSON; :meth:`from_dict` inverts it exactly."""
+        return {
+            "op": self.op,
+            "module": self.module,
+            "index": list(self.index),
+            "weight": json_float(self.weight),
+            "node": self.node,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Hop:
+        """The hop :meth:`to_dict` described."""
+        return cls(
+            data["op"],
+            data["module"],
+            tuple(data["index"]),
+            float_from_json(data["weight"]),
+            data.get("node"),
+        )
+
 
 @dataclass
 class Path:
@@ -86,6 +107,39 @@ class Path:
             if not names or names[-1] != hop.module:
                 names.append(hop.module)
         return names
+
+    def to_dict(self) -> dict[str, Any]:
+        """The path as JSON (non-finite numbers as ``"NaN"``, ``"Infinity"``);
+        :meth:`from_dict` gives back an equal path.
+
+        Examples::
+
+            >>> import json, torch, captum_semiring as cs
+            >>> x = torch.tensor([[1.0, 2.0]])
+            >>> with cs.record(x) as graph:
+            ...     out = torch.tanh(3 * x).sum(-1)
+            >>> path = graph.backward(out, "max").path(x, (0, 0))
+            >>> [hop["op"] for hop in path.to_dict()["hops"]]
+            ['aten.mul.Tensor', 'aten.tanh.default', 'aten.sum.dim_IntList']
+            >>> cs.Path.from_dict(json.loads(json.dumps(path.to_dict()))) == path
+            True
+        """
+        return {
+            "value": json_float(self.value),
+            "source": list(self.source),
+            "hops": [hop.to_dict() for hop in self.hops],
+            "source_node": self.source_node,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Path:
+        """The path :meth:`to_dict` described."""
+        return cls(
+            float_from_json(data["value"]),
+            tuple(data["source"]),
+            [Hop.from_dict(hop) for hop in data["hops"]],
+            data.get("source_node"),
+        )
 
     def to_networkx(self, graph: Any = None) -> Any:
         """The path as a ``networkx.DiGraph``, or added into ``graph``.
@@ -246,6 +300,46 @@ def merge_paths(paths: Iterable[Path], graph: Any = None) -> Any:
     return graph
 
 
+def json_float(x: float) -> float | str:
+    """``x`` for strict JSON: finite numbers as they are (``json`` writes them
+    exactly), the others as ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``.
+
+    Examples::
+
+        >>> from captum_semiring.paths import float_from_json, json_float
+        >>> json_float(0.1), json_float(float("-inf")), float_from_json("-Infinity")
+        (0.1, '-Infinity', -inf)
+    """
+    x = float(x)
+    if math.isfinite(x):
+        return x
+    return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+
+
+def float_from_json(x: float | str) -> float:
+    """The number :func:`json_float` wrote."""
+    return float(x)
+
+
+class NoPathError(ValueError, RuntimeError):
+    """No path (of the asked rank) leaves a source element: its value is the
+    semiring zero there.
+
+    Examples::
+
+        >>> import torch, captum_semiring as cs
+        >>> from captum_semiring.paths import NoPathError
+        >>> x = torch.tensor([1.0, 2.0])
+        >>> with cs.record(x) as graph:
+        ...     out = x[0] * 3
+        >>> try:
+        ...     graph.backward(out, "max").path(x, 1)
+        ... except NoPathError as err:
+        ...     print(err)
+        no path of rank 0 from source element (1,)
+    """
+
+
 def _flat_index(index: int | Sequence[int], shape: Sequence[int]) -> int:
     if isinstance(index, int):
         size = math.prod(shape)
@@ -310,12 +404,12 @@ def trace_path(
             weights.append(like.new_ones(1))
             candidates.append(sr.ones((1,), like))
         if not weights:
-            raise RuntimeError(
+            raise NoPathError(
                 "no path leaves this element; its value is the semiring zero"
             )
         best = sr.best_edge(torch.cat(weights), torch.cat(candidates, dim=1), state)
         if best is None:
-            raise ValueError(
+            raise NoPathError(
                 f"no path of rank {rank} from source element {path.source}"
             )
         choice, state, value = best

@@ -3,7 +3,9 @@ branch flow for any recorded tensor."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path as FilePath
 from typing import Any
 
 from torch import Tensor
@@ -11,6 +13,7 @@ from torch import Tensor
 from ._engine import Sweep
 from .branch_flow import BranchFlow, branch_flow
 from .paths import Path, trace_path
+from .saved import PathsWanted, SavedResult, summarize
 from .semirings import Dims
 
 
@@ -78,6 +81,37 @@ class SemiringResult(Sweep):
         """Per consumer group of ``item``'s tensor, the flow into that group; see
         :func:`captum_semiring.branch_flow.branch_flow`."""
         return branch_flow(self, item, by=by)
+
+    def summary(
+        self,
+        paths: PathsWanted | bool | None = None,
+        branch_flow: Sequence[Any] | bool = False,
+    ) -> SavedResult:
+        """The finalized values of every source, top paths and branch flow, as a
+        :class:`~captum_semiring.SavedResult` that needs neither model nor recording.
+
+        Args:
+            paths: which elements' top paths to keep. ``None`` (the default): the
+                best element of each example of every source, where the semiring has
+                paths (MaxProduct, TopK: all k ranks). A mapping: source (name,
+                position, or the tensor, module or layer input) to element indices.
+                ``False``: none.
+            branch_flow: the sources whose :meth:`branch_flow` to keep (names,
+                positions or items), ``True`` for all, ``False`` (default) for none.
+        """
+        return summarize(self, paths, branch_flow)
+
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        paths: PathsWanted | bool | None = None,
+        branch_flow: Sequence[Any] | bool = False,
+    ) -> FilePath:
+        """Save :meth:`summary` into the directory ``path`` (``summary.json`` and
+        ``tensors.pt``); :func:`~captum_semiring.load_result` reads it back. To keep
+        the whole result instead (recording included), pickle it or ``torch.save``
+        it: a loaded one is indexed by source name or node index, not by tensor."""
+        return self.summary(paths, branch_flow).save(path)
 
     def __repr__(self) -> str:
         return f"SemiringResult({self.semiring!r}, {len(self.env)} tensors reached)"

@@ -23,7 +23,7 @@ LAYERS = [
     {"rules"},
     {"_engine"},
     {"paths", "branch_flow"},
-    {"result"},
+    {"result", "saved"},
     {"_capture"},
     {"_captum_compat"},
     {"attr"},
