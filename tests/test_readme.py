@@ -58,7 +58,8 @@ def test_a_raising_block_fails():
 @pytest.mark.parametrize(
     ("line", "source"), PYTHON, ids=[f"line{n}" for n, _ in PYTHON]
 )
-def test_python_block_runs(line, source):
+def test_python_block_runs(line, source, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a block may write files (res.save("run/"))
     run_block(line, source)
 
 
