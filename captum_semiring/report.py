@@ -49,7 +49,8 @@ ol.paths li { margin: 0.35em 0; }
          word-break: break-word; }
 .chain .arrow { color: #9aa3ab; }
 .val { font-weight: 600; }
-img.plot { max-width: 100%; height: auto; display: block; margin: 0.6em 0; border: 1px solid #eceff1;
+.plotwrap { overflow-x: auto; max-width: 100%; }
+img.plot { max-width: none; height: auto; display: block; margin: 0.6em 0; border: 1px solid #eceff1;
            border-radius: 4px; }
 .banner { background: #fde8e8; border: 2px solid #c0392b; border-radius: 6px; padding: 8px 12px;
   margin: 8px 0; font-weight: 600; color: #7b1d14; }
@@ -86,30 +87,43 @@ def _fmt(value: object, digits: int = 4) -> str:
 
 
 def _img(png: bytes, alt: str) -> str:
+    """The PNG at its own size (read off its header), in a box that scrolls
+    sideways when it is wider than the page: a long input stays readable."""
     data = base64.b64encode(png).decode("ascii")
-    return f'<img class="plot" alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
+    width = int.from_bytes(png[16:20], "big") if png[:8] == b"\x89PNG\r\n\x1a\n" else 0
+    size = f' width="{width}"' if width else ""
+    return (
+        f'<div class="plotwrap"><img class="plot"{size} alt="{_esc(alt)}" '
+        f'src="data:image/png;base64,{data}"></div>'
+    )
 
 
 def _token_strip(
     tokens: Sequence[str], scores: Sequence[float | None], highlight: Sequence[int] = ()
 ) -> str:
+    """Token chips shaded on a log scale of |score| over three decades below the
+    largest (a linear scale shows one token when values span orders of
+    magnitude); red for positive, blue for negative."""
     finite = [
         abs(float(s)) for s in scores if s is not None and math.isfinite(float(s))
     ]
     top = max(finite) if finite else 0.0
     parts = []
     for i, (tok, s) in enumerate(zip(tokens, scores)):
-        alpha = (
-            abs(float(s)) / top
-            if top > 0 and s is not None and math.isfinite(float(s))
-            else 0.0
-        )
-        style = f"background: rgba(214, 39, 40, {0.08 + 0.72 * alpha:.3f})"
+        value = float(s) if s is not None else math.nan
+        alpha = 0.0
+        if top > 0 and math.isfinite(value) and value != 0:
+            alpha = max(0.0, 1.0 + math.log10(abs(value) / top) / _DECADES)
+        color = "214, 39, 40" if value >= 0 else "31, 119, 180"
+        style = f"background: rgba({color}, {0.06 + 0.74 * alpha:.3f})"
         cls = "tok hl" if i in highlight else "tok"
         parts.append(
             f'<span class="{cls}" style="{style}" title="{_esc(_fmt(s))}">{_esc(tok)}</span>'
         )
     return f'<div class="tokens">{"".join(parts)}</div>'
+
+
+_DECADES = 3.0  # the token shading spans this many orders of magnitude
 
 
 def _steps_table(steps: Sequence[Any]) -> str:
@@ -193,7 +207,9 @@ def _input_section(result: ExplainResult, images: Mapping[str, bytes]) -> str:
     )
     out.append(_token_strip(tokens, top, highlight))
     out.append(
-        '<div class="legend">darker = larger top-path value; the framed token carries the best path</div>'
+        '<div class="legend">darker = larger |top-path value|, on a log scale over three '
+        "orders of magnitude; red positive, blue negative; the framed token carries the "
+        "best path</div>"
     )
 
     paths = result.top_paths

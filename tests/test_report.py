@@ -52,3 +52,36 @@ def test_a_random_head_gets_a_banner(run) -> None:
     flagged = dataclasses.replace(model, random_weights=["classifier.weight"])
     page = render_html_report(ExplainReport(flagged, [result], top_k=3))
     assert "Warning: this model has 1 randomly initialized weights" in page
+
+
+def test_token_shading_is_signed_and_logarithmic() -> None:
+    import re
+
+    from captum_semiring.report import _token_strip
+
+    page = _token_strip(["a", "b", "c", "d"], [1.0, 1e-2, -1e-1, 0.0])
+    shades = re.findall(r"rgba\((\d+), (\d+), (\d+), ([\d.]+)\)", page)
+    alphas = [float(a) for *_, a in shades]
+    assert alphas[0] > alphas[2] > alphas[1] > alphas[3]  # by |value|
+    assert alphas[1] > 0.2  # 100x below the top is still visible
+    assert shades[2][:3] != shades[0][:3]  # negative: another colour
+
+
+def test_a_long_input_keeps_its_plot_width() -> None:
+    import re
+
+    import torch
+    from builders import tiny_bert_config
+    from transformers import BertForSequenceClassification
+
+    from captum_semiring.analysis.explain import token_example
+    from captum_semiring.analysis.models import from_module
+
+    torch.manual_seed(0)
+    model = from_module(BertForSequenceClassification(tiny_bert_config()).eval())
+    ids = [(i % 25) + 2 for i in range(39)]
+    result = explain(model, token_example(model, ids), ig_steps=0, top_k=1)
+    page = render_html_report(ExplainReport(model, [result], top_k=1))
+    widths = [int(w) for w in re.findall(r'<img class="plot" width="(\d+)"', page)]
+    assert widths and max(widths) > 2000  # wider than a page: it scrolls
+    assert page.count('<div class="plotwrap">') == len(widths)
