@@ -126,6 +126,70 @@ def _token_strip(
 _DECADES = 3.0  # the token shading spans this many orders of magnitude
 
 
+def _path_graph(paths: Sequence[Any]) -> str:
+    """The top paths merged at module level into one SVG graph: a node per module
+    visited (with its branch and head), an edge per step, its width by the summed
+    |value| of the paths that take it; hovering a node or an edge shows its hops."""
+    depth: dict[tuple[Any, ...], int] = {}
+    order: list[tuple[Any, ...]] = []
+    info: dict[tuple[Any, ...], list[str]] = {}
+    edges: dict[tuple[Any, Any], list[float]] = {}
+    for p in paths:
+        keys = []
+        for i, st in enumerate(p.steps):
+            key = (st.module, st.branch, st.head)
+            if key not in depth:
+                order.append(key)
+            depth[key] = max(depth.get(key, 0), i)
+            info.setdefault(key, []).append(
+                f"path {p.rank}: {', '.join(st.ops)} at {tuple(st.index)}, weight {_fmt(st.weight)}"
+            )
+            keys.append(key)
+        for a, b in zip(keys, keys[1:]):
+            edges.setdefault((a, b), []).append(abs(p.value))
+    if len(order) < 2:
+        return ""
+    columns: dict[int, list[tuple[Any, ...]]] = {}
+    for key in order:
+        columns.setdefault(depth[key], []).append(key)
+    dx, dy, w, h = 150, 44, 132, 30
+    pos = {
+        key: (10 + d * dx, 10 + j * dy)
+        for d, keys in columns.items()
+        for j, key in enumerate(keys)
+    }
+    width = 20 + (max(columns) + 1) * dx
+    height = 20 + max(len(k) for k in columns.values()) * dy
+    top = max((sum(v) for v in edges.values()), default=1.0) or 1.0
+    parts = [
+        f'<div class="plotwrap"><svg class="pathgraph" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    for (a, b), values in edges.items():
+        (x1, y1), (x2, y2) = pos[a], pos[b]
+        stroke = 1 + 7 * sum(values) / top
+        parts.append(
+            f'<line x1="{x1 + w}" y1="{y1 + h / 2}" x2="{x2}" y2="{y2 + h / 2}" '
+            f'stroke="#c0392b" stroke-opacity="0.6" stroke-width="{stroke:.2f}">'
+            f"<title>{len(values)} path(s), summed |value| {_fmt(sum(values))}</title></line>"
+        )
+    for key, (x, y) in pos.items():
+        module, branch, head = key
+        label = module.rsplit(".", 1)[-1] or module_label(module)
+        extra = " ".join(
+            v for v in (branch or "", "" if head is None else f"head {head}") if v
+        )
+        title = "\n".join([module_label(module), extra, *info[key]]).strip()
+        parts.append(
+            f'<g class="node"><title>{_esc(title)}</title>'
+            f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="5" fill="#f4f6f8" stroke="#90a4ae"/>'
+            f'<text x="{x + 6}" y="{y + 13}" font-size="11">{_esc(label[:20])}</text>'
+            f'<text x="{x + 6}" y="{y + 25}" font-size="9" fill="#607d8b">{_esc(extra[:24])}</text></g>'
+        )
+    parts.append("</svg></div>")
+    return "".join(parts)
+
+
 def _steps_table(steps: Sequence[Any]) -> str:
     """Per module visited: its branch, head, ops, the element reached and the
     product of the hop weights there."""
@@ -235,6 +299,13 @@ def _input_section(result: ExplainResult, images: Mapping[str, bytes]) -> str:
                 f"({p.hops} hops):<br>{_chain(p.modules)}{_steps_table(p.steps)}</li>"
             )
         out.append("</ol>")
+        graph = _path_graph(paths)
+        if graph:
+            out.append(
+                '<div class="legend">The paths merged by module (hover a box or a line '
+                "for its hops); a line's width is the summed |value| of the paths that "
+                "take it.</div>" + graph
+            )
 
     out.append('<div class="grid"><div>')
     out.append(

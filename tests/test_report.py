@@ -84,4 +84,25 @@ def test_a_long_input_keeps_its_plot_width() -> None:
     page = render_html_report(ExplainReport(model, [result], top_k=1))
     widths = [int(w) for w in re.findall(r'<img class="plot" width="(\d+)"', page)]
     assert widths and max(widths) > 2000  # wider than a page: it scrolls
-    assert page.count('<div class="plotwrap">') == len(widths)
+    assert page.count('<div class="plotwrap"><img') == len(widths)
+
+
+def test_the_path_graph_merges_the_top_paths_by_module(run) -> None:
+    import re
+    import xml.etree.ElementTree as ET
+
+    model, result = run
+    page = render_html_report(ExplainReport(model, [result], top_k=3))
+    (svg,) = re.findall(r"<svg class=\"pathgraph\".*?</svg>", page, flags=re.S)
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    keys = {(s.module, s.branch, s.head) for p in result.top_paths for s in p.steps}
+    pairs = {
+        ((a.module, a.branch, a.head), (b.module, b.branch, b.head))
+        for p in result.top_paths
+        for a, b in zip(p.steps, p.steps[1:])
+    }
+    assert len(root.findall(f"{ns}g")) == len(keys)
+    assert len(root.findall(f"{ns}line")) == len(pairs)
+    # every node can be hovered for its hops
+    assert all(g.find(f"{ns}title") is not None for g in root.findall(f"{ns}g"))

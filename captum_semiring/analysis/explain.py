@@ -435,9 +435,11 @@ class PathStep:
 
     Attributes:
         module: the module's dotted path (``""`` at the top level).
-        branch: what the module is in a transformer layer: ``"query"``, ``"key"``,
-            ``"value"``, ``"attention output"`` (the projection and residual add
-            after attention), ``"MLP"``, ``"embeddings"``, or ``None``.
+        branch: what the run is in a transformer layer (see :func:`module_branch`):
+            ``"query"``, ``"key"``, ``"value"``, ``"attention output"`` (the
+            projection after attention), ``"MLP"``, ``"skip (attention)"`` and
+            ``"skip (MLP)"`` (the residual adds), ``"layer norm"``,
+            ``"embeddings"``, or ``None``.
         head: the attention head of a query/key/value element, where the number of
             heads is known.
         ops: the ops of the hops, in order.
@@ -464,19 +466,28 @@ _BRANCH_SUFFIXES = {
 }
 
 
-def module_branch(module: str) -> str | None:
-    """The transformer branch of a module, from its dotted path (BERT-style names,
-    and the ``q_proj``/``k_proj``/``v_proj`` names of most other models)."""
+_DENSE_OPS = {"addmm", "mm", "bmm", "linear", "matmul", "baddbmm", "convolution"}
+
+
+def module_branch(module: str, ops: Sequence[str] = ()) -> str | None:
+    """What a path's run through ``module`` is in a transformer layer, from the
+    module's dotted path (BERT-style names, and the ``q_proj``/``k_proj``/``v_proj``
+    of most other models) and the run's ops: in a projection-plus-residual module
+    (BERT's ``attention.output`` and ``output``), a run with no dense op took the
+    residual add only, the skip connection."""
     last = module.rsplit(".", 1)[-1]
     for branch, suffixes in _BRANCH_SUFFIXES.items():
         if last in suffixes:
             return branch
+    if "layernorm" in last.lower() or last.lower() in ("ln", "norm"):
+        return "layer norm"
     parts = module.split(".")
+    dense = any(op in _DENSE_OPS for op in ops)
     if "attention" in parts and "output" in parts:
-        return "attention output"
-    if any(
-        p in ("intermediate", "output", "mlp", "ffn", "feed_forward") for p in parts
-    ):
+        return "attention output" if dense else "skip (attention)"
+    if "output" in parts and "intermediate" not in parts:
+        return "MLP" if dense else "skip (MLP)"
+    if any(p in ("intermediate", "mlp", "ffn", "feed_forward") for p in parts):
         return "MLP"
     if "embeddings" in parts or last.startswith("emb"):
         return "embeddings"
@@ -502,10 +513,10 @@ def path_steps(
             steps[-1].index = index
             steps[-1].weight *= hop.weight
             continue
-        branch = module_branch(hop.module)
-        steps.append(PathStep(hop.module, branch, None, [op], index, float(hop.weight)))
+        steps.append(PathStep(hop.module, None, None, [op], index, float(hop.weight)))
         first_hops.append(hop)
     for step, hop in zip(steps, first_hops, strict=True):
+        step.branch = module_branch(step.module, step.ops)
         if step.branch not in ("query", "key", "value") or not hop.index:
             continue
         if num_heads and shape_of is not None and hop.node is not None:

@@ -358,7 +358,8 @@ def test_path_steps_name_branch_head_and_weight() -> None:
     path = Path(0.5 * 2.0 * -3.0, (0, 2, 4), hops)
     shapes = {7: (1, 3, 8), 8: (1, 3, 2, 4)}
     steps = path_steps(path, num_heads=2, shape_of=shapes.__getitem__)
-    assert [s.branch for s in steps] == ["value", "attention output", "MLP", None]
+    # the add alone in attention.output is the residual; a dense op is the MLP
+    assert [s.branch for s in steps] == ["value", "skip (attention)", "MLP", None]
     assert steps[0].ops == ["addmm", "view"] and steps[0].weight == 0.5
     # read off the projection's output (1, 3, 8): element 5, heads of width 4
     assert steps[0].head == 5 // (8 // 2)
