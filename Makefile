@@ -19,13 +19,14 @@ STAMP         := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint typecheck unit clean
+.PHONY: help install demo test lint typecheck unit tutorials clean
 
 help:
 	@echo "make demo       run the captum-semiring CLI demo"
 	@echo "make test       ruff + mypy + pytest (what CI runs)"
 	@echo "make install    create $(VENV) and install the project (editable)"
 	@echo "make lint | typecheck | unit   run one step of 'make test'"
+	@echo "make tutorials  execute the notebooks in place (stored with outputs)"
 	@echo "make clean      remove caches and build artefacts (keeps $(VENV))"
 
 $(STAMP): setup.cfg pyproject.toml
@@ -35,6 +36,9 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $@
 
 install: $(STAMP)
+
+tutorials: $(STAMP)
+	$(BIN)/python tutorials/execute.py
 
 demo: $(STAMP)
 	$(BIN)/captum-semiring explain

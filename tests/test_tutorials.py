@@ -92,3 +92,16 @@ def test_tutorial_runs(
         if output.get("output_type") == "error"
     ]
     assert not errors, errors
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_tutorial_is_stored_with_its_outputs(path: Path) -> None:
+    """So that its plots show where it is read (run ``tutorials/execute.py``)."""
+    nb = nbformat.read(path, as_version=4)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code and all(cell.get("execution_count") for cell in code), (
+        f"{path.name} has unexecuted cells: run python tutorials/execute.py"
+    )
+    assert any(cell.get("outputs") for cell in code)
+    counts = [cell.execution_count for cell in code]
+    assert counts == sorted(counts), f"{path.name} was not run top to bottom"
