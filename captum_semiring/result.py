@@ -3,6 +3,8 @@ branch flow for any recorded tensor."""
 
 from __future__ import annotations
 
+import html
+
 import os
 from collections.abc import Sequence
 from pathlib import Path as FilePath
@@ -115,3 +117,27 @@ class SemiringResult(Sweep):
 
     def __repr__(self) -> str:
         return f"SemiringResult({self.semiring!r}, {len(self.env)} tensors reached)"
+
+    def _repr_html_(self) -> str:
+        """Notebook display: per source, its shape and the range of its finalized
+        values."""
+        rows = []
+        for name, nodes in self.graph.named_sources():
+            if not nodes:
+                continue
+            value = self.semiring.finalize(self.values(nodes[0]))
+            finite = value[value.isfinite()]
+            low, high = (
+                (f"{float(finite.min()):.4g}", f"{float(finite.max()):.4g}")
+                if finite.numel()
+                else ("", "")
+            )
+            rows.append(
+                f"<tr><td>{html.escape(name)}</td><td>{tuple(value.shape)}</td>"
+                f"<td>{low}</td><td>{high}</td></tr>"
+            )
+        return (
+            f"<div><b>SemiringResult</b> ({html.escape(repr(self.semiring))}, "
+            f"{len(self.env)} tensors reached)<table><tr><th>source</th><th>shape</th>"
+            f"<th>min</th><th>max</th></tr>{''.join(rows)}</table></div>"
+        )

@@ -227,3 +227,21 @@ def test_merged_topk_paths_count_shared_nodes_and_edges():
     again = paths[0].to_networkx(g)
     assert again is g and g.graph["paths"] == len(paths) + 1
     assert g.number_of_edges() == len(edges)
+
+
+def test_result_notebook_display_lists_each_source() -> None:
+    import xml.etree.ElementTree as ET
+
+    x = torch.tensor([[1.0, -2.0, 0.5]])
+    with cs.record(x) as graph:
+        out = torch.tanh(3 * x).sum(-1)
+    res = graph.backward(out, "max")
+    table = ET.fromstring(res._repr_html_())
+    cells = [td.text for td in table.iter("td")]
+    values = res[x]
+    assert cells == [
+        "tensor 0",
+        str(tuple(x.shape)),
+        f"{float(values.min()):.4g}",
+        f"{float(values.max()):.4g}",
+    ]
