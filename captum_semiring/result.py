@@ -4,7 +4,6 @@ branch flow for any recorded tensor."""
 from __future__ import annotations
 
 import html
-
 import os
 from collections.abc import Sequence
 from pathlib import Path as FilePath
