@@ -30,6 +30,7 @@ from .analysis.explain import (
     ExplainError,
     ExplainReport,
     ExplainResult,
+    PathStep,
     demo_examples,
     explain,
     prepare_target,
@@ -161,6 +162,14 @@ def _examples(model: LoadedModel, args: argparse.Namespace) -> list[Example]:
     return examples
 
 
+def _step_label(step: PathStep) -> str:
+    """``module [branch, head h]``: what the path does in that module."""
+    what = [step.branch] if step.branch else []
+    if step.head is not None:
+        what.append(f"head {step.head}")
+    return module_label(step.module) + (f" [{', '.join(what)}]" if what else "")
+
+
 def _console_block(result: ExplainResult) -> str:
     lines = [f"input {result.index + 1}: {' '.join(result.tokens)}"]
     pred = f", prediction {result.prediction}" if result.prediction is not None else ""
@@ -170,7 +179,7 @@ def _console_block(result: ExplainResult) -> str:
     for p in result.top_paths:
         lines.append(
             f"  path {p.rank} [{semiring}] ({p.value:+.3e}) from token {p.token_index} {p.token!r}: "
-            + " -> ".join(module_label(m) for m in p.modules)
+            + " -> ".join(_step_label(step) for step in p.steps)
         )
     ent = " ".join(
         f"{t}:{e:.2f}" for t, e in zip(result.tokens, result.entropy_per_token)
