@@ -50,6 +50,8 @@ ol.paths li { margin: 0.35em 0; }
 .chain .arrow { color: #9aa3ab; }
 .val { font-weight: 600; }
 .plotwrap { overflow-x: auto; max-width: 100%; }
+.hop-info { white-space: pre-line; font-family: monospace; font-size: 0.85em; color: #37474f;
+  min-height: 3em; border-left: 3px solid #c0392b; padding: 2px 8px; margin: 4px 0; }
 img.plot { max-width: none; height: auto; display: block; margin: 0.6em 0; border: 1px solid #eceff1;
            border-radius: 4px; }
 .banner { background: #fde8e8; border: 2px solid #c0392b; border-radius: 6px; padding: 8px 12px;
@@ -126,6 +128,20 @@ def _token_strip(
 _DECADES = 3.0  # the token shading spans this many orders of magnitude
 
 
+# Hovering a path-graph node or edge writes its hops under the graph (the SVG
+# titles also show as tooltips, but a fixed box can be read and copied).
+_HOVER_JS = """
+document.querySelectorAll("svg.pathgraph").forEach(function (svg) {
+  var info = svg.parentNode.nextElementSibling;
+  svg.querySelectorAll("g.node, line").forEach(function (el) {
+    el.addEventListener("mouseenter", function () {
+      info.textContent = el.querySelector("title").textContent;
+    });
+  });
+});
+"""
+
+
 def _path_graph(paths: Sequence[Any]) -> str:
     """The top paths merged at module level into one SVG graph: a node per module
     visited (with its branch and head), an edge per step, its width by the summed
@@ -186,7 +202,7 @@ def _path_graph(paths: Sequence[Any]) -> str:
             f'<text x="{x + 6}" y="{y + 13}" font-size="11">{_esc(label[:20])}</text>'
             f'<text x="{x + 6}" y="{y + 25}" font-size="9" fill="#607d8b">{_esc(extra[:24])}</text></g>'
         )
-    parts.append("</svg></div>")
+    parts.append('</svg></div><div class="hop-info">hover a box or a line</div>')
     return "".join(parts)
 
 
@@ -448,7 +464,7 @@ def render_html_report(report: ExplainReport) -> str:
     parts.append(_HOW_TO_READ)
     parts.append("</section>")
     parts += [_input_section(result, images) for result in report.results]
-    parts.append("</main></body></html>")
+    parts.append(f"<script>{_HOVER_JS}</script></main></body></html>")
     return "\n".join(parts)
 
 
