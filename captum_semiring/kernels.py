@@ -63,8 +63,11 @@ def _compiled_kernel(name: str, fn: Callable[..., Any]) -> Callable[..., Any] | 
 
 
 def _plain(t: Any) -> Any:
-    """A tensor as contiguous, at storage offset 0 (dynamo guards on both)."""
-    if not isinstance(t, Tensor) or (t.is_contiguous() and t.storage_offset() == 0):
+    """A tensor as contiguous, at storage offset 0 and not a view (dynamo guards on
+    all three, a view's base sizes included)."""
+    if not isinstance(t, Tensor) or (
+        t._base is None and t.is_contiguous() and t.storage_offset() == 0
+    ):
         return t
     return t.clone(memory_format=torch.contiguous_format)
 
@@ -121,10 +124,24 @@ def _try_compiled(
 
 def max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     """The max-product contraction of a (pos, neg) pair with a real matrix ``w``."""
-    size = pos.shape[-2] * pos.shape[-1] * w.shape[-1]
-    size *= math.prod(torch.broadcast_shapes(pos.shape[:-2], w.shape[:-2]))
-    out = _try_compiled("max_times", _max_times, size, pos, neg, w)
-    return out if out is not None else _chunked(_max_times, pos, neg, w)
+    (m, n), p = pos.shape[-2:], w.shape[-1]
+    batch = torch.broadcast_shapes(pos.shape[:-2], w.shape[:-2])
+    size = m * n * p * math.prod(batch)
+    if size >= COMPILE_THRESHOLD and compile_enabled():
+        # One compiled version for every call: 3-d operands, a 2-d w as (1, n, p)
+        # with the batch folded into the rows.
+        if w.dim() == 2:
+            args = (pos.reshape(1, -1, n), neg.reshape(1, -1, n), w.unsqueeze(0))
+        else:
+            args = (
+                pos.expand(*batch, m, n).reshape(-1, m, n),
+                neg.expand(*batch, m, n).reshape(-1, m, n),
+                w.expand(*batch, n, p).reshape(-1, n, p),
+            )
+        out = _try_compiled("max_times", _max_times, size, *args)
+        if out is not None:
+            return out[0].reshape(*batch, m, p), out[1].reshape(*batch, m, p)
+    return _chunked(_max_times, pos, neg, w)
 
 
 # ----- layer norm: per-row Jacobians built inside the contraction ------------------

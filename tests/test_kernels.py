@@ -73,3 +73,29 @@ def test_compiled_top_k_times_matches_eager(monkeypatch, n):
     lo = torch.nan_to_num(cand, nan=torch.inf).topk(k, 0, largest=False).values
     want = torch.cat((hi.where(hi >= 0, torch.nan), lo.where(lo < 0, torch.nan)))
     torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    "pos_shape, w_shape",
+    [
+        ((2, 3, 9, 5), (5, 4)),  # a 2-d weight: batch folded into the rows
+        ((1, 9, 5), (3, 5, 4)),  # a broadcast batch
+        ((2, 1, 9, 5), (3, 5, 4)),
+        ((9, 5), (5, 4)),
+    ],
+)
+def test_compiled_max_times_matches_eager_on_every_layout(
+    monkeypatch, pos_shape, w_shape
+):
+    generator = torch.Generator().manual_seed(0)
+    pos = torch.randn(pos_shape, generator=generator)
+    neg = pos - torch.rand(pos_shape, generator=generator)
+    w = torch.randn(w_shape, generator=generator)
+    pos[..., 0, 1] = -torch.inf  # no path
+    monkeypatch.setenv("CAPTUM_SEMIRING_COMPILE", "0")
+    eager = kernels.max_times(pos, neg, w)
+    monkeypatch.setenv("CAPTUM_SEMIRING_COMPILE", "1")
+    monkeypatch.setattr(kernels, "COMPILE_THRESHOLD", 0)
+    compiled = kernels.max_times(pos, neg, w)
+    for a, b in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
