@@ -41,7 +41,7 @@ from ._record import (
     unflatten_args,
 )
 from .result import SemiringResult
-from .rules import UnsupportedOpError
+from .rules import UnsupportedOpError, dense_jacobian
 from .semirings import Semiring, SumProduct
 
 if TYPE_CHECKING:
@@ -251,6 +251,8 @@ class _Recorder(TorchDispatchMode):
                 return out
             # Not covered by the decomposition: the op's own rule, or the
             # dense-Jacobian fallback, applies.
+        if not rules.has_rule(func):
+            dense_jacobian.check_replayable(func, self.module)
         out = func(*args, **kwargs)
         self._record(func, leaves, spec, out, tracked)
         return out

@@ -100,3 +100,13 @@ def test_an_op_without_an_autograd_kernel_is_a_clear_error() -> None:
         cs.UnsupportedOpError, match=r"cs_test_dense\.opaque.*differentiate"
     ):
         graph.backward(out, "sum")
+
+
+def test_a_random_op_without_a_rule_is_refused_at_record_time() -> None:
+    # rrelu in training draws its slopes: a rerun would differentiate other ones.
+    x = torch.randn(4, 5, dtype=torch.float64)
+    with pytest.raises(
+        cs.UnsupportedOpError, match=r"rrelu_with_noise.*random numbers"
+    ):
+        with cs.record(x):
+            nn.functional.rrelu(x, training=True).sum()

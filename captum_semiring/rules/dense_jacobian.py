@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -33,7 +34,19 @@ _PROBE_SEEDS = (1, 2)
 _PROBE_SCALE = 1e-3  # relative: stays inside domains such as positive definiteness
 
 
+def check_replayable(op: Any, module: str) -> None:
+    """Refuse an op that draws random numbers (``rrelu`` in training): the fallback
+    reruns the op, and a new draw would give another op's Jacobian."""
+    if torch.Tag.nondeterministic_seeded in getattr(op, "tags", ()):
+        raise UnsupportedOpError(
+            f"no rule for {op} (in module '{module}'), and it draws random numbers, "
+            "so the dense-Jacobian fallback cannot rerun it; use the model in eval "
+            "mode, or register a rule with captum_semiring.rules.register_rule"
+        )
+
+
 def dense_jacobian_rule(call: OpRecord) -> dict[tuple[int, int], LocalMap]:
+    check_replayable(call.func, call.module)
     maps: dict[tuple[int, int], LocalMap] = {}
     for leaf, _ in call.inputs:
         x = call.leaves[leaf].detach()
