@@ -266,6 +266,33 @@ _HOW_TO_READ = (
 )
 
 
+def _comparison(results: Sequence[ExplainResult]) -> str:
+    """One row per input: its target and output, the token with the best path and
+    that path's value, how spread the flow is, and how IG agrees."""
+    head = (
+        '<section class="card"><h2>Inputs compared</h2><table><tr>'
+        '<th class="l">input</th><th class="l">target</th><th>output</th>'
+        '<th class="l">prediction</th><th class="l">top-path token</th>'
+        "<th>best path (TopK rank 1)</th><th>mean H / log #paths</th>"
+        "<th>Spearman vs IG</th><th>IG delta / output</th></tr>"
+    )
+    rows = []
+    for r in results:
+        norm = [v for v in r.normalized_entropy_per_token if v is not None]
+        ig = r.integrated_gradients
+        best = r.top_paths[0].value if r.top_paths else None
+        token = r.tokens[r.most_important_token]
+        rows.append(
+            f'<tr><td class="l">{r.index + 1}</td><td class="l">{_esc(r.target.description)}</td>'
+            f'<td>{_fmt(r.output)}</td><td class="l">{_fmt(r.prediction)}</td>'
+            f'<td class="l"><code>{_esc(token)}</code> ({r.most_important_token})</td>'
+            f"<td>{_fmt(best)}</td><td>{_fmt(sum(norm) / len(norm) if norm else None, 3)}</td>"
+            f"<td>{_fmt(ig.spearman if ig else None, 3)}</td>"
+            f"<td>{f'{_fmt(100 * relative_delta(ig, r.output), 3)}%' if ig else '–'}</td></tr>"
+        )
+    return head + "".join(rows) + "</table></section>"
+
+
 def _input_section(result: ExplainResult, images: Mapping[str, bytes]) -> str:
     tokens = [str(t) for t in result.tokens]
     top = result.top_path_per_token
@@ -463,6 +490,8 @@ def render_html_report(report: ExplainReport) -> str:
     )
     parts.append(_HOW_TO_READ)
     parts.append("</section>")
+    if len(report.results) > 1:
+        parts.append(_comparison(report.results))
     parts += [_input_section(result, images) for result in report.results]
     parts.append(f"<script>{_HOVER_JS}</script></main></body></html>")
     return "\n".join(parts)

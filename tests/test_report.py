@@ -106,3 +106,18 @@ def test_the_path_graph_merges_the_top_paths_by_module(run) -> None:
     assert len(root.findall(f"{ns}line")) == len(pairs)
     # every node can be hovered for its hops
     assert all(g.find(f"{ns}title") is not None for g in root.findall(f"{ns}g"))
+
+
+def test_several_inputs_get_a_comparison_table(run) -> None:
+    import xml.etree.ElementTree as ET
+
+    model, result = run
+    second = dataclasses.replace(result, index=1, output=-1.25)
+    page = render_html_report(ExplainReport(model, [result, second], top_k=3))
+    start = page.index('<section class="card"><h2>Inputs compared</h2>')
+    table = page[page.index("<table>", start) : page.index("</table>", start) + 8]
+    rows = ET.fromstring(table).findall("tr")[1:]
+    assert [row.find("td").text for row in rows] == ["1", "2"]
+    assert rows[1].findall("td")[2].text == "-1.25"  # each row is its own input
+    single = render_html_report(ExplainReport(model, [result], top_k=3))
+    assert "Inputs compared" not in single
