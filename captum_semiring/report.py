@@ -475,7 +475,8 @@ def render_html_report(report: ExplainReport) -> str:
     if model.random_weights:
         parts.append(
             '<div class="banner">Warning: this model has '
-            f"{len(model.random_weights)} randomly initialized weights (the checkpoint "
+            f"{len(model.random_weights)} randomly initialized "
+            f"weight{'s' if len(model.random_weights) > 1 else ''} (the checkpoint "
             "lacks them, e.g. a classifier head). Its outputs are noise, and so is every "
             "attribution below.</div>"
         )

@@ -51,7 +51,7 @@ def test_a_random_head_gets_a_banner(run) -> None:
     model, result = run
     flagged = dataclasses.replace(model, random_weights=["classifier.weight"])
     page = render_html_report(ExplainReport(flagged, [result], top_k=3))
-    assert "Warning: this model has 1 randomly initialized weights" in page
+    assert "Warning: this model has 1 randomly initialized weight (" in page
 
 
 def test_token_shading_is_signed_and_logarithmic() -> None:
