@@ -251,8 +251,6 @@ class _Recorder(TorchDispatchMode):
                 return out
             # Not covered by the decomposition: the op's own rule, or the
             # dense-Jacobian fallback, applies.
-        if not rules.has_rule(func):
-            dense_jacobian.check_replayable(func, self.module)
         out = func(*args, **kwargs)
         self._record(func, leaves, spec, out, tracked)
         return out
@@ -304,6 +302,8 @@ class _Recorder(TorchDispatchMode):
         """Write down one call. ``saved_out`` is a private copy of an in-place op's
         result, whose version counter autograd bumps only after dispatch returns."""
         graph = self.graph
+        if not rules.has_rule(func):  # every path to the dense-Jacobian fallback
+            dense_jacobian.check_replayable(func, self.module)
         out_leaves = flatten_out(out)
         record = OpRecord(
             func, list(leaves), spec, out_leaves, None, tracked, [], self.module
