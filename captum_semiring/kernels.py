@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -102,12 +102,23 @@ def _chunked(
     return torch.cat([a for a, _ in parts], -2), torch.cat([b for _, b in parts], -2)
 
 
+def _compiles(size: int) -> bool:
+    """Whether a problem of ``size`` (m·n·p) runs as a compiled kernel."""
+    return size >= COMPILE_THRESHOLD and compile_enabled()
+
+
+def _batched(t: Tensor, batch: Sequence[int], *tail: int) -> Tensor:
+    """``t`` broadcast to ``(*batch, *tail)`` with the batch flattened into one
+    leading axis: compiled kernels see one rank, so compile one version."""
+    return t.expand(*batch, *tail).reshape(-1, *tail)
+
+
 def _try_compiled(
     name: str, fn: Callable[..., Any], size: int, *args: Any
 ) -> Any | None:
     """``fn(*args)`` compiled, or None where problems of ``size`` run eagerly (small,
     compiling switched off, or no working compiler)."""
-    if size < COMPILE_THRESHOLD or not compile_enabled():
+    if not _compiles(size):
         return None
     kernel = _compiled_kernel(name, fn)
     if kernel is None:
@@ -127,16 +138,16 @@ def max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     (m, n), p = pos.shape[-2:], w.shape[-1]
     batch = torch.broadcast_shapes(pos.shape[:-2], w.shape[:-2])
     size = m * n * p * math.prod(batch)
-    if size >= COMPILE_THRESHOLD and compile_enabled():
+    if _compiles(size):
         # One compiled version for every call: 3-d operands, a 2-d w as (1, n, p)
         # with the batch folded into the rows.
         if w.dim() == 2:
             args = (pos.reshape(1, -1, n), neg.reshape(1, -1, n), w.unsqueeze(0))
         else:
             args = (
-                pos.expand(*batch, m, n).reshape(-1, m, n),
-                neg.expand(*batch, m, n).reshape(-1, m, n),
-                w.expand(*batch, n, p).reshape(-1, n, p),
+                _batched(pos, batch, m, n),
+                _batched(neg, batch, m, n),
+                _batched(w, batch, n, p),
             )
         out = _try_compiled("max_times", _max_times, size, *args)
         if out is not None:
@@ -282,8 +293,8 @@ def _best_inputs(a: Tensor, b: Tensor, wt: Tensor, k: int, largest: bool) -> Ten
     batch = torch.broadcast_shapes(a.shape[:-2], wt.shape[:-2])
     size = m * n * p * math.prod(batch)
     # Few versions of the compiled kernel: 3-d operands, the direction a tensor.
-    a, b = (t.expand(*batch, m, n).reshape(-1, m, n) for t in (a, b))
-    wt = wt.expand(*batch, p, n).reshape(-1, p, n)
+    a, b = _batched(a, batch, m, n), _batched(b, batch, m, n)
+    wt = _batched(wt, batch, p, n)
     sign = torch.tensor(1.0 if largest else -1.0, dtype=a.dtype, device=a.device)
     parts = []
     for rows in row_chunks(m, size // max(1, m)):
