@@ -19,9 +19,6 @@ import captum_semiring as cs
 DTYPE = torch.float64
 
 
-_randn, _check = seeded_randn, check_every_semiring
-
-
 INDEX = torch.tensor([[0, 2, 0], [1, 0, 1]])
 
 
@@ -60,22 +57,22 @@ INDEX = torch.tensor([[0, 2, 0], [1, 0, 1]])
     ],
 )
 def test_bruteforce(name: str, fn: Callable[..., Tensor], shapes: list) -> None:
-    sources = [_randn(*shape, seed=i) for i, shape in enumerate(shapes)]
-    _check(fn, *sources)
+    sources = [seeded_randn(*shape, seed=i) for i, shape in enumerate(shapes)]
+    check_every_semiring(fn, *sources)
 
 
 def test_cumprod_with_a_zero() -> None:
-    x = _randn(2, 4)
+    x = seeded_randn(2, 4)
     with cs.record(x) as graph:
         y = torch.cumprod(x * torch.tensor([1.0, 0.0, 1.0, 1.0], dtype=DTYPE), 1)
-        total = (y * _randn(2, 4, seed=3).detach()).sum()
+        total = (y * seeded_randn(2, 4, seed=3).detach()).sum()
     (grad,) = torch.autograd.grad(total, x)
     assert not mismatches(graph.backward(total, "sum")[x], grad)
 
 
 def test_max_unpool_repeated_index_follows_autograd() -> None:
     """Two inputs written to one position: autograd gives both its gradient."""
-    x = _randn(1, 1, 1, 2)
+    x = seeded_randn(1, 1, 1, 2)
     indices = torch.tensor([[[[1, 1]]]])
     with cs.record(x) as graph:
         y = torch.nn.functional.max_unpool2d(x, indices, (1, 2), output_size=(1, 3))
@@ -101,10 +98,10 @@ def test_selection_is_an_index_map(fn: Callable[[Tensor], Tensor]) -> None:
     """A selection followed by a weighted sum: each input element has at most one
     path, so every semiring reports the gradient, and reached elements count one
     path."""
-    x = _randn(4, 3)
+    x = seeded_randn(4, 3)
     with cs.record(x) as graph:
         y = fn(x)
-        total = (y * _randn(*y.shape, seed=5).detach()).sum()
+        total = (y * seeded_randn(*y.shape, seed=5).detach()).sum()
     (grad,) = torch.autograd.grad(total, x)
     assert not mismatches(graph.backward(total, "sum")[x], grad)
     assert not mismatches(graph.backward(total, cs.TopK(1))[x][0], grad)
@@ -116,10 +113,10 @@ def test_selection_is_an_index_map(fn: Callable[[Tensor], Tensor]) -> None:
 @pytest.mark.parametrize("op", [torch.cummax, torch.cummin])
 def test_cumulative_selection_counts_each_output_once(op: Callable) -> None:
     """``cummax``: one edge from the running maximum to each output it fills."""
-    x = _randn(4, 3)
+    x = seeded_randn(4, 3)
     with cs.record(x) as graph:
         result = op(x, 1)
-        total = (result.values * _randn(4, 3, seed=5).detach()).sum()
+        total = (result.values * seeded_randn(4, 3, seed=5).detach()).sum()
     (grad,) = torch.autograd.grad(total, x)
     assert not mismatches(graph.backward(total, "sum")[x], grad)
     chosen = torch.zeros(12, dtype=DTYPE).index_add_(
@@ -157,7 +154,7 @@ def test_empty_tensors_have_no_edges() -> None:
 
 
 def test_cumsum_forward_counts_the_lower_triangle_only() -> None:
-    x = _randn(2, 5)
+    x = seeded_randn(2, 5)
     with cs.record(x) as graph:
         y = torch.cumsum(x, 1)
     counts = graph.forward("count").values(y)[0]  # log of the paths into each y_j
