@@ -33,6 +33,9 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install torch==$(TORCH_VERSION)
 	$(BIN)/pip install -e ".[dev,notebooks]"
+	@# the native CPU kernels, built once into the user's cache (falls back without g++)
+	$(BIN)/python -c "from captum_semiring.kernels import native; print(native.build())" \
+		|| echo "warning: native kernels not built; torch kernels will be used"
 	@# the report's browser test drives Debian's headless Chromium
 	command -v chromedriver >/dev/null 2>&1 || apt-get install -y -q chromium chromium-driver \
 		|| echo "warning: chromium not installed; tests/test_report_browser.py will skip"

@@ -1,4 +1,4 @@
-"""Compiled and eager semiring kernels give the same numbers."""
+"""Native, compiled and eager semiring kernels give the same numbers."""
 
 from __future__ import annotations
 
@@ -7,10 +7,24 @@ import torch
 
 import captum_semiring as cs
 from captum_semiring import kernels
+from captum_semiring.kernels import native
+
+BACKENDS = ["native", "compiled", "eager"]
 
 
+def use_backend(monkeypatch, backend: str) -> None:
+    """Route the kernels to one backend: native; compiled (native off, every size
+    compiled); or eager (both off)."""
+    monkeypatch.setenv("CAPTUM_SEMIRING_NATIVE", "1" if backend == "native" else "0")
+    monkeypatch.setenv("CAPTUM_SEMIRING_COMPILE", "1" if backend == "compiled" else "0")
+    monkeypatch.setattr(kernels, "COMPILE_THRESHOLD", 0)
+    if backend == "native" and not native.available(torch.zeros(1)):
+        pytest.skip("no C++ compiler for the native kernels")
+
+
+@pytest.mark.parametrize("backend", ["native", "compiled"])
 @pytest.mark.parametrize("semiring", [cs.MaxProduct("absolute"), cs.TopK(3)])
-def test_compiled_kernels_match_eager(monkeypatch, semiring):
+def test_fast_kernels_match_eager(monkeypatch, semiring, backend):
     torch.manual_seed(0)
     net = torch.nn.Sequential(
         torch.nn.Linear(6, 7), torch.nn.Tanh(), torch.nn.Linear(7, 1)
@@ -18,12 +32,11 @@ def test_compiled_kernels_match_eager(monkeypatch, semiring):
     x = torch.randn(3, 6)
     with cs.record(x) as graph:
         out = net(x)[:, 0]
-    monkeypatch.setenv("CAPTUM_SEMIRING_COMPILE", "0")
+    use_backend(monkeypatch, "eager")
     eager = graph.backward(out, semiring)[x]
-    monkeypatch.setenv("CAPTUM_SEMIRING_COMPILE", "1")
-    monkeypatch.setattr(kernels, "COMPILE_THRESHOLD", 0)
-    compiled = graph.backward(out, semiring)[x]
-    torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
+    use_backend(monkeypatch, backend)
+    fast = graph.backward(out, semiring)[x]
+    torch.testing.assert_close(fast, eager, rtol=0, atol=0)
 
 
 def test_eager_kernels_chunk_rows(monkeypatch):
@@ -33,7 +46,7 @@ def test_eager_kernels_chunk_rows(monkeypatch):
     neg = pos - 1.0
     whole = kernels.max_times(pos, neg, w)
     monkeypatch.setattr(kernels, "CHUNK_ELEMENTS", 7)
-    monkeypatch.setenv("CAPTUM_SEMIRING_COMPILE", "0")
+    use_backend(monkeypatch, "eager")
     for a, b in zip(kernels.max_times(pos, neg, w), whole, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
@@ -50,19 +63,19 @@ def _path_lists(k: int, shape: tuple[int, ...], generator: torch.Generator):
     return torch.cat((mags[0], -mags[1]))
 
 
+@pytest.mark.parametrize("backend", ["native", "compiled"])
 @pytest.mark.parametrize("n", [3, 40])  # fewer inputs than k, and more
-def test_compiled_top_k_times_matches_eager(monkeypatch, n):
+def test_fast_top_k_times_matches_eager(monkeypatch, n, backend):
     k = 5
     generator = torch.Generator().manual_seed(n)
     values = _path_lists(k, (2, 6, n), generator)
     w = torch.randn(2, n, 7, generator=generator).round(decimals=1)
     w[0, 0] = 0.0  # a zero weight
-    monkeypatch.setenv("CAPTUM_SEMIRING_COMPILE", "0")
+    use_backend(monkeypatch, "eager")
     eager = kernels.top_k_times(values, w, k)
-    monkeypatch.setenv("CAPTUM_SEMIRING_COMPILE", "1")
-    monkeypatch.setattr(kernels, "COMPILE_THRESHOLD", 0)
-    compiled = kernels.top_k_times(values, w, k)
-    torch.testing.assert_close(compiled, eager, rtol=0, atol=0, equal_nan=True)
+    use_backend(monkeypatch, backend)
+    fast = kernels.top_k_times(values, w, k)
+    torch.testing.assert_close(fast, eager, rtol=0, atol=0, equal_nan=True)
     # Against all 2k·n candidates of every output. (Zero weights are left out here:
     # a negative path times 0 gives -0.0, which TopK keeps on the negative side.)
     w = torch.where(w == 0, 0.5, w)
@@ -84,18 +97,63 @@ def test_compiled_top_k_times_matches_eager(monkeypatch, n):
         ((9, 5), (5, 4)),
     ],
 )
-def test_compiled_max_times_matches_eager_on_every_layout(
-    monkeypatch, pos_shape, w_shape
+@pytest.mark.parametrize("backend", ["native", "compiled"])
+def test_fast_max_times_matches_eager_on_every_layout(
+    monkeypatch, pos_shape, w_shape, backend
 ):
     generator = torch.Generator().manual_seed(0)
     pos = torch.randn(pos_shape, generator=generator)
     neg = pos - torch.rand(pos_shape, generator=generator)
     w = torch.randn(w_shape, generator=generator)
     pos[..., 0, 1] = -torch.inf  # no path
-    monkeypatch.setenv("CAPTUM_SEMIRING_COMPILE", "0")
+    use_backend(monkeypatch, "eager")
     eager = kernels.max_times(pos, neg, w)
-    monkeypatch.setenv("CAPTUM_SEMIRING_COMPILE", "1")
-    monkeypatch.setattr(kernels, "COMPILE_THRESHOLD", 0)
-    compiled = kernels.max_times(pos, neg, w)
-    for a, b in zip(compiled, eager, strict=True):
+    use_backend(monkeypatch, backend)
+    fast = kernels.max_times(pos, neg, w)
+    for a, b in zip(fast, eager, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_max_times_against_every_product(monkeypatch, backend, dtype):
+    """Each output's most positive and most negative ``x_ij · w_jk`` over the
+    pairs' both members, by brute force; tile edges (m, p not multiples of the
+    native tiles) and a row without any path included."""
+    generator = torch.Generator().manual_seed(1)
+    pos = torch.randn(2, 7, 37, generator=generator, dtype=dtype)
+    neg = pos - torch.rand(2, 7, 37, generator=generator, dtype=dtype)
+    w = torch.randn(37, 19, generator=generator, dtype=dtype)
+    pos[0, 3], neg[0, 3] = -torch.inf, torch.inf  # no path into any input
+    pos[1, 2, :5], neg[1, 2, :5] = -torch.inf, torch.inf
+    use_backend(monkeypatch, backend)
+    hi, lo = kernels.max_times(pos, neg, w)
+    live = ~torch.isinf(pos).unsqueeze(-1)
+    both = torch.stack((pos, neg)).unsqueeze(-1) * w  # (2, 2, 7, 37, 19)
+    want_hi = torch.where(live, both.amax(0), -torch.inf).amax(-2)
+    want_lo = torch.where(live, both.amin(0), torch.inf).amin(-2)
+    assert torch.equal(hi, want_hi) and torch.equal(lo, want_lo)
+    assert torch.isinf(hi[0, 3]).all() and (hi[0, 3] < 0).all()
+
+
+def test_native_kernels_step_aside_for_non_finite_weights(monkeypatch):
+    """A NaN weight propagates as in torch's reductions: the native loops, whose
+    comparisons would drop it, are not used."""
+    use_backend(monkeypatch, "native")
+    pos = torch.randn(3, 4)
+    w = torch.randn(4, 2)
+    w[1, 0] = torch.nan
+    hi, lo = kernels.max_times(pos, pos - 1, w)
+    assert torch.isnan(hi[:, 0]).all() and torch.isnan(lo[:, 0]).all()
+    assert not torch.isnan(hi[:, 1]).any()
+
+
+def test_native_library_is_cached(monkeypatch, tmp_path):
+    """A fresh cache builds the library once; a second process reuses it."""
+    monkeypatch.setenv("CAPTUM_SEMIRING_CACHE", str(tmp_path))
+    if native.available(torch.zeros(1)) is False:
+        pytest.skip("no C++ compiler for the native kernels")
+    path = native.build()
+    assert path.parent == tmp_path and path.exists()
+    stamp = path.stat().st_mtime_ns
+    assert native.build() == path and path.stat().st_mtime_ns == stamp

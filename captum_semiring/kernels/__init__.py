@@ -1,11 +1,13 @@
 """Fast semiring contractions.
 
-Max-times has no BLAS kernel, and broadcasting it eagerly materializes an
-``m × n × p`` tensor. ``torch.compile`` fuses the products into the reduction, with
-dynamic shapes so a new sentence length does not recompile. Without a compiler (or
-with ``CAPTUM_SEMIRING_COMPILE=0``) the same expression runs eagerly in row chunks
-under a memory budget. Small problems always run eagerly, where compiling costs more
-than it saves.
+Max-times and top-k-times have no BLAS kernel, and broadcasting them eagerly
+materializes an ``m × n × p`` tensor. On CPU they run as native kernels
+(:mod:`.native`: C++ built once and cached, no compile stall). Elsewhere, or with
+``CAPTUM_SEMIRING_NATIVE=0``, ``torch.compile`` fuses the products into the
+reduction, with dynamic shapes so a new sentence length does not recompile. Without
+either (or with ``CAPTUM_SEMIRING_COMPILE=0`` too) the same expression runs eagerly
+in row chunks under a memory budget. Small problems skip the compiler, where
+compiling costs more than it saves.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from . import native
 
 #: Elements of the broadcast product per eager chunk.
 CHUNK_ELEMENTS = 1 << 24
@@ -133,25 +137,34 @@ def _try_compiled(
         return None
 
 
+def _native_fits(*operands: Tensor, weights: Tensor) -> bool:
+    """Whether the native kernels take these operands: on CPU in float32/64, and
+    finite weights (their loops would drop a NaN that torch's reductions keep)."""
+    return native.available(*operands, weights) and bool(torch.isfinite(weights).all())
+
+
 def max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     """The max-product contraction of a (pos, neg) pair with a real matrix ``w``."""
     (m, n), p = pos.shape[-2:], w.shape[-1]
     batch = torch.broadcast_shapes(pos.shape[:-2], w.shape[:-2])
     size = m * n * p * math.prod(batch)
-    if _compiles(size):
-        # One compiled version for every call: 3-d operands, a 2-d w as (1, n, p)
-        # with the batch folded into the rows.
-        if w.dim() == 2:
-            args = (pos.reshape(1, -1, n), neg.reshape(1, -1, n), w.unsqueeze(0))
-        else:
-            args = (
-                _batched(pos, batch, m, n),
-                _batched(neg, batch, m, n),
-                _batched(w, batch, n, p),
-            )
+    # One layout for every call: 3-d operands, a 2-d w as (1, n, p) with the batch
+    # folded into the rows.
+    if w.dim() == 2:
+        args = (pos.reshape(1, -1, n), neg.reshape(1, -1, n), w.unsqueeze(0))
+    else:
+        args = (
+            _batched(pos, batch, m, n),
+            _batched(neg, batch, m, n),
+            _batched(w, batch, n, p),
+        )
+    out = None
+    if _native_fits(pos, neg, weights=w) and not bool(torch.isnan(pos).any()):
+        out = native.max_times(*(a.contiguous() for a in args))
+    elif _compiles(size):
         out = _try_compiled("max_times", _max_times, size, *args)
-        if out is not None:
-            return out[0].reshape(*batch, m, p), out[1].reshape(*batch, m, p)
+    if out is not None:
+        return out[0].reshape(*batch, m, p), out[1].reshape(*batch, m, p)
     return _chunked(_max_times, pos, neg, w)
 
 
@@ -215,6 +228,10 @@ def layer_norm_times(kind: str, s: Tensor, *values: Tensor) -> tuple[Tensor, ...
     """
     fn = _LN_KERNELS[kind]
     rows, n = s.shape
+    if native.available(s, *values) and not any(
+        bool(torch.isnan(v).any()) for v in (s, *values)
+    ):
+        return native.layer_norm_times(kind, s, *values)
     if kind == "max":
         pos, neg = values
         dead = torch.isinf(pos)
@@ -330,6 +347,16 @@ def top_k_times(values: Tensor, w: Tensor, k: int) -> Tensor:
     Each input's list is sorted, so only the ``k`` inputs with the best first entries
     can contribute: find those, then merge their lists.
     """
+    (m, n), p = values.shape[-2:], w.shape[-1]
+    if k <= native.MAX_K and _native_fits(values, weights=w):
+        batch = torch.broadcast_shapes(values.shape[1:-2], w.shape[:-2])
+        if w.dim() == 2:  # the batch folded into the rows
+            flat, w3 = values.reshape(2 * k, 1, -1, n), w.unsqueeze(0)
+        else:
+            flat = values.expand(2 * k, *batch, m, n).reshape(2 * k, -1, m, n)
+            w3 = _batched(w, batch, n, p)
+        out = native.top_k_times(flat.contiguous(), w3.contiguous(), k)
+        return out.reshape(2 * k, *batch, m, p)
     pos, neg = values[:k], values[k:]
     wt = w.mT
     hi = _best_inputs(pos[0], neg[0], wt, k, largest=True)

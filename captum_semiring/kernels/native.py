@@ -1,0 +1,205 @@
+"""Native CPU kernels: ``semiring_kernels.cpp``, built once and cached.
+
+The source has a plain C interface on raw buffers and no torch headers, so it
+compiles in about a second with the system's C++ compiler; the library is cached
+under ``$CAPTUM_SEMIRING_CACHE`` (default ``~/.cache/captum_semiring``), keyed by
+the source, the compiler flags and the CPU, and loaded with :mod:`ctypes` (which
+releases the GIL during a call). ``make install`` builds it; without a compiler, or
+with ``CAPTUM_SEMIRING_NATIVE=0``, the callers fall back to compiled or eager torch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("semiring_kernels.cpp")
+FLAGS = [
+    "-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPIC",
+    "-std=c++17",
+]
+#: Vectorized log from glibc's libmvec, where the system has it.
+VECTOR_MATH = ["-DCAPTUM_SEMIRING_MVEC", "-lmvec"]
+
+_library: ctypes.CDLL | None = None
+_tried = False
+
+
+def enabled() -> bool:
+    """Whether native kernels may be used (``CAPTUM_SEMIRING_NATIVE``, default on)."""
+    return os.environ.get("CAPTUM_SEMIRING_NATIVE", "1") not in ("0", "false", "no")
+
+
+def _cpu_key() -> str:
+    """The CPU model and flags: ``-march=native`` code runs only where it was built."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        return next(
+            (line for line in info.splitlines() if line.startswith("flags")), ""
+        )
+    except OSError:
+        return platform.processor()
+
+
+def library_path() -> Path:
+    """Where the built library is cached."""
+    key = hashlib.sha256(
+        SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu_key().encode()
+    ).hexdigest()[:16]
+    default = Path.home() / ".cache" / "captum_semiring"
+    root = Path(os.environ.get("CAPTUM_SEMIRING_CACHE") or default)
+    return root / f"semiring_kernels-{key}.so"
+
+
+def build() -> Path:
+    """Compile the kernels into the cache (atomically: parallel processes may race)."""
+    target = library_path()
+    if target.exists():
+        return target
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        raise RuntimeError("no C++ compiler (g++ or c++) found")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / target.name
+        command = [compiler, *FLAGS, str(SOURCE), "-o", str(built)]
+        try:
+            subprocess.run(command + VECTOR_MATH, check=True, capture_output=True)
+        except subprocess.CalledProcessError:
+            subprocess.run(command, check=True, capture_output=True, text=True)
+        os.replace(built, target)
+    return target
+
+
+def _load() -> ctypes.CDLL | None:
+    global _library, _tried
+    if not _tried:
+        _tried = True
+        try:
+            lib = ctypes.CDLL(str(build()))
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as err:
+            detail = getattr(err, "stderr", "") or err
+            warnings.warn(
+                f"native semiring kernels unavailable ({detail}); using torch kernels",
+                stacklevel=3,
+            )
+            return None
+        i64, ptr = ctypes.c_int64, ctypes.c_void_p
+        for name in ("max_times_f32", "max_times_f64"):
+            getattr(lib, name).argtypes = [ptr] * 5 + [i64] * 5 + [ctypes.c_int]
+        for name in ("top_k_times_f32", "top_k_times_f64"):
+            getattr(lib, name).argtypes = [ptr] * 3 + [i64] * 6 + [ctypes.c_int]
+        for name in ("layer_norm_max", "layer_norm_sum"):
+            for suffix in ("f32", "f64"):
+                getattr(lib, f"{name}_{suffix}").argtypes = (
+                    [ptr] * 5 + [i64] * 2 + [ctypes.c_int]
+                )
+        _library = lib
+    return _library
+
+
+#: The most paths per element the native top-k kernel keeps (its buffers' size).
+MAX_K = 64
+
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+
+
+def available(*tensors: Tensor) -> bool:
+    """Whether the native kernels can run on these operands (CPU, float32/64)."""
+    return (
+        enabled()
+        and all(t.device.type == "cpu" and t.dtype in _SUFFIX for t in tensors)
+        and len({t.dtype for t in tensors}) == 1
+        and _load() is not None
+    )
+
+
+def _ptr(t: Tensor) -> int:
+    return t.data_ptr()
+
+
+#: Problems (m·n·p) below this run on one thread: waking a second costs more.
+PARALLEL_THRESHOLD = 1 << 15
+
+
+def _threads(size: int) -> int:
+    return torch.get_num_threads() if size >= PARALLEL_THRESHOLD else 1
+
+
+def max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """Max-times of ``pos, neg`` (B, M, N) with ``w`` (1 or B, N, P); contiguous."""
+    lib = _load()
+    assert lib is not None
+    (b, m, n), p = pos.shape, w.shape[-1]
+    hi = pos.new_empty((b, m, p))
+    lo = pos.new_empty((b, m, p))
+    fn = getattr(lib, f"max_times_{_SUFFIX[pos.dtype]}")
+    fn(
+        _ptr(pos),
+        _ptr(neg),
+        _ptr(w),
+        _ptr(hi),
+        _ptr(lo),
+        b,
+        m,
+        n,
+        p,
+        int(w.shape[0] != 1),
+        _threads(b * m * n * p),
+    )
+    return hi, lo
+
+
+def top_k_times(values: Tensor, w: Tensor, k: int) -> Tensor:
+    """Top-k-times of ``values`` (2k, B, M, N) with ``w`` (1 or B, N, P); contiguous."""
+    assert k <= MAX_K, k
+    lib = _load()
+    assert lib is not None
+    _, b, m, n = values.shape
+    p = w.shape[-1]
+    out = values.new_empty((2 * k, b, m, p))
+    fn = getattr(lib, f"top_k_times_{_SUFFIX[values.dtype]}")
+    fn(
+        _ptr(values),
+        _ptr(w),
+        _ptr(out),
+        k,
+        b,
+        m,
+        n,
+        p,
+        int(w.shape[0] != 1),
+        _threads(b * m * n * p),
+    )
+    return out
+
+
+def layer_norm_times(kind: str, s: Tensor, *values: Tensor) -> tuple[Tensor, ...]:
+    """:func:`captum_semiring.kernels.layer_norm_times` for rows ``s`` (rows, n):
+    ``"max"`` (``pos, neg``), ``"sum"`` (``x``) or ``"entropy"`` (``x, e``)."""
+    lib = _load()
+    assert lib is not None
+    rows, n = s.shape
+    s, *values = (t.contiguous() for t in (s, *values))
+    out = (s.new_empty((rows, n)), s.new_empty((rows, n)))
+    suffix = _SUFFIX[s.dtype]
+    threads = _threads(rows * n * n)
+    if kind == "max":
+        fn, args = getattr(lib, f"layer_norm_max_{suffix}"), (*values, s)
+    else:
+        fn = getattr(lib, f"layer_norm_sum_{suffix}")
+        second = values[1].data_ptr() if kind == "entropy" else None
+        args = (values[0], second, s)
+    fn(*(a.data_ptr() if isinstance(a, Tensor) else a for a in args),
+       out[0].data_ptr(), out[1].data_ptr(), rows, n, threads)
+    return out if kind != "sum" else out[:1]
