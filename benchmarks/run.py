@@ -5,6 +5,7 @@
     python benchmarks/run.py --models mlp-16x256 --semirings sum max
     python benchmarks/run.py --scaling        # time vs sequence length and depth
     python benchmarks/run.py --first-call bert-6x512-30   # first call in a fresh process
+    python benchmarks/run.py --zoo --semirings sum max    # median over the test zoo
     python benchmarks/run.py --device cuda    # the same on a GPU
 
 Sections (each row goes to benchmarks/results.json, and a table is printed):
@@ -345,6 +346,64 @@ def bench_first_call(name: str, semirings: list[str]) -> dict[str, Any]:
     return row
 
 
+def bench_zoo(semirings: list[str], repeats: int) -> dict[str, Any]:
+    """Each architecture of the test zoo (tests/arch_zoo.py: random-init, 2 layers,
+    hidden 32, a padded batch of 2) in float32: our run against autograd on the same
+    source, and the median ratio over the architectures that record."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import arch_zoo
+
+    rows: dict[str, Any] = {}
+    for case_id in arch_zoo.case_ids():
+        try:
+            case = arch_zoo.build(case_id)
+            case.model.float()
+            case.inputs = {
+                k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
+                for k, v in case.inputs.items()
+            }
+            if isinstance(case.source, torch.Tensor):
+                continue  # a parameter source: autograd needs its own set-up
+
+            def autograd(case: Any = case) -> None:
+                arch_zoo._reference(case, case.inputs)
+
+            def ours(semiring: str, case: Any = case) -> Callable[[], None]:
+                def sweep() -> None:
+                    graph, key, out = arch_zoo._record(case, case.inputs)
+                    graph.backward(out, SEMIRINGS[semiring])[key]
+
+                return sweep
+
+            autograd()
+            row: dict[str, Any] = {}
+            for semiring in semirings:
+                run = ours(semiring)
+                run()
+                ours_t, base_t = [], []
+                for _ in range(repeats):
+                    base_t.append(_median_time(autograd, 1))
+                    ours_t.append(_median_time(run, 1))
+                row[semiring] = statistics.median(ours_t) / statistics.median(base_t)
+        except Exception as err:  # noqa: BLE001 - a case that fails is reported
+            print(f"  {case_id:28s} skipped: {type(err).__name__}: {err}"[:120])
+            continue
+        rows[case_id] = row
+        print(
+            f"  {case_id:28s} " + "  ".join(f"{s} {r:5.2f}x" for s, r in row.items()),
+            flush=True,
+        )
+    medians = {
+        s: statistics.median(r[s] for r in rows.values()) for s in semirings if rows
+    }
+    print(
+        "  median over "
+        + f"{len(rows)} architectures: "
+        + "  ".join(f"{s} {m:.2f}x" for s, m in medians.items())
+    )
+    return {"cases": rows, "median": medians}
+
+
 def _token_forward(model: nn.Module) -> Callable[..., torch.Tensor]:
     """The model as a function of its embedded tokens, first hidden state out."""
 
@@ -560,6 +619,11 @@ def main(argv: list[str] | None = None) -> int:
         help="each semiring's first call in a fresh process against a warm call",
     )
     parser.add_argument("--first-call-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--zoo",
+        action="store_true",
+        help="the median ratio over the test zoo's small architectures",
+    )
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     args = parser.parse_args(argv)
     if args.first_call_child:
@@ -570,11 +634,11 @@ def main(argv: list[str] | None = None) -> int:
     if names is None:
         names = (
             []
-            if args.scaling or args.first_call
+            if args.scaling or args.first_call or args.zoo
             else (QUICK if args.quick else list(MODELS))
         )
     targets = args.targets if args.targets is not None else not args.quick
-    targets = targets and not args.scaling and not args.first_call
+    targets = targets and not (args.scaling or args.first_call or args.zoo)
     memory = None if args.no_memory else _PeakMemory()
     results: dict[str, Any] = {
         "machine": {
@@ -619,6 +683,11 @@ def main(argv: list[str] | None = None) -> int:
         results["first_call"] = {
             args.first_call: bench_first_call(args.first_call, args.semirings)
         }
+        save()
+    if args.zoo:
+        print("zoo (float32, padded batch of 2):", flush=True)
+        zoo_semirings = [s for s in args.semirings if s != "max+path"]
+        results["zoo"] = bench_zoo(zoo_semirings, args.repeats)
         save()
     if args.scaling:
         print("scaling (6 layers x 512 wide BERT; then depth at fixed tokens):")
