@@ -25,7 +25,12 @@ from torch import Tensor
 
 SOURCE = Path(__file__).with_name("semiring_kernels.cpp")
 FLAGS = [
-    "-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPIC",
+    "-O3",
+    "-march=native",
+    "-fopenmp",
+    "-fno-math-errno",
+    "-shared",
+    "-fPIC",
     "-std=c++17",
 ]
 #: Vectorized log from glibc's libmvec, where the system has it.
@@ -190,16 +195,15 @@ def layer_norm_times(kind: str, s: Tensor, *values: Tensor) -> tuple[Tensor, ...
     lib = _load()
     assert lib is not None
     rows, n = s.shape
-    s, *values = (t.contiguous() for t in (s, *values))
+    s = s.contiguous()
+    plain = [v.contiguous() for v in values]  # kept alive through the call
     out = (s.new_empty((rows, n)), s.new_empty((rows, n)))
     suffix = _SUFFIX[s.dtype]
-    threads = _threads(rows * n * n)
     if kind == "max":
-        fn, args = getattr(lib, f"layer_norm_max_{suffix}"), (*values, s)
-    else:
+        fn = getattr(lib, f"layer_norm_max_{suffix}")
+        inputs: list[int | None] = [_ptr(plain[0]), _ptr(plain[1])]
+    else:  # the sum alone passes no second input
         fn = getattr(lib, f"layer_norm_sum_{suffix}")
-        second = values[1].data_ptr() if kind == "entropy" else None
-        args = (values[0], second, s)
-    fn(*(a.data_ptr() if isinstance(a, Tensor) else a for a in args),
-       out[0].data_ptr(), out[1].data_ptr(), rows, n, threads)
+        inputs = [_ptr(plain[0]), _ptr(plain[1]) if kind == "entropy" else None]
+    fn(*inputs, _ptr(s), _ptr(out[0]), _ptr(out[1]), rows, n, _threads(rows * n * n))
     return out if kind != "sum" else out[:1]
