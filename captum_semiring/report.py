@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .analysis.explain import IG_DELTA_WARNING, relative_delta
 from .paths import module_label
-from .report_svg import HOVER_JS, _esc, _fmt, path_graph
+from .report_svg import HOVER_JS, _esc, _fmt, branch_flow_diagram, path_graph
 
 if TYPE_CHECKING:
     from .analysis.explain import ExplainReport, ExplainResult
@@ -319,6 +319,15 @@ def _input_section(result: ExplainResult, images: Mapping[str, bytes]) -> str:
     flows = result.branch_flow
     if flows:
         out.append("<h3>Branch flow per layer (skip / query / key / value)</h3>")
+        diagram = branch_flow_diagram(flows)
+        if diagram:
+            out.append(
+                '<div class="legend">Each layer parts its flow into its branches '
+                "and joins it again; a band's width is the share of the layer "
+                "input's elements (token × hidden unit) whose best path (MaxProduct, "
+                "positive) enters through that branch. Hover a band for its "
+                "numbers.</div>" + diagram
+            )
         summary_rows = []
         for layer in flows:
             wins = layer.wins()
@@ -339,7 +348,12 @@ def _input_section(result: ExplainResult, images: Mapping[str, bytes]) -> str:
             '<div class="legend">tokens whose top path enters the layer through each branch</div>'
         )
         if "branch_flow" in plots and plots["branch_flow"] in images:
-            out.append(_img(images[plots["branch_flow"]], "branch flow"))
+            out.append(
+                "<details><summary>per token: top branch and branch-max (PNG)"
+                "</summary>"
+                + _img(images[plots["branch_flow"]], "branch flow per token")
+                + "</details>"
+            )
     elif result.branch_flow_note:
         out.append(f'<div class="note">{_esc(result.branch_flow_note)}</div>')
     out.append("</section>")

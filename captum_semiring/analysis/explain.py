@@ -88,7 +88,7 @@ SEMIRING_DESCRIPTIONS = {
     "entropy_per_token": "Entropy (nats), ⊕ over the token's hidden units (eq. 3)",
     "normalized_entropy_per_token": "Entropy / PathCount (log #paths): 0 = one path carries all the flow, 1 = all paths equal",
     "top_path_share_per_token": "MaxProduct(absolute) / exp(LogSum): the share of the total |flow| Z carried by the largest-magnitude path",
-    "branch_flow": "MaxProduct at each encoder layer's input; top_branch = paper's aggregation, branch_max = each branch's ⊕ over hidden",
+    "branch_flow": "MaxProduct at each encoder layer's input; top_branch = paper's aggregation, branch_max = each branch's ⊕ over hidden, shares = share of the layer input's elements whose best path enters through each branch, totals = each branch's best path",
 }
 
 
@@ -583,6 +583,12 @@ class LayerFlow:
         branch_max: per branch, per token: the branch's ⊕ over the hidden units.
         labels: every consumer of the layer input that branch flow found.
         other: the labels that are none of the four branches.
+        shares: per branch, the share of the layer input's elements (token ×
+            hidden unit) whose best path enters through it, among the elements
+            with flow into the four branches (:meth:`BranchFlow.shares`).
+        totals: per branch, its ⊕ over every element: the best path through it
+            (:meth:`BranchFlow.totals`).
+        semiring: the semiring of these values, as its ``repr``.
     """
 
     name: str
@@ -590,6 +596,9 @@ class LayerFlow:
     branch_max: dict[str, list[float]]
     labels: list[str]
     other: list[str]
+    shares: dict[str, float] = field(default_factory=dict)
+    totals: dict[str, float] = field(default_factory=dict)
+    semiring: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The flow as in ``summary.json``."""
@@ -599,6 +608,9 @@ class LayerFlow:
             "branch_max": {b: list(v) for b, v in self.branch_max.items()},
             "labels": list(self.labels),
             "other": list(self.other),
+            "shares": dict(self.shares),
+            "totals": dict(self.totals),
+            "semiring": self.semiring,
         }
 
     def wins(self) -> dict[str, int]:
@@ -825,6 +837,9 @@ def _top_paths(
 def _branch_flows(
     r_max: Any, layer_inputs: list[tuple[str, Any]]
 ) -> tuple[list[LayerFlow], str | None]:
+    def per_branch(values: Tensor) -> dict[str, Any]:
+        return {b: values[i].tolist() for i, b in enumerate(TRANSFORMER_BRANCHES)}
+
     flows: list[LayerFlow] = []
     first_error: str | None = None
     for name, li in layer_inputs:
@@ -844,18 +859,15 @@ def _branch_flows(
         flows.append(
             LayerFlow(
                 name=name,
-                top_branch={
-                    b: [float(v) for v in tb[i]]
-                    for i, b in enumerate(TRANSFORMER_BRANCHES)
-                },
-                branch_max={
-                    b: [float(v) for v in agg[i]]
-                    for i, b in enumerate(TRANSFORMER_BRANCHES)
-                },
+                top_branch=per_branch(tb),
+                branch_max=per_branch(agg),
                 labels=list(bf.labels),
                 other=[
                     lab for lab in bf.labels if transformer_branch(lab, name) is None
                 ],
+                shares=per_branch(branches.shares()),
+                totals=per_branch(branches.totals()),
+                semiring=repr(bf.semiring),
             )
         )
     note = None

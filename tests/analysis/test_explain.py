@@ -157,6 +157,9 @@ def test_to_json_keeps_the_summary_layout(
         "branch_max",
         "labels",
         "other",
+        "shares",
+        "totals",
+        "semiring",
     ]
     report = ExplainReport(demo, [demo_result], top_k=3).to_json()
     assert list(report) == [
