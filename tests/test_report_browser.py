@@ -49,12 +49,17 @@ def browser():  # type: ignore[no-untyped-def]
         driver.quit()
 
 
-def test_the_report_loads_renders_its_graph_and_shows_hops_on_hover(
-    report: Path, browser
-) -> None:
+def _load(browser, report: Path) -> None:
+    """Open the page; it must log no console error."""
     browser.get(report.as_uri())
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+def test_the_report_loads_renders_its_graph_and_shows_hops_on_hover(
+    report: Path, browser
+) -> None:
+    _load(browser, report)
     nodes = browser.find_elements(By.CSS_SELECTOR, "svg.pathgraph g.node")
     assert nodes, "no path graph rendered"
     assert all(n.size["width"] > 0 and n.size["height"] > 0 for n in nodes)
@@ -73,9 +78,7 @@ def test_the_report_loads_renders_its_graph_and_shows_hops_on_hover(
 def test_the_branch_flow_diagram_renders_and_shows_a_band_on_hover(
     report: Path, browser
 ) -> None:
-    browser.get(report.as_uri())
-    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-    assert not errors, errors
+    _load(browser, report)
     diagrams = browser.find_elements(By.CSS_SELECTOR, "svg.branchflow")
     assert len(diagrams) == 5, "one diagram per demo input"
     bands = diagrams[0].find_elements(By.CSS_SELECTOR, "g.band")
