@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from .. import Entropy, LogSum, MaxProduct, Path, PathCount, TopK, layer_input, record
+from .._captum_compat import progress
 from .branch_flow import TRANSFORMER_BRANCHES, transformer_branch
 from .models import LoadedModel, first_line
 from .stats import spearman
@@ -65,6 +66,7 @@ __all__ = [
     "make_target",
     "prepare_target",
     "explain",
+    "explain_inputs",
 ]
 
 # FirstTokenRepeatedOnce sequences for the default demo: three positives (the first
@@ -1089,3 +1091,53 @@ def explain(
     if plots:
         _draw(result)
     return result
+
+
+def explain_inputs(
+    model: LoadedModel,
+    examples: Sequence[Example],
+    targets: Sequence[tuple[Target, int | str | None]] | None = None,
+    *,
+    show_progress: bool = False,
+    **options: Any,
+) -> Iterator[ExplainResult]:
+    """:func:`explain` for each of several inputs, one result at a time.
+
+    A generator, so that each result can be shown as soon as it is ready.
+
+    Args:
+        model: a loaded model.
+        examples: the inputs; their position in ``examples`` is their
+            :attr:`ExplainResult.index`.
+        targets: one ``(target, prediction)`` per example, as
+            :func:`prepare_target` returns them (default: its default for each).
+        show_progress: show a progress bar over the inputs (tqdm, on stderr).
+        **options: :func:`explain`'s keyword options (``top_k``, ``ig_steps``,
+            ``plots``, ``decompose``).
+
+    Yields:
+        One :class:`ExplainResult` per example, in order.
+
+    Examples::
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from captum_semiring.analysis.models import from_module
+        >>> _ = torch.manual_seed(0)
+        >>> loaded = from_module(nn.Sequential(nn.Embedding(8, 3), nn.Flatten(), nn.Linear(9, 2)))
+        >>> examples = [token_example(loaded, ids) for ids in ([1, 5, 2], [4, 4, 3])]
+        >>> results = list(explain_inputs(loaded, examples, ig_steps=0, top_k=1, plots=False))
+        >>> [r.index for r in results], [r.ids for r in results]
+        ([0, 1], [[1, 5, 2], [4, 4, 3]])
+    """
+    if targets is not None and len(targets) != len(examples):
+        raise ValueError(
+            f"got {len(targets)} targets for {len(examples)} examples; give one per example"
+        )
+    # closed on exhaustion, and when the caller stops early
+    with progress(examples, desc="explaining", unit="input", show=show_progress) as bar:
+        for i, example in enumerate(bar):
+            target, prediction = targets[i] if targets is not None else (None, None)
+            yield explain(
+                model, example, target, prediction=prediction, index=i, **options
+            )
