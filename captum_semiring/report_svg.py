@@ -145,8 +145,14 @@ def branch_flow_diagram(flows: Sequence[LayerFlow]) -> str:
     (skip, query, key, value) and joins again; a band's width is the branch's
     :attr:`~captum_semiring.analysis.explain.LayerFlow.shares` of the full height.
     Hovering a band shows its layer, branch, share and best path value, with the
-    semiring that made them. Layers without shares are left out; without any, the
-    result is ``""``.
+    semiring that made them.
+
+    Args:
+        flows: the layers' flows, first layer first.
+
+    Returns:
+        The diagram as HTML (the SVG and its hover box); ``""`` when no layer has
+        shares (those without are left out).
     """
     flows = [f for f in flows if f.shares]
     if not flows:
@@ -188,11 +194,11 @@ def branch_flow_diagram(flows: Sequence[LayerFlow]) -> str:
             ym = y + (j - (nb - 1) / 2) * _FLOW_GAP  # and where the bands part
             stacked += band
             title = (
-                f"{flow.name}: {branch}\n"
-                f"share {share:.6g} ({100 * share:.4g}% of the layer input's "
-                f"elements have their best path enter here), {flow.semiring}\n"
-                f"best path through {branch}: {_fmt(flow.totals.get(branch), 6)} "
-                f"(⊕ over every element), {flow.semiring}"
+                f"{flow.name}: {branch}, {flow.semiring}\n"
+                f"share {share:.6g}: {100 * share:.4g}% of the layer input's "
+                "elements with flow have their best path enter here\n"
+                f"best path through {branch} (⊕ over every element): "
+                f"{_fmt(flow.totals.get(branch), 6)}"
             )
             label = (
                 f'<text x="{xm}" y="{ym + 4:.2f}" font-size="10" fill="#fff" '
