@@ -13,6 +13,11 @@ are re-exported here so that the attribution classes are typed exactly as Captum
 
 from __future__ import annotations
 
+import sys
+import typing
+from collections.abc import Iterable
+from typing import TypeVar
+
 from captum._utils.common import (
     _expand_additional_forward_args as expand_additional_forward_args,
 )
@@ -24,6 +29,8 @@ from captum._utils.common import _format_output as format_output
 from captum._utils.common import _format_outputs as format_outputs
 from captum._utils.common import _run_forward as run_forward
 from captum._utils.common import _select_targets as select_targets
+from captum._utils.progress import IterableProgress, Progress
+from captum._utils.progress import progress as _captum_progress
 from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr import GradientAttribution, LayerAttribution, LLMGradientAttribution
 from captum.attr._utils.approximation_methods import (
@@ -39,6 +46,7 @@ __all__ = [
     "GradientAttribution",
     "LLMGradientAttribution",
     "LayerAttribution",
+    "Progress",
     "TargetType",
     "TensorOrTupleOfTensorsGeneric",
     "approximation_parameters",
@@ -49,6 +57,46 @@ __all__ = [
     "format_output",
     "format_outputs",
     "log_usage",
+    "progress",
     "run_forward",
     "select_targets",
 ]
+
+T = TypeVar("T")
+
+
+@typing.overload
+def progress(
+    iterable: None = None,
+    *,
+    desc: str,
+    total: int | None = None,
+    unit: str = "it",
+    show: bool,
+) -> Progress: ...
+
+
+@typing.overload
+def progress(
+    iterable: Iterable[T],
+    *,
+    desc: str,
+    total: int | None = None,
+    unit: str = "it",
+    show: bool,
+) -> IterableProgress[T]: ...
+
+
+def progress(
+    iterable: Iterable[T] | None = None,
+    *,
+    desc: str,
+    total: int | None = None,
+    unit: str = "it",
+    show: bool,
+) -> Progress | IterableProgress[T]:
+    """Captum's progress bar (``tqdm.auto``, as its ``show_progress`` uses) on
+    stderr; with ``show=False`` it is tqdm's disabled bar, which prints nothing."""
+    return _captum_progress(
+        iterable, desc=desc, total=total, file=sys.stderr, unit=unit, disable=not show
+    )

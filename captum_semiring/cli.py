@@ -32,7 +32,7 @@ from .analysis.explain import (
     ExplainResult,
     PathStep,
     demo_examples,
-    explain,
+    explain_inputs,
     prepare_target,
     relative_delta,
     text_example,
@@ -279,20 +279,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
         for ex in examples
     ]
     results = []
-    for i, ex in enumerate(
-        tqdm(examples, desc="explaining", unit="input", disable=None, file=sys.stderr)
+    for result in explain_inputs(
+        model,
+        examples,
+        prepared,
+        top_k=args.top_k,
+        ig_steps=args.ig_steps,
+        decompose=tuple(args.decompose or ()),
+        show_progress=sys.stderr.isatty(),  # as tqdm's disable=None
     ):
-        target, prediction = prepared[i]
-        result = explain(
-            model,
-            ex,
-            target,
-            prediction=prediction,
-            top_k=args.top_k,
-            ig_steps=args.ig_steps,
-            index=i,
-            decompose=tuple(args.decompose or ()),
-        )
         results.append(result)
         tqdm.write(_console_block(result), file=sys.stdout)
 

@@ -1,14 +1,14 @@
 """A self-contained HTML report of ``captum-semiring explain`` results.
 
-The report is one file: CSS inline, PNG plots embedded as base64 ``data:`` URIs, no
-scripts and no external resources, so it opens anywhere (also offline, from a mail
-attachment or a CI artifact).
+The report is one file: CSS, the SVG drawings (:mod:`captum_semiring.report_svg`) and
+a short hover script inline, PNG plots embedded as base64 ``data:`` URIs, and no
+external resources, so it opens anywhere (also offline, from a mail attachment or a
+CI artifact).
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .analysis.explain import IG_DELTA_WARNING, relative_delta
 from .paths import module_label
+from .report_svg import HOVER_JS, _esc, _fmt, branch_flow_diagram, path_graph
 
 if TYPE_CHECKING:
     from .analysis.explain import ExplainReport, ExplainResult
@@ -66,28 +67,6 @@ td code { font-size: 1.05em; }
 """
 
 
-def _esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _fmt(value: object, digits: int = 4) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    try:
-        x = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return _esc(value)
-    if not math.isfinite(x):
-        return "–"
-    if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e4):
-        return f"{x:.{digits - 1}e}"
-    return f"{x:.{digits}g}"
-
-
 def _img(png: bytes, alt: str) -> str:
     """The PNG at its own size (read off its header), in a box that scrolls
     sideways when it is wider than the page: a long input stays readable."""
@@ -126,84 +105,6 @@ def _token_strip(
 
 
 _DECADES = 3.0  # the token shading spans this many orders of magnitude
-
-
-# Hovering a path-graph node or edge writes its hops under the graph (the SVG
-# titles also show as tooltips, but a fixed box can be read and copied).
-_HOVER_JS = """
-document.querySelectorAll("svg.pathgraph").forEach(function (svg) {
-  var info = svg.parentNode.nextElementSibling;
-  svg.querySelectorAll("g.node, line").forEach(function (el) {
-    el.addEventListener("mouseenter", function () {
-      info.textContent = el.querySelector("title").textContent;
-    });
-  });
-});
-"""
-
-
-def _path_graph(paths: Sequence[Any]) -> str:
-    """The top paths merged at module level into one SVG graph: a node per module
-    visited (with its branch and head), an edge per step, its width by the summed
-    |value| of the paths that take it; hovering a node or an edge shows its hops."""
-    depth: dict[tuple[Any, ...], int] = {}
-    order: list[tuple[Any, ...]] = []
-    info: dict[tuple[Any, ...], list[str]] = {}
-    edges: dict[tuple[Any, Any], list[float]] = {}
-    for p in paths:
-        keys = []
-        for i, st in enumerate(p.steps):
-            key = (st.module, st.branch, st.head)
-            if key not in depth:
-                order.append(key)
-            depth[key] = max(depth.get(key, 0), i)
-            info.setdefault(key, []).append(
-                f"path {p.rank}: {', '.join(st.ops)} at {tuple(st.index)}, weight {_fmt(st.weight)}"
-            )
-            keys.append(key)
-        for a, b in zip(keys, keys[1:]):
-            edges.setdefault((a, b), []).append(abs(p.value))
-    if len(order) < 2:
-        return ""
-    columns: dict[int, list[tuple[Any, ...]]] = {}
-    for key in order:
-        columns.setdefault(depth[key], []).append(key)
-    dx, dy, w, h = 150, 44, 132, 30
-    pos = {
-        key: (10 + d * dx, 10 + j * dy)
-        for d, keys in columns.items()
-        for j, key in enumerate(keys)
-    }
-    width = 20 + (max(columns) + 1) * dx
-    height = 20 + max(len(k) for k in columns.values()) * dy
-    top = max((sum(v) for v in edges.values()), default=1.0) or 1.0
-    parts = [
-        f'<div class="plotwrap"><svg class="pathgraph" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
-    ]
-    for (a, b), values in edges.items():
-        (x1, y1), (x2, y2) = pos[a], pos[b]
-        stroke = 1 + 7 * sum(values) / top
-        parts.append(
-            f'<line x1="{x1 + w}" y1="{y1 + h / 2}" x2="{x2}" y2="{y2 + h / 2}" '
-            f'stroke="#c0392b" stroke-opacity="0.6" stroke-width="{stroke:.2f}">'
-            f"<title>{len(values)} path(s), summed |value| {_fmt(sum(values))}</title></line>"
-        )
-    for key, (x, y) in pos.items():
-        module, branch, head = key
-        label = module.rsplit(".", 1)[-1] or module_label(module)
-        extra = " ".join(
-            v for v in (branch or "", "" if head is None else f"head {head}") if v
-        )
-        title = "\n".join([module_label(module), extra, *info[key]]).strip()
-        parts.append(
-            f'<g class="node"><title>{_esc(title)}</title>'
-            f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="5" fill="#f4f6f8" stroke="#90a4ae"/>'
-            f'<text x="{x + 6}" y="{y + 13}" font-size="11">{_esc(label[:20])}</text>'
-            f'<text x="{x + 6}" y="{y + 25}" font-size="9" fill="#607d8b">{_esc(extra[:24])}</text></g>'
-        )
-    parts.append('</svg></div><div class="hop-info">hover a box or a line</div>')
-    return "".join(parts)
 
 
 def _steps_table(steps: Sequence[Any]) -> str:
@@ -342,7 +243,7 @@ def _input_section(result: ExplainResult, images: Mapping[str, bytes]) -> str:
                 f"({p.hops} hops):<br>{_chain(p.modules)}{_steps_table(p.steps)}</li>"
             )
         out.append("</ol>")
-        graph = _path_graph(paths)
+        graph = path_graph(paths)
         if graph:
             out.append(
                 '<div class="legend">The paths merged by module (hover a box or a line '
@@ -418,6 +319,15 @@ def _input_section(result: ExplainResult, images: Mapping[str, bytes]) -> str:
     flows = result.branch_flow
     if flows:
         out.append("<h3>Branch flow per layer (skip / query / key / value)</h3>")
+        diagram = branch_flow_diagram(flows)
+        if diagram:
+            out.append(
+                '<div class="legend">Each layer parts its flow into its branches '
+                "and joins it again; a band's width is the share of the layer "
+                "input's elements (token × hidden unit) whose best path (MaxProduct, "
+                "positive) enters through that branch. Hover a band for its "
+                "numbers.</div>" + diagram
+            )
         summary_rows = []
         for layer in flows:
             wins = layer.wins()
@@ -438,7 +348,12 @@ def _input_section(result: ExplainResult, images: Mapping[str, bytes]) -> str:
             '<div class="legend">tokens whose top path enters the layer through each branch</div>'
         )
         if "branch_flow" in plots and plots["branch_flow"] in images:
-            out.append(_img(images[plots["branch_flow"]], "branch flow"))
+            out.append(
+                "<details><summary>per token: top branch and branch-max (PNG)"
+                "</summary>"
+                + _img(images[plots["branch_flow"]], "branch flow per token")
+                + "</details>"
+            )
     elif result.branch_flow_note:
         out.append(f'<div class="note">{_esc(result.branch_flow_note)}</div>')
     out.append("</section>")
@@ -494,7 +409,7 @@ def render_html_report(report: ExplainReport) -> str:
     if len(report.results) > 1:
         parts.append(_comparison(report.results))
     parts += [_input_section(result, images) for result in report.results]
-    parts.append(f"<script>{_HOVER_JS}</script></main></body></html>")
+    parts.append(f"<script>{HOVER_JS}</script></main></body></html>")
     return "\n".join(parts)
 
 

@@ -228,7 +228,7 @@ def test_unexpected_errors_are_one_line_unless_debug(
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("kaput\nsecond line")
 
-    monkeypatch.setattr(cli, "explain", boom)
+    monkeypatch.setattr(cli, "explain_inputs", boom)
     argv = ["explain", "--tokens", "1 2 1", "--out", str(tmp_path)]
     assert main(argv) == 1
     _one_line_error(capsys, "unexpected RuntimeError: kaput", "--debug")
@@ -424,6 +424,20 @@ def test_explain_decompose_is_recorded_in_the_summary(tmp_path: Path) -> None:
         decomposed["inputs"][0]["top_path_per_token"]
         != plain["inputs"][0]["top_path_per_token"]
     )
+
+
+def test_explain_shows_its_bar_only_on_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = ["explain", "--tokens", "3 7 12 5", "--ig-steps", "0", "--top-k", "1"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    piped = capsys.readouterr()
+    assert "explaining" not in piped.err and "1/1" not in piped.err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    tty = capsys.readouterr()
+    assert "explaining" in tty.err and "1/1" in tty.err
+    assert "explaining" not in tty.out  # the bar stays off the results
 
 
 def test_reproduce_fig4_refuses_a_random_head(

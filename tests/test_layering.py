@@ -30,6 +30,7 @@ LAYERS = [
     {"__init__"},  # the public names: what the layers above build on
     {"visualization"},
     {"analysis"},
+    {"report_svg"},
     {"report"},
     {"reproductions"},
     {"cli"},

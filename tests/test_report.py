@@ -121,3 +121,82 @@ def test_several_inputs_get_a_comparison_table(run) -> None:
     assert rows[1].findall("td")[2].text == "-1.25"  # each row is its own input
     single = render_html_report(ExplainReport(model, [result], top_k=3))
     assert "Inputs compared" not in single
+
+
+def test_the_branch_flow_diagram_draws_each_branch_by_its_share() -> None:
+    """One band per (layer, branch) on a two-layer BERT, its width the share of the
+    layer input's elements whose best path enters through that branch. The shares
+    are recomputed here from a sweep of our own: the paper's top branch per element,
+    with the branches merged by the semiring's ⊕."""
+    import re
+    import xml.etree.ElementTree as ET
+
+    import torch
+    from builders import tiny_bert_config
+    from transformers import BertForSequenceClassification
+
+    import captum_semiring as cs
+    from captum_semiring.analysis.branch_flow import (
+        TRANSFORMER_BRANCHES,
+        transformer_branch,
+    )
+    from captum_semiring.analysis.explain import (
+        forward_logits,
+        prepare_target,
+        token_example,
+    )
+    from captum_semiring.analysis.models import from_module
+
+    torch.manual_seed(0)
+    model = from_module(BertForSequenceClassification(tiny_bert_config()).eval())
+    example = token_example(model, [3, 7, 12, 5, 3, 9])
+    result = explain(model, example, ig_steps=0, top_k=1, plots=False)
+    page = render_html_report(ExplainReport(model, [result], top_k=1))
+    (svg,) = re.findall(r"<svg class=\"branchflow\".*?</svg>", page, flags=re.S)
+    ns = "{http://www.w3.org/2000/svg}"
+    root = ET.fromstring(svg)
+    bars = [r for r in root.iter(f"{ns}rect") if r.get("class") == "node"]
+    (full,) = {float(r.get("height", 0)) for r in bars}  # all the flow
+    bands = {
+        (g.get("data-layer"), g.get("data-branch")): g
+        for g in root.iter(f"{ns}g")
+        if g.get("class") == "band"
+    }
+
+    target, _ = prepare_target(model, example)
+    inputs = [(name, cs.layer_input(m)) for name, m in model.encoder_layers]
+    with cs.record(*[li for _, li in inputs]) as graph:
+        out = target.fn(forward_logits(model, example.ids, example.extra))
+    sr = cs.MaxProduct()
+    res = graph.backward(out, sr)
+    assert len(bars) == len(inputs) + 1 == 3
+    assert set(bands) == {(n, b) for n, _ in inputs for b in TRANSFORMER_BRANCHES}
+    seen = []
+    for name, li in inputs:
+        flow = res.branch_flow(li)
+        per_branch = []
+        for branch in TRANSFORMER_BRANCHES:
+            rows = [
+                v
+                for label, v in zip(flow.labels, flow.values)
+                if transformer_branch(label, name) == branch
+            ]
+            merged = rows[0]
+            for v in rows[1:]:
+                merged = sr.plus(merged, v)
+            per_branch.append(sr.finalize(merged).flatten())
+        best = torch.stack(per_branch)  # (branch, element)
+        flowing = (best != 0).any(0)
+        winner = best.argmax(0)[flowing]
+        for j, branch in enumerate(TRANSFORMER_BRANCHES):
+            share = float((winner == j).sum()) / int(flowing.sum())
+            band = bands[(name, branch)]
+            (path,) = band.findall(f"{ns}path")
+            assert float(path.get("stroke-width", -1)) / full == pytest.approx(
+                share, abs=1e-4
+            ), (name, branch)
+            title = band.findtext(f"{ns}title") or ""
+            assert f"{name}: {branch}" in title and f"share {share:.6g}" in title
+            assert "MaxProduct(sign='positive')" in title
+            seen.append(share)
+    assert any(0 < s < 1 for s in seen)  # not all the flow in one branch

@@ -1,6 +1,7 @@
 """The HTML report in a real browser (issue 14): Debian's headless Chromium, driven
 by selenium, loads the page offline with no console error, renders the merged path
-graph, and shows a node's hops on hover. ``make install`` installs Chromium."""
+graph and the branch flow diagram, and shows a node's hops or a band's numbers on
+hover. ``make install`` installs Chromium."""
 
 from __future__ import annotations
 
@@ -48,12 +49,17 @@ def browser():  # type: ignore[no-untyped-def]
         driver.quit()
 
 
-def test_the_report_loads_renders_its_graph_and_shows_hops_on_hover(
-    report: Path, browser
-) -> None:
+def _load(browser, report: Path) -> None:
+    """Open the page; it must log no console error."""
     browser.get(report.as_uri())
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+def test_the_report_loads_renders_its_graph_and_shows_hops_on_hover(
+    report: Path, browser
+) -> None:
+    _load(browser, report)
     nodes = browser.find_elements(By.CSS_SELECTOR, "svg.pathgraph g.node")
     assert nodes, "no path graph rendered"
     assert all(n.size["width"] > 0 and n.size["height"] > 0 for n in nodes)
@@ -67,3 +73,31 @@ def test_the_report_loads_renders_its_graph_and_shows_hops_on_hover(
         browser.execute_script("return arguments[0].naturalWidth", img) > 0
         for img in images
     ), "a plot did not load"
+
+
+def test_the_branch_flow_diagram_renders_and_shows_a_band_on_hover(
+    report: Path, browser
+) -> None:
+    _load(browser, report)
+    diagrams = browser.find_elements(By.CSS_SELECTOR, "svg.branchflow")
+    assert len(diagrams) == 5, "one diagram per demo input"
+    bands = diagrams[0].find_elements(By.CSS_SELECTOR, "g.band")
+    assert len(bands) == 4, "one band per branch of the demo's one layer"
+    widths = [
+        float(
+            browser.execute_script(
+                "return getComputedStyle(arguments[0].querySelector('path'))"
+                ".strokeWidth",
+                band,
+            ).removesuffix("px")
+        )
+        for band in bands
+    ]
+    assert max(widths) > 0, "no band drawn"
+    widest = bands[widths.index(max(widths))]
+    info = diagrams[0].find_element(By.XPATH, "../following-sibling::div[1]")
+    assert info.text == "hover a band"
+    ActionChains(browser).move_to_element(widest).perform()
+    branch = widest.get_attribute("data-branch")
+    assert f"bert.encoder.layer.0: {branch}" in info.text
+    assert "share " in info.text and "MaxProduct(sign='positive')" in info.text

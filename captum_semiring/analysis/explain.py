@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from .. import Entropy, LogSum, MaxProduct, Path, PathCount, TopK, layer_input, record
+from .._captum_compat import progress
 from .branch_flow import TRANSFORMER_BRANCHES, transformer_branch
 from .models import LoadedModel, first_line
 from .stats import spearman
@@ -65,6 +66,7 @@ __all__ = [
     "make_target",
     "prepare_target",
     "explain",
+    "explain_inputs",
 ]
 
 # FirstTokenRepeatedOnce sequences for the default demo: three positives (the first
@@ -88,7 +90,7 @@ SEMIRING_DESCRIPTIONS = {
     "entropy_per_token": "Entropy (nats), ⊕ over the token's hidden units (eq. 3)",
     "normalized_entropy_per_token": "Entropy / PathCount (log #paths): 0 = one path carries all the flow, 1 = all paths equal",
     "top_path_share_per_token": "MaxProduct(absolute) / exp(LogSum): the share of the total |flow| Z carried by the largest-magnitude path",
-    "branch_flow": "MaxProduct at each encoder layer's input; top_branch = paper's aggregation, branch_max = each branch's ⊕ over hidden",
+    "branch_flow": "MaxProduct at each encoder layer's input; top_branch = paper's aggregation, branch_max = each branch's ⊕ over hidden, shares = share of the layer input's elements whose best path enters through each branch, totals = each branch's best path",
 }
 
 
@@ -583,6 +585,12 @@ class LayerFlow:
         branch_max: per branch, per token: the branch's ⊕ over the hidden units.
         labels: every consumer of the layer input that branch flow found.
         other: the labels that are none of the four branches.
+        shares: per branch, the share of the layer input's elements (token ×
+            hidden unit) whose best path enters through it, among the elements
+            with flow into the four branches (:meth:`BranchFlow.shares`).
+        totals: per branch, its ⊕ over every element: the best path through it
+            (:meth:`BranchFlow.totals`).
+        semiring: the semiring of these values, as its ``repr``.
     """
 
     name: str
@@ -590,6 +598,9 @@ class LayerFlow:
     branch_max: dict[str, list[float]]
     labels: list[str]
     other: list[str]
+    shares: dict[str, float] = field(default_factory=dict)
+    totals: dict[str, float] = field(default_factory=dict)
+    semiring: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The flow as in ``summary.json``."""
@@ -599,6 +610,9 @@ class LayerFlow:
             "branch_max": {b: list(v) for b, v in self.branch_max.items()},
             "labels": list(self.labels),
             "other": list(self.other),
+            "shares": dict(self.shares),
+            "totals": dict(self.totals),
+            "semiring": self.semiring,
         }
 
     def wins(self) -> dict[str, int]:
@@ -825,6 +839,9 @@ def _top_paths(
 def _branch_flows(
     r_max: Any, layer_inputs: list[tuple[str, Any]]
 ) -> tuple[list[LayerFlow], str | None]:
+    def per_branch(values: Tensor) -> dict[str, Any]:
+        return {b: values[i].tolist() for i, b in enumerate(TRANSFORMER_BRANCHES)}
+
     flows: list[LayerFlow] = []
     first_error: str | None = None
     for name, li in layer_inputs:
@@ -844,18 +861,15 @@ def _branch_flows(
         flows.append(
             LayerFlow(
                 name=name,
-                top_branch={
-                    b: [float(v) for v in tb[i]]
-                    for i, b in enumerate(TRANSFORMER_BRANCHES)
-                },
-                branch_max={
-                    b: [float(v) for v in agg[i]]
-                    for i, b in enumerate(TRANSFORMER_BRANCHES)
-                },
+                top_branch=per_branch(tb),
+                branch_max=per_branch(agg),
                 labels=list(bf.labels),
                 other=[
                     lab for lab in bf.labels if transformer_branch(lab, name) is None
                 ],
+                shares=per_branch(branches.shares()),
+                totals=per_branch(branches.totals()),
+                semiring=repr(bf.semiring),
             )
         )
     note = None
@@ -1077,3 +1091,53 @@ def explain(
     if plots:
         _draw(result)
     return result
+
+
+def explain_inputs(
+    model: LoadedModel,
+    examples: Sequence[Example],
+    targets: Sequence[tuple[Target, int | str | None]] | None = None,
+    *,
+    show_progress: bool = False,
+    **options: Any,
+) -> Iterator[ExplainResult]:
+    """:func:`explain` for each of several inputs, one result at a time.
+
+    A generator, so that each result can be shown as soon as it is ready.
+
+    Args:
+        model: a loaded model.
+        examples: the inputs; their position in ``examples`` is their
+            :attr:`ExplainResult.index`.
+        targets: one ``(target, prediction)`` per example, as
+            :func:`prepare_target` returns them (default: its default for each).
+        show_progress: show a progress bar over the inputs (tqdm, on stderr).
+        **options: :func:`explain`'s keyword options (``top_k``, ``ig_steps``,
+            ``plots``, ``decompose``).
+
+    Yields:
+        One :class:`ExplainResult` per example, in order.
+
+    Examples::
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from captum_semiring.analysis.models import from_module
+        >>> _ = torch.manual_seed(0)
+        >>> loaded = from_module(nn.Sequential(nn.Embedding(8, 3), nn.Flatten(), nn.Linear(9, 2)))
+        >>> examples = [token_example(loaded, ids) for ids in ([1, 5, 2], [4, 4, 3])]
+        >>> results = list(explain_inputs(loaded, examples, ig_steps=0, top_k=1, plots=False))
+        >>> [r.index for r in results], [r.ids for r in results]
+        ([0, 1], [[1, 5, 2], [4, 4, 3]])
+    """
+    if targets is not None and len(targets) != len(examples):
+        raise ValueError(
+            f"got {len(targets)} targets for {len(examples)} examples; give one per example"
+        )
+    # closed on exhaustion, and when the caller stops early
+    with progress(examples, desc="explaining", unit="input", show=show_progress) as bar:
+        for i, example in enumerate(bar):
+            target, prediction = targets[i] if targets is not None else (None, None)
+            yield explain(
+                model, example, target, prediction=prediction, index=i, **options
+            )

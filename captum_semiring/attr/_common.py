@@ -233,6 +233,35 @@ def path_points(
     )
 
 
+def run_steps(
+    attribution: Any,
+    num_examples: int,
+    n_steps: int,
+    internal_batch_size: int | None,
+    show_progress: bool,
+    **kwargs: Any,
+) -> tuple[Tensor, ...]:
+    """``attribution._attribute(**kwargs)`` over IG's ``n_steps``: in chunks of at most
+    ``internal_batch_size`` examples (Captum's internal batching, which adds the
+    chunks up), with a progress bar over the steps when ``show_progress``."""
+    with compat.progress(
+        desc=f"{attribution.get_name()} attribution",
+        total=n_steps,
+        unit="step",
+        show=show_progress,
+    ) as bar:
+        if internal_batch_size is not None and n_steps > 1:
+            return compat.batch_attribution(
+                attribution,
+                num_examples,
+                internal_batch_size,
+                n_steps,
+                progress=bar,
+                **kwargs,
+            )
+        return attribution._attribute(n_steps=n_steps, progress=bar, **kwargs)
+
+
 def expand_for_steps(
     n: int, additional_forward_args: Any, target: Any
 ) -> tuple[Any, Any]:

@@ -33,6 +33,7 @@ from ._common import (
     format_inputs,
     normalize_dims,
     path_points,
+    run_steps,
     tensorize_baselines,
 )
 from ._functional import integrated, sweep
@@ -346,6 +347,7 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         return_convergence_delta: Literal[False] = False,
         attribute_to_layer_input: bool = False,
         grad_kwargs: Mapping[str, Any] | None = None,
+        show_progress: bool = False,
     ) -> LayerResult: ...
 
     @typing.overload
@@ -362,6 +364,7 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         return_convergence_delta: Literal[True],
         attribute_to_layer_input: bool = False,
         grad_kwargs: Mapping[str, Any] | None = None,
+        show_progress: bool = False,
     ) -> tuple[LayerResult, Tensor]: ...
 
     @typing.overload
@@ -377,6 +380,7 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         return_convergence_delta: bool = False,
         attribute_to_layer_input: bool = False,
         grad_kwargs: Mapping[str, Any] | None = None,
+        show_progress: bool = False,
     ) -> LayerResult | tuple[LayerResult, Tensor]: ...
 
     @compat.log_usage(part_of_slo=True)
@@ -392,6 +396,7 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         return_convergence_delta: bool = False,
         attribute_to_layer_input: bool = False,
         grad_kwargs: Mapping[str, Any] | None = None,
+        show_progress: bool = False,
     ) -> LayerResult | tuple[LayerResult, Tensor]:
         r"""The semiring gradient of the selected output with respect to the layer's
         activations.
@@ -440,6 +445,10 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
                         reverse pass and never calls autograd, so only ``None`` or
                         an empty dict is allowed; any key raises ``ValueError``.
                         Default: None.
+            show_progress (bool, optional): show a progress bar (tqdm, on stderr)
+                        over IG's steps, as Captum's ``show_progress`` does; it
+                        advances after each recorded batch of steps (see
+                        ``internal_batch_size``). Default: False.
 
         Returns:
             **attributions** or 2-element tuple of **attributions**, **delta**:
@@ -484,12 +493,9 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
             method=method,
             attribute_to_layer_input=attribute_to_layer_input,
         )
-        if internal_batch_size is not None and n_steps > 1:
-            flat = compat.batch_attribution(
-                self, xs[0].shape[0], internal_batch_size, n_steps, **kwargs
-            )
-        else:
-            flat = self._attribute(n_steps=n_steps, **kwargs)
+        flat = run_steps(
+            self, xs[0].shape[0], n_steps, internal_batch_size, show_progress, **kwargs
+        )
         per_layer, start = [], 0
         for acts in layer_inputs:
             per_layer.append(tuple(flat[start : start + len(acts)]))
@@ -527,6 +533,7 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         method: str = "gausslegendre",
         attribute_to_layer_input: bool = False,
         step_sizes_and_alphas: tuple[list[float], list[float]] | None = None,
+        progress: compat.Progress | None = None,
     ) -> tuple[Tensor, ...]:
         bases: list[tuple[Tensor, ...] | None] = (
             list(layer_baselines) if layer_baselines else [None] * len(layer_inputs)
@@ -546,6 +553,8 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         result = self._sweep(
             self.semiring, sources, expanded, target, args, attribute_to_layer_input
         )
+        if progress is not None:
+            progress.update(n)
         return tuple(
             t
             for layer_sources, acts, base in zip(sources, layer_inputs, bases)

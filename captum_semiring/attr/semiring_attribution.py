@@ -28,6 +28,7 @@ from ._common import (
     format_inputs,
     normalize_dims,
     path_points,
+    run_steps,
 )
 from ._functional import integrated, sweep
 
@@ -122,6 +123,7 @@ class SemiringAttribution(compat.GradientAttribution):
         internal_batch_size: int | None = None,
         *,
         return_convergence_delta: Literal[True],
+        show_progress: bool = False,
     ) -> tuple[TensorOrTupleOfTensorsGeneric, Tensor]: ...
 
     @typing.overload
@@ -135,6 +137,7 @@ class SemiringAttribution(compat.GradientAttribution):
         method: str = "gausslegendre",
         internal_batch_size: int | None = None,
         return_convergence_delta: Literal[False] = False,
+        show_progress: bool = False,
     ) -> TensorOrTupleOfTensorsGeneric: ...
 
     @compat.log_usage(part_of_slo=True)
@@ -148,6 +151,7 @@ class SemiringAttribution(compat.GradientAttribution):
         method: str = "gausslegendre",
         internal_batch_size: int | None = None,
         return_convergence_delta: bool = False,
+        show_progress: bool = False,
     ) -> TensorOrTupleOfTensorsGeneric | tuple[TensorOrTupleOfTensorsGeneric, Tensor]:
         r"""The semiring gradient of the selected output with respect to ``inputs``.
 
@@ -186,6 +190,10 @@ class SemiringAttribution(compat.GradientAttribution):
                         for other semirings it measures how far the attribution is
                         from a decomposition of the output. For TopK it uses the
                         best path (rank 0). Default: False.
+            show_progress (bool, optional): show a progress bar (tqdm, on stderr)
+                        over IG's steps, as Captum's ``show_progress`` does; it
+                        advances after each recorded batch of steps (see
+                        ``internal_batch_size``). Default: False.
 
         Returns:
             **attributions** or 2-element tuple of **attributions**, **delta**:
@@ -206,20 +214,18 @@ class SemiringAttribution(compat.GradientAttribution):
         check_target_count(xs[0].shape[0], target)
         check_aggregate_dims(xs, self.aggregate_dims)
         args = compat.format_additional_forward_args(additional_forward_args)
-        if internal_batch_size is not None and n_steps > 1:
-            attributions = compat.batch_attribution(
-                self,
-                xs[0].shape[0],
-                internal_batch_size,
-                n_steps,
-                inputs=xs,
-                baselines=bs,
-                target=target,
-                additional_forward_args=args,
-                method=method,
-            )
-        else:
-            attributions = self._attribute(xs, bs, target, args, n_steps, method)
+        attributions = run_steps(
+            self,
+            xs[0].shape[0],
+            n_steps,
+            internal_batch_size,
+            show_progress,
+            inputs=xs,
+            baselines=bs,
+            target=target,
+            additional_forward_args=args,
+            method=method,
+        )
         formatted = cast(
             TensorOrTupleOfTensorsGeneric,
             compat.format_output(is_tuple, attributions),
@@ -252,6 +258,7 @@ class SemiringAttribution(compat.GradientAttribution):
         n_steps: int = 1,
         method: str = "gausslegendre",
         step_sizes_and_alphas: tuple[list[float], list[float]] | None = None,
+        progress: compat.Progress | None = None,
     ) -> tuple[Tensor, ...]:
         step_sizes, sources = path_points(
             inputs, baselines, n_steps, method, step_sizes_and_alphas
@@ -260,6 +267,8 @@ class SemiringAttribution(compat.GradientAttribution):
             len(step_sizes), additional_forward_args, target
         )
         result = sweep(self.forward_func, sources, sources, self.semiring, target, args)
+        if progress is not None:
+            progress.update(len(step_sizes))
         return integrated(
             result,
             sources,

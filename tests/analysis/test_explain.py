@@ -24,6 +24,7 @@ from captum_semiring.analysis.explain import (
     TopPath,
     demo_examples,
     explain,
+    explain_inputs,
     prepare_target,
     token_example,
 )
@@ -157,6 +158,9 @@ def test_to_json_keeps_the_summary_layout(
         "branch_max",
         "labels",
         "other",
+        "shares",
+        "totals",
+        "semiring",
     ]
     report = ExplainReport(demo, [demo_result], top_k=3).to_json()
     assert list(report) == [
@@ -309,6 +313,31 @@ def test_default_target_and_prediction(bag: tuple[Bag, LoadedModel]) -> None:
         result.target.description == f"logit of class {predicted} (the predicted class)"
     )
     assert math.isfinite(result.output)
+
+
+def test_explain_inputs_runs_each_input_with_an_optional_bar(
+    bag: tuple[Bag, LoadedModel], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, loaded = bag
+    examples = [token_example(loaded, ids) for ids in ([3, 4], [1, 5, 7], [2, 2])]
+    targets = [prepare_target(loaded, ex, target_class=2) for ex in examples]
+    options = dict(top_k=2, ig_steps=4, plots=False)
+    quiet = list(explain_inputs(loaded, examples, targets, **options))
+    assert capsys.readouterr() == ("", "")
+    shown = list(
+        explain_inputs(loaded, examples, targets, show_progress=True, **options)
+    )
+    out, err = capsys.readouterr()
+    assert out == "" and "explaining" in err and "3/3" in err
+    alone = [
+        explain(loaded, ex, t, prediction=p, index=i, **options)
+        for i, (ex, (t, p)) in enumerate(zip(examples, targets))
+    ]
+    assert [r.index for r in shown] == [0, 1, 2]
+    assert [r.to_json() for r in quiet] == [r.to_json() for r in shown]
+    assert [r.to_json() for r in shown] == [r.to_json() for r in alone]
+    with pytest.raises(ValueError, match="2 targets for 3 examples"):
+        next(explain_inputs(loaded, examples, targets[:2]))
 
 
 def test_importing_explain_loads_no_plotting_module() -> None:
