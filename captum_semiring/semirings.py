@@ -631,10 +631,10 @@ class Entropy(_LogMagnitude):
 
     def matmul(self, x: Tensor, w: Tensor) -> Tensor:
         scaled, top = self._row_scaled(x[0])
-        magnitude = w.abs()
+        magnitude, magnitude_log = kernels.magnitude_log(w)
         # Both products with |w| in one BLAS call (a 2-D w folds the stack into rows).
         total, weighted = torch.matmul(torch.stack((scaled, scaled * x[1])), magnitude)
-        weighted = weighted + torch.matmul(scaled, torch.xlogy(magnitude, magnitude))
+        weighted = weighted + torch.matmul(scaled, magnitude_log)
         expectation = torch.where(total > 0, weighted / total, 0.0)
         return self._pack(top + torch.log(total), expectation)
 

@@ -157,3 +157,45 @@ def test_native_library_is_cached(monkeypatch, tmp_path):
     assert path.parent == tmp_path and path.exists()
     stamp = path.stat().st_mtime_ns
     assert native.build() == path and path.stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("backend", ["native", "eager"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_magnitude_log_is_xlogy_of_the_magnitude(monkeypatch, backend, dtype):
+    w = torch.randn(5, 7, dtype=dtype)
+    w[0, :3] = torch.tensor([0.0, -0.0, 1.0])
+    use_backend(monkeypatch, backend)
+    magnitude, m_log = kernels.magnitude_log(w.mT)  # a transposed view, too
+    assert torch.equal(magnitude, w.mT.abs())
+    want = torch.xlogy(w.mT.abs(), w.mT.abs())
+    torch.testing.assert_close(m_log, want, rtol=4 * torch.finfo(dtype).eps, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["max", "sum", "entropy"])
+def test_layer_norm_kernels_agree_across_backends(monkeypatch, backend, kind):
+    """Every backend against the eager blocks built whole, unchunked, in float64."""
+    generator = torch.Generator().manual_seed(2)
+    s = torch.randn(9, 13, generator=generator, dtype=torch.float64)
+    x = torch.rand(9, 13, generator=generator, dtype=torch.float64)
+    values = {"max": [x, x - 0.5], "sum": [x], "entropy": [x, -x]}[kind]
+    if kind == "max":  # an input without a path
+        values[0][2, 3], values[1][2, 3] = -torch.inf, torch.inf
+    k = kernels.layer_norm_block(s)  # (rows, n, n), symmetric
+    if kind == "max":
+        ext = torch.stack((values[0], values[1])).unsqueeze(-2) * k
+        live = ~torch.isinf(values[0]).unsqueeze(-2)
+        want = (
+            torch.where(live, ext.amax(0), -torch.inf).amax(-1),
+            torch.where(live, ext.amin(0), torch.inf).amin(-1),
+        )
+    else:
+        m = k.abs()
+        want = ((x.unsqueeze(-2) * m).sum(-1),)
+        if kind == "entropy":
+            xlogx = torch.xlogy(m, m)
+            want += ((values[1].unsqueeze(-2) * m + x.unsqueeze(-2) * xlogx).sum(-1),)
+    use_backend(monkeypatch, backend)
+    got = kernels.layer_norm_times(kind, s, *values)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -137,10 +137,29 @@ def _try_compiled(
         return None
 
 
-def _native_fits(*operands: Tensor, weights: Tensor) -> bool:
-    """Whether the native kernels take these operands: on CPU in float32/64, and
-    finite weights (their loops would drop a NaN that torch's reductions keep)."""
-    return native.available(*operands, weights) and bool(torch.isfinite(weights).all())
+def _native_fits(
+    weights: Tensor, *values: Tensor, nan_is_no_path: bool = False
+) -> bool:
+    """Whether the native kernels take these operands: on CPU in float32/64, with
+    finite weights and (unless NaN marks "no path", as in TopK) no NaN values. Their
+    loops would drop a NaN that torch's reductions keep; an infinite value is the
+    max-product zero."""
+    return (
+        native.available(weights, *values)
+        and not native.any_bad(weights)
+        and (
+            nan_is_no_path or not any(native.any_bad(v, nan_only=True) for v in values)
+        )
+    )
+
+
+def magnitude_log(w: Tensor) -> tuple[Tensor, Tensor]:
+    """``|w|`` and ``|w| log |w|`` (0 where ``w`` is 0): the entropy semiring's edge
+    terms."""
+    if native.available(w):
+        return native.magnitude_log(w)
+    magnitude = w.abs()
+    return magnitude, -torch.special.entr(magnitude)
 
 
 def max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
@@ -159,7 +178,7 @@ def max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
             _batched(w, batch, n, p),
         )
     out = None
-    if _native_fits(pos, neg, weights=w) and not bool(torch.isnan(pos).any()):
+    if _native_fits(w, pos, neg):
         out = native.max_times(*(a.contiguous() for a in args))
     elif _compiles(size):
         out = _try_compiled("max_times", _max_times, size, *args)
@@ -228,9 +247,7 @@ def layer_norm_times(kind: str, s: Tensor, *values: Tensor) -> tuple[Tensor, ...
     """
     fn = _LN_KERNELS[kind]
     rows, n = s.shape
-    if native.available(s, *values) and not any(
-        bool(torch.isnan(v).any()) for v in (s, *values)
-    ):
+    if _native_fits(s, *values):
         return native.layer_norm_times(kind, s, *values)
     if kind == "max":
         pos, neg = values
@@ -348,7 +365,7 @@ def top_k_times(values: Tensor, w: Tensor, k: int) -> Tensor:
     can contribute: find those, then merge their lists.
     """
     (m, n), p = values.shape[-2:], w.shape[-1]
-    if k <= native.MAX_K and _native_fits(values, weights=w):
+    if k <= native.MAX_K and _native_fits(w, values, nan_is_no_path=True):
         batch = torch.broadcast_shapes(values.shape[1:-2], w.shape[:-2])
         if w.dim() == 2:  # the batch folded into the rows
             flat, w3 = values.reshape(2 * k, 1, -1, n), w.unsqueeze(0)

@@ -104,6 +104,10 @@ def _load() -> ctypes.CDLL | None:
             getattr(lib, name).argtypes = [ptr] * 5 + [i64] * 5 + [ctypes.c_int]
         for name in ("top_k_times_f32", "top_k_times_f64"):
             getattr(lib, name).argtypes = [ptr] * 3 + [i64] * 6 + [ctypes.c_int]
+        for suffix in ("f32", "f64"):
+            getattr(lib, f"any_bad_{suffix}").argtypes = [ptr, i64, ctypes.c_int]
+            getattr(lib, f"any_bad_{suffix}").restype = ctypes.c_int
+            getattr(lib, f"magnitude_log_{suffix}").argtypes = [ptr] * 3 + [i64]
         for name in ("layer_norm_max", "layer_norm_sum"):
             for suffix in ("f32", "f64"):
                 getattr(lib, f"{name}_{suffix}").argtypes = (
@@ -207,3 +211,24 @@ def layer_norm_times(kind: str, s: Tensor, *values: Tensor) -> tuple[Tensor, ...
         inputs = [_ptr(plain[0]), _ptr(plain[1]) if kind == "entropy" else None]
     fn(*inputs, _ptr(s), _ptr(out[0]), _ptr(out[1]), rows, n, _threads(rows * n * n))
     return out if kind != "sum" else out[:1]
+
+
+def any_bad(t: Tensor, nan_only: bool = False) -> bool:
+    """Whether ``t`` has a NaN, or an infinity unless ``nan_only`` (one pass, no
+    temporaries)."""
+    lib = _load()
+    assert lib is not None
+    t = t.contiguous()
+    fn = getattr(lib, f"any_bad_{_SUFFIX[t.dtype]}")
+    return bool(fn(_ptr(t), t.numel(), int(nan_only)))
+
+
+def magnitude_log(w: Tensor) -> tuple[Tensor, Tensor]:
+    """``|w|`` and ``|w| log |w|`` (0 where ``w`` is 0), in one pass."""
+    lib = _load()
+    assert lib is not None
+    w = w.contiguous()
+    magnitude, m_log = torch.empty_like(w), torch.empty_like(w)
+    fn = getattr(lib, f"magnitude_log_{_SUFFIX[w.dtype]}")
+    fn(_ptr(w), _ptr(magnitude), _ptr(m_log), w.numel())
+    return magnitude, m_log

@@ -284,6 +284,32 @@ void ln_sum(const T* x, const T* xe, const T* s, T* total, T* weighted,
     }
 }
 
+// Whether any of x[0..count) is NaN, or also infinite unless nan_only (x - x is
+// NaN exactly for those).
+template <typename T>
+bool any_bad(const T* x, int64_t count, bool nan_only) {
+    int bad = 0;
+    if (nan_only) {
+#pragma omp simd reduction(| : bad)
+        for (int64_t i = 0; i < count; ++i) bad |= x[i] != x[i];
+    } else {
+#pragma omp simd reduction(| : bad)
+        for (int64_t i = 0; i < count; ++i) bad |= !(x[i] - x[i] == T(0));
+    }
+    return bad != 0;
+}
+
+// |w| and |w| log |w| (0 at w = 0): the entropy semiring's edge terms.
+template <typename T>
+void magnitude_log(const T* w, T* magnitude, T* m_log, int64_t count) {
+#pragma omp simd
+    for (int64_t i = 0; i < count; ++i) {
+        const T m = std::fabs(w[i]);
+        magnitude[i] = m;
+        m_log[i] = m > T(0) ? m * log_of(m) : T(0);
+    }
+}
+
 }  // namespace
 
 extern "C" {
@@ -333,6 +359,24 @@ void layer_norm_sum_f64(const double* x, const double* xe, const double* s,
                         double* total, double* weighted, int64_t rows, int64_t n,
                         int threads) {
     ln_sum(x, xe, s, total, weighted, rows, n, threads);
+}
+
+int any_bad_f32(const float* x, int64_t count, int nan_only) {
+    return any_bad(x, count, nan_only != 0);
+}
+
+int any_bad_f64(const double* x, int64_t count, int nan_only) {
+    return any_bad(x, count, nan_only != 0);
+}
+
+void magnitude_log_f32(const float* w, float* magnitude, float* m_log,
+                       int64_t count) {
+    magnitude_log(w, magnitude, m_log, count);
+}
+
+void magnitude_log_f64(const double* w, double* magnitude, double* m_log,
+                       int64_t count) {
+    magnitude_log(w, magnitude, m_log, count);
 }
 
 }  // extern "C"
