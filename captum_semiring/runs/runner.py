@@ -282,7 +282,7 @@ class _Run:
             self.chunks.mkdir(exist_ok=True)
             self.progress.mkdir(exist_ok=True)
             path = self.dir / SETTINGS
-            mine = asdict(self.settings)
+            mine = json.loads(json.dumps(asdict(self.settings)))  # as run.json has it
             if path.is_file():
                 theirs = json.loads(path.read_text())
                 changed = sorted(k for k in mine if theirs.get(k) != mine[k])
