@@ -601,26 +601,80 @@ def _add_attribute(sub: Any) -> None:
     src = at.add_argument_group(
         "model (default: the embedded 1-layer transformer)"
     ).add_mutually_exclusive_group()
-    src.add_argument("--hf-model", metavar="DIR", help="a local Hugging Face model directory")
-    src.add_argument("--model", metavar="MODULE:CALLABLE", help="a Python callable returning an nn.Module")
+    src.add_argument(
+        "--hf-model", metavar="DIR", help="a local Hugging Face model directory"
+    )
+    src.add_argument(
+        "--model",
+        metavar="MODULE:CALLABLE",
+        help="a Python callable returning an nn.Module",
+    )
     at.add_argument("--out", required=True, metavar="RUN_DIR", help="the run directory")
-    at.add_argument("--layer", metavar="NAME", help="the attribution layer (default: the embeddings)")
+    at.add_argument(
+        "--layer",
+        metavar="NAME",
+        help="the attribution layer (default: the embeddings)",
+    )
     at.add_argument("--text-column", default="text", metavar="NAME")
     at.add_argument("--tokens-column", default="tokens", metavar="NAME")
-    at.add_argument("--target-column", default="target", metavar="NAME", help="class index, or 'correct,wrong' for a masked LM")
-    at.add_argument("--id-column", metavar="NAME", help="unique example ids (default: the row position)")
-    at.add_argument("--keep-column", action="append", metavar="NAME", help="copy this column into each row's metadata (repeatable)")
-    at.add_argument("--semiring", action="append", metavar="NAME", help="a per-token semiring: sum, max, max_negative, max_abs, entropy, logsum, count (repeatable; default: sum, max, entropy, logsum)")
-    at.add_argument("--top-k", type=int, default=3, metavar="K", help="top paths per example (default: 3)")
-    at.add_argument("--no-branch-flow", action="store_true", help="skip the branch flow")
+    at.add_argument(
+        "--target-column",
+        default="target",
+        metavar="NAME",
+        help="class index, or 'correct,wrong' for a masked LM",
+    )
+    at.add_argument(
+        "--id-column",
+        metavar="NAME",
+        help="unique example ids (default: the row position)",
+    )
+    at.add_argument(
+        "--keep-column",
+        action="append",
+        metavar="NAME",
+        help="copy this column into each row's metadata (repeatable)",
+    )
+    at.add_argument(
+        "--semiring",
+        action="append",
+        metavar="NAME",
+        help="a per-token semiring: sum, max, max_negative, max_abs, entropy, logsum, count (repeatable; default: sum, max, entropy, logsum)",
+    )
+    at.add_argument(
+        "--top-k",
+        type=int,
+        default=3,
+        metavar="K",
+        help="top paths per example (default: 3)",
+    )
+    at.add_argument(
+        "--no-branch-flow", action="store_true", help="skip the branch flow"
+    )
     at.add_argument("--batch-size", type=int, default=16, metavar="N")
-    at.add_argument("--chunk-size", type=int, default=64, metavar="N", help="rows per committed chunk")
-    at.add_argument("--decompose", action="append", choices=sorted(COMPOSITE_PRIMITIVES))
-    at.add_argument("--threads", type=int, metavar="N", help="torch threads per process (default: cores / processes)")
+    at.add_argument(
+        "--chunk-size",
+        type=int,
+        default=64,
+        metavar="N",
+        help="rows per committed chunk",
+    )
+    at.add_argument(
+        "--decompose", action="append", choices=sorted(COMPOSITE_PRIMITIVES)
+    )
+    at.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch threads per process (default: cores / processes)",
+    )
     at.add_argument("--device", default="cpu", help="cpu or cuda (one GPU per process)")
-    at.add_argument("--seed", type=int, default=0, help="seed for heads a checkpoint lacks")
+    at.add_argument(
+        "--seed", type=int, default=0, help="seed for heads a checkpoint lacks"
+    )
     at.add_argument("--allow-random-head", action="store_true")
-    at.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    at.add_argument(
+        "--debug", action="store_true", help="show tracebacks of unexpected errors"
+    )
     at.set_defaults(func=cmd_attribute, target_pair=None)
 
     ag = sub.add_parser(
@@ -630,8 +684,16 @@ def _add_attribute(sub: Any) -> None:
     )
     ag.add_argument("run_dir", metavar="RUN_DIR")
     ag.add_argument("--out", metavar="DIR", help="default: RUN_DIR/aggregate")
-    ag.add_argument("--min-count", type=int, default=1, metavar="N", help="leave out tokens seen fewer times")
-    ag.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    ag.add_argument(
+        "--min-count",
+        type=int,
+        default=1,
+        metavar="N",
+        help="leave out tokens seen fewer times",
+    )
+    ag.add_argument(
+        "--debug", action="store_true", help="show tracebacks of unexpected errors"
+    )
     ag.set_defaults(func=cmd_aggregate)
 
 

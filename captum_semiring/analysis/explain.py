@@ -1047,7 +1047,9 @@ def batch_target(targets: Sequence[Target]) -> Callable[[Tensor], Tensor]:
     """
     kinds = {t.kind for t in targets}
     if len(kinds) != 1:
-        raise ExplainError(f"a batch mixes target kinds {sorted(kinds)}: batch each kind apart")
+        raise ExplainError(
+            f"a batch mixes target kinds {sorted(kinds)}: batch each kind apart"
+        )
     rows = torch.arange(len(targets))
     if kinds == {"class"}:
         classes = torch.tensor([int(t.info["class"]) for t in targets])

@@ -8,7 +8,13 @@ under ``torchrun``, resumably, into Parquet; then aggregate over the examples.
 - :mod:`.aggregate`: means with confidence intervals over the examples.
 """
 
-from .runner import DistributedContext, RunError, RunSummary, attribute_dataset, read_run
+from .runner import (
+    DistributedContext,
+    RunError,
+    RunSummary,
+    attribute_dataset,
+    read_run,
+)
 from .schema import SCHEMA_VERSION, error_row, result_row, schema
 from .sources import Columns, SourceError, SourceRow, read_rows
 

@@ -23,7 +23,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..analysis.branch_flow import AGGREGATIONS, TRANSFORMER_BRANCHES, bar_group, branch_ci_rows
+from ..analysis.branch_flow import (
+    AGGREGATIONS,
+    TRANSFORMER_BRANCHES,
+    bar_group,
+    branch_ci_rows,
+)
 from ..analysis.io import write_csv
 from ..analysis.stats import mean_ci
 from .runner import read_run
@@ -116,7 +121,9 @@ def aggregate_run(
     table = read_run(run_dir)
     groups = groups or _all_tokens
     semirings = [
-        c.removeprefix("per_token_") for c in table.column_names if c.startswith("per_token_")
+        c.removeprefix("per_token_")
+        for c in table.column_names
+        if c.startswith("per_token_")
     ]
     by_key: dict[tuple[str, str, Any], list[float]] = {}
     collected: dict[tuple[int, str, str], list[list[float]]] = {}
@@ -129,7 +136,9 @@ def aggregate_run(
         n += 1
         row["metadata"] = json.loads(row["metadata"] or "{}")
         for name in semirings:
-            for pos, (token, value) in enumerate(zip(row["tokens"], row[f"per_token_{name}"])):
+            for pos, (token, value) in enumerate(
+                zip(row["tokens"], row[f"per_token_{name}"])
+            ):
                 by_key.setdefault((name, "token", token), []).append(value)
                 by_key.setdefault((name, "position", pos), []).append(value)
         flows: dict[str, dict[str, Any]] = {}
@@ -149,6 +158,7 @@ def aggregate_run(
                     ]
                     collected.setdefault((li, group, agg), []).append(means)
     token_rows = []
+
     def order(item: Any) -> tuple[Any, ...]:
         name, by, key = item[0]
         return (name, by, key if by == "position" else -1, str(key))
@@ -203,10 +213,16 @@ def write_aggregate(agg: RunAggregate, out_dir: str | Path) -> list[Path]:
         fig = Figure(figsize=(6.0, 2.6 * len(semirings)), layout="constrained")
         axes = fig.subplots(len(semirings), 1, squeeze=False)[:, 0]
         for ax, name in zip(axes, semirings):
-            rows = [r for r in agg.token_rows if r["semiring"] == name and r["by"] == "position"]
+            rows = [
+                r
+                for r in agg.token_rows
+                if r["semiring"] == name and r["by"] == "position"
+            ]
             xs = [r["key"] for r in rows]
             ax.plot(xs, [r["mean"] for r in rows], marker="o", ms=3)
-            ax.fill_between(xs, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], alpha=0.3)
+            ax.fill_between(
+                xs, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], alpha=0.3
+            )
             ax.set_title(f"{name}: mean per position, 95% CI", fontsize=9)
             ax.set_xlabel("position", fontsize=8)
         path = out / "aggregate_positions.png"
@@ -214,7 +230,9 @@ def write_aggregate(agg: RunAggregate, out_dir: str | Path) -> list[Path]:
         files.append(path)
     if agg.branch_rows:
         files.append(
-            write_csv(out / "aggregate_branch_flow.csv", agg.branch_rows, BRANCH_COLUMNS)
+            write_csv(
+                out / "aggregate_branch_flow.csv", agg.branch_rows, BRANCH_COLUMNS
+            )
         )
         groups = list(dict.fromkeys(r["token_group"] for r in agg.branch_rows))
         fig = Figure(figsize=(4.6 * len(groups), 6.4), layout="constrained")

@@ -36,9 +36,9 @@ from typing import Any
 import torch
 
 from ..analysis.explain import (
+    PER_TOKEN_SEMIRINGS,
     Example,
     ExplainError,
-    PER_TOKEN_SEMIRINGS,
     Target,
     explain_batch,
     prepare_target,
@@ -49,7 +49,13 @@ from ..analysis.models import LoadedModel, first_line, from_module
 from .schema import SCHEMA_VERSION, error_row, result_row, schema
 from .sources import Columns, SourceRow, parse_ids, parse_target, read_rows
 
-__all__ = ["RunError", "RunSummary", "DistributedContext", "attribute_dataset", "read_run"]
+__all__ = [
+    "RunError",
+    "RunSummary",
+    "DistributedContext",
+    "attribute_dataset",
+    "read_run",
+]
 
 EXAMPLES = "examples.parquet"
 SETTINGS = "run.json"
@@ -403,7 +409,7 @@ def _resolve_model(model: Any, layer: str | None) -> LoadedModel:
     if isinstance(model, (str, os.PathLike)):
         from ..analysis.models import load_hf_model
 
-        return load_hf_model(model, layer=layer)
+        return load_hf_model(Path(model), layer=layer)
     raise RunError(
         f"model must be a LoadedModel, an nn.Module or a Hugging Face directory, "
         f"got {type(model).__name__}"
@@ -494,7 +500,12 @@ def attribute_dataset(
             f"unknown semiring {unknown[0]!r} in semirings; use any of "
             f"{', '.join(PER_TOKEN_SEMIRINGS)}"
         )
-    for name, value, low in (("top_k", top_k, 1), ("batch_size", batch_size, 1), ("chunk_size", chunk_size, 1), ("ig_steps", ig_steps, 0)):
+    for name, value, low in (
+        ("top_k", top_k, 1),
+        ("batch_size", batch_size, 1),
+        ("chunk_size", chunk_size, 1),
+        ("ig_steps", ig_steps, 0),
+    ):
         if value < low:
             raise RunError(f"{name} must be at least {low}, got {value}")
     columns = columns or Columns()
@@ -524,7 +535,9 @@ def attribute_dataset(
         run.setup()
         ctx.barrier()
         done = run.done()
-        todo = [r for r in rows if r.index % ctx.world == ctx.rank and r.index not in done]
+        todo = [
+            r for r in rows if r.index % ctx.world == ctx.rank and r.index not in done
+        ]
         pending_all = len(rows) - len(done)
         bar = _bar(progress and ctx.rank == 0, pending_all)
         try:
@@ -581,7 +594,9 @@ def _bar(show: bool, total: int) -> Any:
 
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="attributing", unit="ex", file=sys.stderr, disable=None)
+    return tqdm(
+        total=total, desc="attributing", unit="ex", file=sys.stderr, disable=None
+    )
 
 
 def _advance(bar: Any, count: int) -> None:

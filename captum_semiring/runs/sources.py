@@ -20,12 +20,19 @@ import csv
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SourceError", "SourceRow", "Columns", "read_rows", "parse_target", "parse_ids"]
+__all__ = [
+    "SourceError",
+    "SourceRow",
+    "Columns",
+    "read_rows",
+    "parse_target",
+    "parse_ids",
+]
 
 
 class SourceError(ValueError):
@@ -105,7 +112,7 @@ def _file_rows(path: Path) -> list[dict[str, Any]]:
     )
 
 
-def _rows(data: Any) -> list[Mapping[str, Any]]:
+def _rows(data: Any) -> Sequence[Mapping[str, Any]]:
     if isinstance(data, (str, os.PathLike)):
         path = Path(data).expanduser()
         if not path.is_file():
@@ -235,7 +242,9 @@ def parse_target(value: Any) -> int | tuple[str, str] | None:
         return None
     if isinstance(value, bool):
         raise ValueError(f"target {value!r} is neither a class index nor a pair")
-    if isinstance(value, int) or (hasattr(value, "__index__") and not isinstance(value, str)):
+    if isinstance(value, int) or (
+        hasattr(value, "__index__") and not isinstance(value, str)
+    ):
         return int(value)
     if isinstance(value, str):
         text = value.strip()
@@ -251,4 +260,3 @@ def parse_target(value: Any) -> int | tuple[str, str] | None:
     raise ValueError(
         f"target {value!r} is neither a class index nor a 'correct,wrong' pair"
     )
-

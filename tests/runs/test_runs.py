@@ -23,7 +23,7 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 import captum_semiring as cs  # noqa: E402
-from captum_semiring.analysis.models import from_module, load_hf_model  # noqa: E402
+from captum_semiring.analysis.models import load_hf_model  # noqa: E402
 from captum_semiring.reproductions.tasks.agreement import (  # noqa: E402
     WordTokenizer,
     agreement_bert_config,
@@ -90,7 +90,9 @@ def _close(a: Any, b: Any, where: str) -> None:
         if math.isinf(a) or math.isinf(b):
             assert a == b, where
         else:
-            assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-7), f"{where}: {a} != {b}"
+            assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-7), (
+                f"{where}: {a} != {b}"
+            )
     elif isinstance(a, dict) and isinstance(b, dict):
         assert a.keys() == b.keys(), where
         for k in a:
@@ -150,19 +152,30 @@ def test_rows_match_direct_sweeps_and_autograd(mlm, tmp_path):
         direct = graph.backward(out, cs.MaxProduct()).aggregate(emb, -1)[0]
         _close(row["per_token_max"], [float(v) for v in direct], "max")
         captured: list[torch.Tensor] = []
-        handle = emb.register_forward_hook(lambda m, i, o: captured.append(o))
+        handle = emb.register_forward_hook(
+            lambda m, i, o, into=captured: into.append(o)
+        )
         try:
             logits = mlm.model(input_ids=ids).logits
         finally:
             handle.remove()
-        (grad,) = torch.autograd.grad(logits[0, pos, good] - logits[0, pos, bad], captured[0])
+        (grad,) = torch.autograd.grad(
+            logits[0, pos, good] - logits[0, pos, bad], captured[0]
+        )
         for got, want in zip(row["per_token_sum"], grad[0].sum(-1).tolist()):
             assert math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-6)
         assert math.isclose(row["output"], float(out.detach()), rel_tol=1e-5)
         for path in row["top_paths"]:
             product = math.prod(h["weight"] for h in path["hops"])
             assert math.isclose(product, path["value"], rel_tol=1e-4)
-            assert {h["branch"] for h in path["hops"]} & {"query", "key", "value", "skip (attention)", "MLP", "skip (MLP)"}
+            assert {h["branch"] for h in path["hops"]} & {
+                "query",
+                "key",
+                "value",
+                "skip (attention)",
+                "MLP",
+                "skip (MLP)",
+            }
         layers = {f["layer"] for f in row["branch_flow"]}
         assert layers == {"bert.encoder.layer.0", "bert.encoder.layer.1"}
 
@@ -181,7 +194,13 @@ def test_bad_examples_become_error_rows(mlm, tmp_path):
     assert "unknown target token 'zzzz'" in errors[2]
     assert "neither a class index" in errors[3]
     assert [e is None for e in errors] == [True, False, False, False, True, True]
-    reference = _run(mlm, [rows[i] for i in (0, 4, 5)], tmp_path / "good", semirings=("max",), top_k=1)
+    reference = _run(
+        mlm,
+        [rows[i] for i in (0, 4, 5)],
+        tmp_path / "good",
+        semirings=("max",),
+        top_k=1,
+    )
     good = table.filter(pa.compute.is_null(table["error"]))
     for a, b in zip(good.to_pylist(), reference.to_pylist()):
         a.pop("index"), b.pop("index"), a.pop("id"), b.pop("id")
@@ -193,13 +212,21 @@ def test_nan_in_the_forward_is_an_error_row(tmp_path):
     model = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 2))
     with torch.no_grad():
         model[0].weight[7] = float("nan")
-    rows = [{"tokens": [1, 2, 3], "target": 0}, {"tokens": [1, 7, 3], "target": 0}, {"tokens": [4, 5, 6], "target": 1}]
+    rows = [
+        {"tokens": [1, 2, 3], "target": 0},
+        {"tokens": [1, 7, 3], "target": 0},
+        {"tokens": [4, 5, 6], "target": 1},
+    ]
     table = _run(model, rows, tmp_path / "run", batch_size=4)
     errors = table["error"].to_pylist()
     assert errors[0] is None and errors[2] is None
     assert "non-finite output" in errors[1]
     alone = _run(model, [rows[2]], tmp_path / "alone")
-    _close(table.to_pylist()[2]["per_token_max"], alone.to_pylist()[0]["per_token_max"], "max")
+    _close(
+        table.to_pylist()[2]["per_token_max"],
+        alone.to_pylist()[0]["per_token_max"],
+        "max",
+    )
 
 
 # ------------------------------------------------------------------ resume
@@ -215,7 +242,16 @@ def test_corrupt_and_truncated_chunks_are_redone(mlm, tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(runner_module._Run, "merge", interrupted)
         with pytest.raises(KeyboardInterrupt):
-            cs.attribute_dataset(mlm, _rows(12), out, semirings=("max",), top_k=1, batch_size=2, chunk_size=2, progress=False)
+            cs.attribute_dataset(
+                mlm,
+                _rows(12),
+                out,
+                semirings=("max",),
+                top_k=1,
+                batch_size=2,
+                chunk_size=2,
+                progress=False,
+            )
     chunks = sorted((out / "chunks").glob("*.parquet"))
     assert len(chunks) == 6
     data = chunks[0].read_bytes()
@@ -230,7 +266,9 @@ def test_corrupt_and_truncated_chunks_are_redone(mlm, tmp_path, monkeypatch):
         return real(model, examples, *args, **kwargs)
 
     monkeypatch.setattr(runner_module, "explain_batch", spy)
-    resumed = _run(mlm, _rows(12), out, semirings=("max",), top_k=1, batch_size=2, chunk_size=2)
+    resumed = _run(
+        mlm, _rows(12), out, semirings=("max",), top_k=1, batch_size=2, chunk_size=2
+    )
     assert sum(seen) == 4  # the two broken chunks' examples, and no others
     _same_rows(reference, resumed)
     assert not list((out / "chunks").glob("*"))
@@ -246,15 +284,47 @@ def test_other_settings_are_refused(mlm, tmp_path):
 
 
 def _torchrun(args: list[str], **kwargs: Any) -> subprocess.Popen[str]:
-    env = {**os.environ, "CAPTUM_SEMIRING_COMPILE": "0", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = {
+        **os.environ,
+        "CAPTUM_SEMIRING_COMPILE": "0",
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "captum_semiring", "attribute", *args,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "captum_semiring",
+        "attribute",
+        *args,
     ]
-    return subprocess.Popen(cmd, env=env, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **kwargs,
+    )
 
 
 def _cli_args(data: Path, mlm_dir: Path, out: Path, *extra: str) -> list[str]:
-    return [str(data), "--hf-model", str(mlm_dir), "--out", str(out), "--semiring", "max", "--semiring", "entropy", *extra]
+    return [
+        str(data),
+        "--hf-model",
+        str(mlm_dir),
+        "--out",
+        str(out),
+        "--semiring",
+        "max",
+        "--semiring",
+        "entropy",
+        *extra,
+    ]
 
 
 def test_two_processes_equal_one(mlm, mlm_dir, data_file, tmp_path):
@@ -272,7 +342,9 @@ def test_sigkill_a_worker_and_resume(mlm, mlm_dir, tmp_path):
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in _rows(30)))
     out = tmp_path / "run"
-    args = _cli_args(data, mlm_dir, out, "--top-k", "1", "--batch-size", "1", "--chunk-size", "1")
+    args = _cli_args(
+        data, mlm_dir, out, "--top-k", "1", "--batch-size", "1", "--chunk-size", "1"
+    )
     proc = _torchrun(args)
     progress = out / "progress" / "rank1.json"
     deadline = time.time() + 120
@@ -305,18 +377,33 @@ def test_sigkill_a_worker_and_resume(mlm, mlm_dir, tmp_path):
 
 
 def test_file_formats_and_loaders_read_the_same_rows(tmp_path):
-    rows = [{"text": "a b", "target": 1, "k": "x"}, {"text": "c", "target": "are,is", "k": "y"}]
+    rows = [
+        {"text": "a b", "target": 1, "k": "x"},
+        {"text": "c", "target": "are,is", "k": "y"},
+    ]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "d.csv").write_text("text,target,k\na b,1,x\nc,\"are,is\",y\n")
-    pq.write_table(pa.Table.from_pylist([{**r, "target": str(r["target"])} for r in rows]), tmp_path / "d.parquet")
+    (tmp_path / "d.csv").write_text('text,target,k\na b,1,x\nc,"are,is",y\n')
+    pq.write_table(
+        pa.Table.from_pylist([{**r, "target": str(r["target"])} for r in rows]),
+        tmp_path / "d.parquet",
+    )
     from torch.utils.data import DataLoader
 
     columns = Columns(keep=("k",))
     expected = [(0, "a b", 1, {"k": "x"}), (1, "c", ("are", "is"), {"k": "y"})]
     from captum_semiring.runs.sources import parse_target
 
-    for data in (tmp_path / "d.jsonl", tmp_path / "d.csv", tmp_path / "d.parquet", rows, DataLoader(rows, batch_size=2)):
-        got = [(r.index, r.text, parse_target(r.target), r.metadata) for r in read_rows(data, columns)]
+    for data in (
+        tmp_path / "d.jsonl",
+        tmp_path / "d.csv",
+        tmp_path / "d.parquet",
+        rows,
+        DataLoader(rows, batch_size=2),
+    ):
+        got = [
+            (r.index, r.text, parse_target(r.target), r.metadata)
+            for r in read_rows(data, columns)
+        ]
         assert got == expected, data
     datasets = pytest.importorskip("datasets")
     ds = datasets.Dataset.from_list(rows)
@@ -327,7 +414,9 @@ def test_source_errors_name_the_argument(tmp_path):
     with pytest.raises(SourceError, match="text column 'sentence'"):
         read_rows([{"text": "a"}], Columns(text="sentence", tokens="ids"))
     with pytest.raises(SourceError, match="id column 'id' has the value 'a' twice"):
-        read_rows([{"text": "x", "id": "a"}, {"text": "y", "id": "a"}], Columns(id="id"))
+        read_rows(
+            [{"text": "x", "id": "a"}, {"text": "y", "id": "a"}], Columns(id="id")
+        )
     with pytest.raises(SourceError, match="is not a file"):
         read_rows(tmp_path / "missing.jsonl")
 
@@ -350,11 +439,18 @@ def test_aggregate_means_match_a_direct_computation(mlm, tmp_path):
     # branch flow of layer 1, skip, the paper's aggregation, all tokens
     per_example = []
     for r in rows:
-        f = next(f for f in r["branch_flow"] if f["layer"].endswith("layer.1") and f["branch"] == "skip")
+        f = next(
+            f
+            for f in r["branch_flow"]
+            if f["layer"].endswith("layer.1") and f["branch"] == "skip"
+        )
         per_example.append(sum(f["top_branch"]) / len(f["top_branch"]))
     row = next(
-        r for r in agg.branch_rows
-        if r["layer"] == 1 and r["branch"] == "skip" and r["aggregation"] == "top-branch"
+        r
+        for r in agg.branch_rows
+        if r["layer"] == 1
+        and r["branch"] == "skip"
+        and r["aggregation"] == "top-branch"
     )
     assert math.isclose(row["mean"], sum(per_example) / len(per_example), rel_tol=1e-9)
     assert row["n"] == 8 and row["ci_low"] <= row["mean"] <= row["ci_high"]
