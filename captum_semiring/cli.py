@@ -344,7 +344,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise CLIError(
             f"cannot create the output directory {str(out_dir)!r}: {err.strerror}"
         ) from None
-    extra = {"scale": args.scale} if args.scale else {}
+    extra: dict[str, Any] = {"scale": args.scale} if args.scale else {}
+    if args.n_sentences is not None:
+        if args.n_sentences < 1:
+            raise CLIError("--n-sentences must be at least 1")
+        if args.name != "fig4":
+            raise CLIError("--n-sentences is for fig4 only")
+        extra["n_sentences"] = args.n_sentences
     options = ReproduceOptions(
         max_sentences=args.max_sentences,
         hf_model=args.hf_model,
@@ -567,6 +573,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="use only the first N validation sentences (quick checks; default: all)",
+    )
+    rp.add_argument(
+        "--n-sentences",
+        type=int,
+        metavar="N",
+        help="fig4: generate N new sentences and run them through the resumable dataset runner (RUN_DIRs fig4_run_paper/ and fig4_run_aten/ in --out)",
     )
     rp.add_argument(
         "--scale",
