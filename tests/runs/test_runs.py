@@ -473,7 +473,9 @@ def test_fig4_through_the_runner_equals_the_direct_analysis(tmp_path):
     tok = WordTokenizer.default()
     torch.manual_seed(1)
     model = BertForMaskedLM(
-        agreement_bert_config(len(tok), num_hidden_layers=2, hidden_size=16, intermediate_size=32)
+        agreement_bert_config(
+            len(tok), num_hidden_layers=2, hidden_size=16, intermediate_size=32
+        )
     ).eval()
     examples = encode_all(generate_sentences(8, seed=2), tok)
     direct = agreement_branch_flow(model, examples)
@@ -491,4 +493,6 @@ def test_fig4_through_the_runner_equals_the_direct_analysis(tmp_path):
     assert via_runner.samples.keys() == direct.samples.keys()
     for key, want in direct.samples.items():
         # the direct analysis orders sentences by length, the runner by index
-        _close(sorted(via_runner.samples[key].tolist()), sorted(want.tolist()), str(key))
+        _close(
+            sorted(via_runner.samples[key].tolist()), sorted(want.tolist()), str(key)
+        )
