@@ -49,6 +49,7 @@ from .._hooks import removable_handles
 from ..analysis.branch_flow import (
     AGGREGATION_TITLES,
     AGGREGATIONS,
+    BRANCH_CI_COLUMNS,
     TRANSFORMER_BRANCHES,
     bar_group,
     branch_ci_rows,
@@ -88,16 +89,7 @@ __all__ = [
 ]
 
 TOKEN_GROUPS = ("subject", "attractor", "all")
-CSV_COLUMNS = (
-    "layer",
-    "token_group",
-    "branch",
-    "aggregation",
-    "mean",
-    "ci_low",
-    "ci_high",
-    "n",
-)
+CSV_COLUMNS = BRANCH_CI_COLUMNS
 
 
 @dataclass

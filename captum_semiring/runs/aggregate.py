@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ..analysis.branch_flow import (
     AGGREGATIONS,
+    BRANCH_CI_COLUMNS,
     TRANSFORMER_BRANCHES,
     bar_group,
     branch_ci_rows,
@@ -42,16 +43,7 @@ __all__ = [
 ]
 
 TOKEN_COLUMNS = ("semiring", "by", "key", "mean", "ci_low", "ci_high", "n")
-BRANCH_COLUMNS = (
-    "layer",
-    "token_group",
-    "branch",
-    "aggregation",
-    "mean",
-    "ci_low",
-    "ci_high",
-    "n",
-)
+BRANCH_COLUMNS = BRANCH_CI_COLUMNS
 _FLOW_FIELDS = {"top-branch": "top_branch", "branch-max": "branch_max"}
 
 #: Token groups of one output row: group name → token positions.
