@@ -1,7 +1,7 @@
 """captum-semiring: semiring backpropagation for any PyTorch model, through Captum.
 
-The Captum attribution classes load on first use: Captum imports matplotlib and
-more, which the engine alone does not need.
+The Captum attribution classes and :func:`attribute_dataset` load on first use:
+Captum imports matplotlib and more, which the engine alone does not need.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         TopGradientPath,
         semiring_grad,
     )
+    from .runs import attribute_dataset
 
 __version__ = "0.1.0"
 
@@ -49,10 +50,16 @@ _FROM_ATTR = (
 
 
 def __getattr__(name: str) -> Any:
+    # Lazy re-exports: the public name lives in a layer above this module, which
+    # builds on the engine; it is loaded only when asked for.
     if name in _FROM_ATTR:
         from . import attr
 
         return getattr(attr, name)
+    if name == "attribute_dataset":
+        from . import runs
+
+        return runs.attribute_dataset
     raise AttributeError(f"module 'captum_semiring' has no attribute {name!r}")
 
 
@@ -88,4 +95,5 @@ __all__ = [
     "SemiringLayerAttribution",
     "SemiringLLMGradientAttribution",
     "LayerBranchFlow",
+    "attribute_dataset",
 ]

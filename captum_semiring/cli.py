@@ -339,7 +339,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise CLIError(
             f"cannot create the output directory {str(out_dir)!r}: {err.strerror}"
         ) from None
-    extra = {"scale": args.scale} if args.scale else {}
+    extra: dict[str, Any] = {"scale": args.scale} if args.scale else {}
+    if args.n_sentences is not None:
+        if args.n_sentences < 1:
+            raise CLIError("--n-sentences must be at least 1")
+        if args.name != "fig4":
+            raise CLIError("--n-sentences is for fig4 only")
+        extra["n_sentences"] = args.n_sentences
     options = ReproduceOptions(
         max_sentences=args.max_sentences,
         hf_model=args.hf_model,
@@ -351,6 +357,66 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     except ReproduceError as err:
         raise CLIError(str(err)) from None
     for f in files:
+        print(f"wrote {f}")
+    return 0
+
+
+# --------------------------------------------------------------------------- attribute
+
+
+def _load_for_run(args: argparse.Namespace) -> LoadedModel:
+    model = _load(args)
+    refuse_random_weights(model, allow=args.allow_random_head)
+    return model
+
+
+def cmd_attribute(args: argparse.Namespace) -> int:
+    from .runs import Columns, RunError, SourceError, attribute_dataset
+
+    model = _load_for_run(args)
+    columns = Columns(
+        text=args.text_column,
+        tokens=args.tokens_column,
+        target=args.target_column,
+        id=args.id_column,
+        keep=tuple(args.keep_column or ()),
+    )
+    try:
+        summary = attribute_dataset(
+            model,
+            args.data,
+            args.out,
+            semirings=args.semiring or ("sum", "max", "entropy", "logsum"),
+            top_k=args.top_k,
+            branch_flow=not args.no_branch_flow,
+            columns=columns,
+            batch_size=args.batch_size,
+            chunk_size=args.chunk_size,
+            decompose=tuple(args.decompose or ()),
+            threads=args.threads,
+            device=args.device,
+        )
+    except (RunError, SourceError) as err:
+        raise CLIError(str(err)) from None
+    if summary.examples is not None:
+        print(
+            f"{summary.n_examples} examples ({summary.n_errors} error rows) in "
+            f"{summary.examples}; {summary.examples_per_second:.2f} examples/s over "
+            f"{summary.world} process{'es' if summary.world > 1 else ''}"
+        )
+    return 0
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from .runs import RunError
+    from .runs.aggregate import aggregate_run, write_aggregate
+
+    out = Path(args.out) if args.out else Path(args.run_dir) / "aggregate"
+    try:
+        agg = aggregate_run(args.run_dir, min_count=args.min_count)
+    except RunError as err:
+        raise CLIError(str(err)) from None
+    for f in write_aggregate(agg, out):
         print(f"wrote {f}")
     return 0
 
@@ -504,6 +570,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="use only the first N validation sentences (quick checks; default: all)",
     )
     rp.add_argument(
+        "--n-sentences",
+        type=int,
+        metavar="N",
+        help="fig4: generate N new sentences and run them through the resumable dataset runner (RUN_DIRs fig4_run_paper/ and fig4_run_aten/ in --out)",
+    )
+    rp.add_argument(
         "--scale",
         choices=("quick", "full", "seeds3"),
         help="appB and fig5: the experiment's scale (default: full; seeds3 is fig5 with the paper's 3 seeds, about 15 min)",
@@ -522,7 +594,114 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show tracebacks of unexpected errors"
     )
     rp.set_defaults(func=cmd_reproduce)
+    _add_attribute(sub)
     return parser
+
+
+def _add_attribute(sub: Any) -> None:
+    at = sub.add_parser(
+        "attribute",
+        help="explain every example of a dataset into Parquet (torchrun for many processes)",
+        description="Explain every example of a dataset (JSONL, CSV or Parquet) and write one Parquet row per example to OUT/examples.parquet (schema: captum_semiring.runs.schema). Under `torchrun --nproc-per-node N -m captum_semiring attribute ...` the dataset is sharded over N processes. Rerun the same command to resume a killed run.",
+    )
+    at.add_argument("data", metavar="DATA", help="a .jsonl, .csv or .parquet file")
+    src = at.add_argument_group(
+        "model (default: the embedded 1-layer transformer)"
+    ).add_mutually_exclusive_group()
+    src.add_argument(
+        "--hf-model", metavar="DIR", help="a local Hugging Face model directory"
+    )
+    src.add_argument(
+        "--model",
+        metavar="MODULE:CALLABLE",
+        help="a Python callable returning an nn.Module",
+    )
+    at.add_argument("--out", required=True, metavar="RUN_DIR", help="the run directory")
+    at.add_argument(
+        "--layer",
+        metavar="NAME",
+        help="the attribution layer (default: the embeddings)",
+    )
+    at.add_argument("--text-column", default="text", metavar="NAME")
+    at.add_argument("--tokens-column", default="tokens", metavar="NAME")
+    at.add_argument(
+        "--target-column",
+        default="target",
+        metavar="NAME",
+        help="class index, or 'correct,wrong' for a masked LM",
+    )
+    at.add_argument(
+        "--id-column",
+        metavar="NAME",
+        help="unique example ids (default: the row position)",
+    )
+    at.add_argument(
+        "--keep-column",
+        action="append",
+        metavar="NAME",
+        help="copy this column into each row's metadata (repeatable)",
+    )
+    at.add_argument(
+        "--semiring",
+        action="append",
+        metavar="NAME",
+        help="a per-token semiring: sum, max, max_negative, max_abs, entropy, logsum, count (repeatable; default: sum, max, entropy, logsum)",
+    )
+    at.add_argument(
+        "--top-k",
+        type=int,
+        default=3,
+        metavar="K",
+        help="top paths per example (default: 3)",
+    )
+    at.add_argument(
+        "--no-branch-flow", action="store_true", help="skip the branch flow"
+    )
+    at.add_argument("--batch-size", type=int, default=16, metavar="N")
+    at.add_argument(
+        "--chunk-size",
+        type=int,
+        default=64,
+        metavar="N",
+        help="rows per committed chunk",
+    )
+    at.add_argument(
+        "--decompose", action="append", choices=sorted(COMPOSITE_PRIMITIVES)
+    )
+    at.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch threads per process (default: cores / processes)",
+    )
+    at.add_argument("--device", default="cpu", help="cpu or cuda (one GPU per process)")
+    at.add_argument(
+        "--seed", type=int, default=0, help="seed for heads a checkpoint lacks"
+    )
+    at.add_argument("--allow-random-head", action="store_true")
+    at.add_argument(
+        "--debug", action="store_true", help="show tracebacks of unexpected errors"
+    )
+    at.set_defaults(func=cmd_attribute, target_pair=None)
+
+    ag = sub.add_parser(
+        "aggregate",
+        help="means with confidence intervals over a finished run",
+        description="Means with 95%% intervals of per-token values by token and position, and of branch flow per layer and branch; writes CSVs and plots.",
+    )
+    ag.add_argument("run_dir", metavar="RUN_DIR")
+    ag.add_argument("--out", metavar="DIR", help="default: RUN_DIR/aggregate")
+    ag.add_argument(
+        "--min-count",
+        type=int,
+        default=1,
+        metavar="N",
+        help="leave out tokens seen fewer times",
+    )
+    ag.add_argument(
+        "--debug", action="store_true", help="show tracebacks of unexpected errors"
+    )
+    ag.set_defaults(func=cmd_aggregate)
 
 
 def _error(message: str) -> None:

@@ -41,6 +41,20 @@ AGGREGATION_TITLES = {
 AGGREGATIONS = tuple(AGGREGATION_TITLES)
 
 
+#: The columns of :func:`branch_ci_rows`' rows with ``layer``, ``token_group`` and
+#: ``aggregation`` as their ``columns``, the CSV layout of fig4 and of run aggregates.
+BRANCH_CI_COLUMNS = (
+    "layer",
+    "token_group",
+    "branch",
+    "aggregation",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "n",
+)
+
+
 def branch_ci_rows(samples: Tensor, **columns: Any) -> list[dict[str, Any]]:
     """Table rows for per-example values of the :data:`TRANSFORMER_BRANCHES`
     (``samples``: n × 4): ``columns``, then each branch's mean over the examples with

@@ -39,7 +39,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import Entropy, LogSum, MaxProduct, Path, PathCount, TopK, layer_input, record
+from .. import (
+    Entropy,
+    LogSum,
+    MaxProduct,
+    Path,
+    PathCount,
+    Semiring,
+    SumProduct,
+    TopK,
+    layer_input,
+    record,
+)
 from .._captum_compat import progress
 from .branch_flow import TRANSFORMER_BRANCHES, transformer_branch
 from .models import LoadedModel, first_line
@@ -65,6 +76,11 @@ __all__ = [
     "vocab_id",
     "make_target",
     "prepare_target",
+    "PER_TOKEN_SEMIRINGS",
+    "EXPLAIN_SEMIRINGS",
+    "stack_examples",
+    "batch_target",
+    "explain_batch",
     "explain",
     "explain_inputs",
 ]
@@ -690,6 +706,8 @@ class ExplainResult:
         branch_flow: per encoder layer, the branch flow at its input.
         integrated_gradients: the comparison with IG (``None`` with ``ig_steps=0``).
         branch_flow_note: why there is no branch flow, when there is none.
+        per_token: per token, each semiring's value that :func:`explain_batch` was
+            asked for, by name (:data:`PER_TOKEN_SEMIRINGS`), ⊕ over the hidden units.
         plots: the plot files by kind (``"tokens"``, ``"branch_flow"``).
         images: the PNG bytes by file name.
     """
@@ -710,6 +728,7 @@ class ExplainResult:
     branch_flow_note: str | None = None
     normalized_entropy_per_token: list[float | None] = field(default_factory=list)
     top_path_share_per_token: list[float] = field(default_factory=list)
+    per_token: dict[str, list[float]] = field(default_factory=dict)
     plots: dict[str, str] = field(default_factory=dict)
     images: dict[str, bytes] = field(default_factory=dict, repr=False)
 
@@ -804,6 +823,7 @@ def _top_paths(
     tokens: list[str],
     num_heads: int | None = None,
     shape_of: Callable[[int], tuple[int, ...]] | None = None,
+    row: int = 0,
 ) -> list[TopPath]:
     paths: list[TopPath] = []
     flat_order = (raw if k == 1 else raw.abs()).reshape(-1).argsort(descending=True)[:k]
@@ -817,7 +837,7 @@ def _top_paths(
             if rest_shape
             else []
         )
-        element = (0, t_star, *[int(s) for s in sub])
+        element = (row, t_star, *[int(s) for s in sub])
         path = result.path(layer, element, rank=rank)
         paths.append(
             TopPath(
@@ -836,13 +856,15 @@ def _top_paths(
     return paths
 
 
-def _branch_flows(
-    r_max: Any, layer_inputs: list[tuple[str, Any]]
-) -> tuple[list[LayerFlow], str | None]:
-    def per_branch(values: Tensor) -> dict[str, Any]:
-        return {b: values[i].tolist() for i, b in enumerate(TRANSFORMER_BRANCHES)}
+def _per_branch(values: list[Any]) -> dict[str, Any]:
+    return dict(zip(TRANSFORMER_BRANCHES, values, strict=True))
 
-    flows: list[LayerFlow] = []
+
+def _branch_flows(
+    r_max: Any, layer_inputs: list[tuple[str, Any]], spans: Sequence[tuple[int, int]]
+) -> tuple[list[list[LayerFlow]], str | None]:
+    """Per ``(row, length)`` of ``spans``, the flow at each layer input."""
+    flows: list[list[LayerFlow]] = [[] for _ in spans]
     first_error: str | None = None
     for name, li in layer_inputs:
         try:
@@ -856,26 +878,30 @@ def _branch_flows(
             lambda label, name=name: transformer_branch(label, name),
             TRANSFORMER_BRANCHES,
         )
-        agg = branches.aggregate(-1)[:, 0]  # (4, L)
-        tb = branches.top_branch(-1)[:, 0]
-        flows.append(
-            LayerFlow(
-                name=name,
-                top_branch=per_branch(tb),
-                branch_max=per_branch(agg),
-                labels=list(bf.labels),
-                other=[
-                    lab for lab in bf.labels if transformer_branch(lab, name) is None
-                ],
-                shares=per_branch(branches.shares()),
-                totals=per_branch(branches.totals()),
-                semiring=repr(bf.semiring),
+        agg = branches.aggregate(-1)  # (4, batch, L)
+        tb = branches.top_branch(-1)
+        other = [lab for lab in bf.labels if transformer_branch(lab, name) is None]
+        for out, (row, length) in zip(flows, spans, strict=True):
+            # this example's own elements: its row, without its padding
+            mine = dataclasses.replace(
+                branches, values=branches.values[:, :, row : row + 1, :length]
             )
-        )
+            out.append(
+                LayerFlow(
+                    name=name,
+                    top_branch=_per_branch(tb[:, row, :length].tolist()),
+                    branch_max=_per_branch(agg[:, row, :length].tolist()),
+                    labels=list(bf.labels),
+                    other=list(other),
+                    shares=_per_branch(mine.shares().tolist()),
+                    totals=_per_branch(mine.totals().tolist()),
+                    semiring=repr(bf.semiring),
+                )
+            )
     note = None
     if not layer_inputs:
         note = "no transformer layers (attention.self.query/key/value) found: no branch flow"
-    elif not flows and first_error is not None:
+    elif not any(flows) and first_error is not None:
         note = f"branch flow unavailable: {first_error}"
     return flows, note
 
@@ -951,6 +977,301 @@ def _draw(result: ExplainResult) -> None:
         result.plots["branch_flow"] = name
 
 
+#: The per-token semirings :func:`explain_batch` knows, by the name it reports them
+#: under (:attr:`ExplainResult.per_token`).
+PER_TOKEN_SEMIRINGS: dict[str, Callable[[], Semiring]] = {
+    "sum": SumProduct,
+    "max": MaxProduct,
+    "max_negative": lambda: MaxProduct("negative"),
+    "max_abs": lambda: MaxProduct("absolute"),
+    "entropy": Entropy,
+    "logsum": LogSum,
+    "count": PathCount,
+}
+#: What :func:`explain` computes per token (its report needs them all).
+EXPLAIN_SEMIRINGS = ("max", "entropy", "count", "logsum", "max_abs")
+
+
+def stack_examples(
+    model: LoadedModel, examples: Sequence[Example]
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """One padded batch of ``examples``: ids ``(batch, longest)`` padded on the right
+    with the model's padding id, and each keyword input padded with 0 (so the
+    attention mask hides the padding).
+
+    Args:
+        model: a loaded model.
+        examples: the inputs, each ``(1, L_i)``.
+
+    Returns:
+        ``(ids, extra)``.
+
+    Raises:
+        ExplainError: no examples, or examples of different lengths for a model
+            without an attention mask (padding would change its outputs).
+
+    Examples::
+
+        >>> import torch
+        >>> from transformers import BertConfig, BertModel
+        >>> from captum_semiring.analysis.models import from_module
+        >>> loaded = from_module(BertModel(BertConfig(vocab_size=9, hidden_size=4,
+        ...     num_hidden_layers=1, num_attention_heads=1, intermediate_size=4)))
+        >>> ids, extra = stack_examples(loaded, [token_example(loaded, [3, 4]),
+        ...                                      token_example(loaded, [5])])
+        >>> ids.tolist(), extra["attention_mask"].tolist()
+        ([[3, 4], [5, 0]], [[1, 1], [1, 0]])
+    """
+    if not examples:
+        raise ExplainError("examples is empty: give at least one input")
+    width = max(ex.ids.shape[1] for ex in examples)
+    if not model.hf and any(ex.ids.shape[1] != width for ex in examples):
+        raise ExplainError(
+            "examples have different lengths and the model takes no attention mask: "
+            "batch inputs of one length only"
+        )
+    ids = torch.full((len(examples), width), model.pad_id, dtype=torch.long)
+    keys = sorted({k for ex in examples for k in ex.extra})
+    extra = {k: torch.zeros((len(examples), width), dtype=torch.long) for k in keys}
+    for row, ex in enumerate(examples):
+        n = ex.ids.shape[1]
+        ids[row, :n] = ex.ids[0]
+        for k in keys:
+            value = ex.extra.get(k)
+            extra[k][row, :n] = value[0] if value is not None else 1
+    return ids, extra
+
+
+def batch_target(targets: Sequence[Target]) -> Callable[[Tensor], Tensor]:
+    """One function for a batch of targets: row ``i`` of the logits goes to
+    ``targets[i]``, by one indexing op whatever the batch size (so that a batch of one
+    and a batch of many record the same ops).
+
+    Args:
+        targets: one :class:`Target` per row, all of one kind.
+
+    Returns:
+        A function from logits ``(batch, ...)`` to ``(batch,)``.
+
+    Raises:
+        ExplainError: targets of both kinds in one batch.
+
+    Examples::
+
+        >>> import torch
+        >>> f = batch_target([Target("class", "", lambda o: o[:, 1], {"class": 1}),
+        ...                   Target("class", "", lambda o: o[:, 0], {"class": 0})])
+        >>> f(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+        tensor([2., 3.])
+    """
+    kinds = {t.kind for t in targets}
+    if len(kinds) != 1:
+        raise ExplainError(
+            f"a batch mixes target kinds {sorted(kinds)}: batch each kind apart"
+        )
+    rows = torch.arange(len(targets))
+    if kinds == {"class"}:
+        classes = torch.tensor([int(t.info["class"]) for t in targets])
+        return lambda out: out[rows, classes]
+    pos = torch.tensor([int(t.info["mask_position"]) for t in targets])
+    good = torch.tensor([int(t.info["correct_id"]) for t in targets])
+    bad = torch.tensor([int(t.info["wrong_id"]) for t in targets])
+    return lambda out: out[rows, pos, good] - out[rows, pos, bad]
+
+
+def explain_batch(
+    model: LoadedModel,
+    examples: Sequence[Example],
+    targets: Sequence[Target],
+    *,
+    predictions: Sequence[int | str | None] | None = None,
+    semirings: Sequence[str] = EXPLAIN_SEMIRINGS,
+    top_k: int = 3,
+    ig_steps: int = 0,
+    start_index: int = 0,
+    plots: bool = False,
+    decompose: tuple[str, ...] = (),
+    output_fn: Callable[[Tensor], Tensor] | None = None,
+) -> list[ExplainResult]:
+    """:func:`explain` for a batch of inputs, from one recorded forward pass and one
+    sweep per semiring.
+
+    The inputs are padded on the right (:func:`stack_examples`); a Hugging Face
+    model's attention mask hides the padding. Padding adds paths of weight exactly 0
+    (through the masked attention entries), so every semiring but ``PathCount``
+    gives each input what it gets alone; ``"count"`` counts those paths too, so
+    batch inputs of one length when you ask for it.
+
+    Args:
+        model: a loaded model.
+        examples: the inputs.
+        targets: one :class:`Target` per input, all of one kind.
+        predictions: the model's prediction per input, if known.
+        semirings: the per-token values to compute, names of
+            :data:`PER_TOKEN_SEMIRINGS`; ``"max"`` is always computed (the top
+            paths and branch flow come from it).
+        top_k: the number of top paths; ``k > 1`` runs a TopK(k) sweep.
+        ig_steps: the Integrated Gradients steps, per input; ``0`` skips IG.
+        start_index: :attr:`ExplainResult.index` of the first input.
+        plots: draw each result's plots.
+        decompose: composite primitives to record as their finer ops.
+        output_fn: maps the logits to the explained ``(batch,)`` values (default:
+            :func:`batch_target` of ``targets``).
+
+    Returns:
+        One :class:`ExplainResult` per input, in order.
+
+    Raises:
+        ExplainError: a bad layer, inputs that cannot be batched, or an unknown
+            semiring name.
+        ValueError: ``top_k < 1`` or ``ig_steps < 0``.
+
+    Examples::
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from captum_semiring.analysis.models import from_module
+        >>> _ = torch.manual_seed(0)
+        >>> loaded = from_module(nn.Sequential(nn.Embedding(8, 3), nn.Flatten(),
+        ...                                    nn.Linear(6, 2)))
+        >>> exs = [token_example(loaded, [1, 5]), token_example(loaded, [2, 2])]
+        >>> tgts = [prepare_target(loaded, ex)[0] for ex in exs]
+        >>> results = explain_batch(loaded, exs, tgts, semirings=("max", "sum"))
+        >>> [len(r.per_token["sum"]) for r in results]
+        [2, 2]
+    """
+    if top_k < 1:
+        raise ValueError("top_k must be at least 1")
+    if ig_steps < 0:
+        raise ValueError("ig_steps must be >= 0")
+    unknown = [s for s in semirings if s not in PER_TOKEN_SEMIRINGS]
+    if unknown:
+        raise ExplainError(
+            f"unknown semiring {unknown[0]!r} in semirings; use any of "
+            f"{', '.join(PER_TOKEN_SEMIRINGS)}"
+        )
+    if len(targets) != len(examples):
+        raise ExplainError(
+            f"targets has {len(targets)} entries for {len(examples)} examples"
+        )
+    layer = model.layer
+    ids, extra = stack_examples(model, examples)
+    spans = [(row, ex.ids.shape[1]) for row, ex in enumerate(examples)]
+    fn = output_fn if output_fn is not None else batch_target(targets)
+
+    layer_inputs = [(name, layer_input(m)) for name, m in model.encoder_layers]
+    with record(layer, *[li for _, li in layer_inputs], decompose=decompose) as graph:
+        logits = forward_logits(model, ids, extra)
+        out = fn(logits)
+    if predictions is None:
+        predictions = [
+            _prediction(t, logits.detach()[row : row + 1])
+            for t, (row, _) in zip(targets, spans)
+        ]
+    try:
+        node = graph.node_of(layer)
+    except Exception:
+        raise ExplainError(
+            f"layer {model.layer_name!r} produced no tensor in the forward pass"
+        ) from None
+    shape = tuple(graph.nodes[node].shape)
+    if len(shape) < 2 or shape[:2] != tuple(ids.shape):
+        raise ExplainError(
+            f"layer {model.layer_name!r} outputs shape {shape}, not (batch, tokens, ...): choose another --layer"
+        )
+    dims = list(range(2, len(shape)))
+
+    def per_token(res: Any) -> Tensor:
+        return res.aggregate(layer, dims) if dims else res[layer]  # (..., batch, L)
+
+    names = list(dict.fromkeys(("max", *semirings)))
+    sweeps: dict[str, Any] = {}
+    values: dict[str, Tensor] = {}
+    for name in names:
+        sweeps[name] = graph.backward(out, PER_TOKEN_SEMIRINGS[name]())
+        values[name] = per_token(sweeps[name])
+    r_max = sweeps["max"]
+    r_k = graph.backward(out, TopK(top_k)) if top_k > 1 else r_max
+    per_k = per_token(r_k) if top_k > 1 else None
+    flows, note = _branch_flows(r_max, layer_inputs, spans)
+    config = getattr(model.model, "config", None)
+    out_values = out.detach().reshape(-1)
+
+    explained = []
+    for (row, length), example, target, prediction, flow in zip(
+        spans, examples, targets, predictions, flows, strict=True
+    ):
+        per = {name: values[name][row, :length] for name in names}
+        top = per["max"]
+        # top-k paths from the token that carries the largest |path product| (TopK);
+        # with k = 1, the max-product sweep already holds the best (positive) path
+        if per_k is None:
+            t_star = int(top.argmax())
+            raw = r_max[layer][row, t_star].reshape(1, -1)
+        else:
+            t_star = int(per_k[0, row, :length].abs().argmax())
+            raw = r_k[layer][:, row, t_star].reshape(top_k, -1)  # (k, hidden...)
+        paths = _top_paths(
+            r_k,
+            layer,
+            raw,
+            top_k,
+            t_star,
+            shape[2:],
+            example.tokens,
+            num_heads=getattr(config, "num_attention_heads", None),
+            shape_of=lambda node: tuple(graph.nodes[node].shape),
+            row=row,
+        )
+        normalized: list[float | None] = []
+        if "entropy" in per and "count" in per:
+            normalized = [
+                float(h / n) if float(n) > 0 else None
+                for h, n in zip(per["entropy"], per["count"])
+            ]
+        share: list[float] = []
+        if "max_abs" in per and "logsum" in per:
+            # the share of the flow Z the largest |path| carries, from log Z
+            best_abs = per["max_abs"].abs()
+            share = [
+                float(v)
+                for v in torch.where(
+                    best_abs > 0, torch.exp(best_abs.log() - per["logsum"]), 0.0
+                )
+            ]
+        result = ExplainResult(
+            index=start_index + row,
+            tokens=list(example.tokens),
+            ids=[int(t) for t in example.ids[0]],
+            label=example.label,
+            target=target,
+            output=float(out_values[row]),
+            prediction=prediction,
+            top_path_per_token=[float(v) for v in top],
+            entropy_per_token=[float(v) for v in per.get("entropy", ())],
+            normalized_entropy_per_token=normalized,
+            top_path_share_per_token=share,
+            most_important_token=t_star,
+            top_paths=paths,
+            branch_flow=flow,
+            integrated_gradients=(
+                _integrated_gradients(model, example, target, ig_steps, top)
+                if ig_steps > 0
+                else None
+            ),
+            branch_flow_note=note,
+            per_token={
+                name: [float(v) for v in per[name]]
+                for name in names
+                if name in semirings
+            },
+        )
+        if plots:
+            _draw(result)
+        explained.append(result)
+    return explained
+
+
 def explain(
     model: LoadedModel,
     example: Example,
@@ -971,7 +1292,8 @@ def explain(
     and branch flow), Entropy (per-token entropy) and, for ``top_k > 1``, TopK(k)
     (the top paths; with ``top_k = 1`` the max-product sweep gives the best path).
     Captum's LayerIntegratedGradients runs on the same layer from a baseline of
-    padding ids (special tokens kept).
+    padding ids (special tokens kept). :func:`explain_batch` does the same for many
+    inputs at once.
 
     Args:
         model: a loaded model (see :mod:`captum_semiring.analysis.models`).
@@ -1000,97 +1322,20 @@ def explain(
         raise ValueError("top_k must be at least 1")
     if ig_steps < 0:
         raise ValueError("ig_steps must be >= 0")
-    layer = model.layer
-    L = example.ids.shape[1]
     if target is None:
         target, prediction = prepare_target(model, example)
-
-    layer_inputs = [(name, layer_input(m)) for name, m in model.encoder_layers]
-    with record(layer, *[li for _, li in layer_inputs], decompose=decompose) as graph:
-        logits = forward_logits(model, example.ids, example.extra)
-        out = target.fn(logits)
-    if prediction is None:
-        prediction = _prediction(target, logits.detach())
-    try:
-        node = graph.node_of(layer)
-    except Exception:
-        raise ExplainError(
-            f"layer {model.layer_name!r} produced no tensor in the forward pass"
-        ) from None
-    shape = tuple(graph.nodes[node].shape)
-    if len(shape) < 2 or shape[0] != 1 or shape[1] != L:
-        raise ExplainError(
-            f"layer {model.layer_name!r} outputs shape {shape}, not (batch, tokens, ...): choose another --layer"
-        )
-    dims = list(range(2, len(shape)))
-
-    def per_token(res: Any) -> Tensor:
-        return res.aggregate(layer, dims)[..., 0, :] if dims else res[layer][..., 0, :]
-
-    r_max = graph.backward(out, MaxProduct())
-    top = per_token(r_max)  # (L,)
-    r_ent = graph.backward(out, Entropy())
-    ent = per_token(r_ent)
-    # The scale of the entropy: log(#paths) bounds it; log Z and the largest
-    # |path| give the share of the flow the top path carries.
-    log_paths = per_token(graph.backward(out, PathCount()))
-    log_z = per_token(graph.backward(out, LogSum()))
-    best_abs = per_token(graph.backward(out, MaxProduct("absolute"))).abs()
-    normalized = [
-        float(h / n) if float(n) > 0 else None for h, n in zip(ent, log_paths)
-    ]
-    share = torch.where(best_abs > 0, torch.exp(best_abs.log() - log_z), 0.0)
-
-    # top-k paths from the token that carries the largest |path product| (TopK);
-    # with k = 1, the max-product sweep already holds the best (positive) path
-    if top_k == 1:
-        r_k = r_max
-        t_star = int(top.argmax())
-        raw = r_max[layer][0, t_star].reshape(1, -1)
-    else:
-        r_k = graph.backward(out, TopK(top_k))
-        t_star = int(per_token(r_k)[0].abs().argmax())
-        raw = r_k[layer][:, 0, t_star].reshape(top_k, -1)  # (k, hidden...)
-    config = getattr(model.model, "config", None)
-    paths = _top_paths(
-        r_k,
-        layer,
-        raw,
-        top_k,
-        t_star,
-        shape[2:],
-        example.tokens,
-        num_heads=getattr(config, "num_attention_heads", None),
-        shape_of=lambda node: tuple(graph.nodes[node].shape),
-    )
-
-    flows, note = _branch_flows(r_max, layer_inputs)
-    ig = (
-        _integrated_gradients(model, example, target, ig_steps, top)
-        if ig_steps > 0
-        else None
-    )
-    result = ExplainResult(
-        index=index,
-        tokens=list(example.tokens),
-        ids=[int(t) for t in example.ids[0]],
-        label=example.label,
-        target=target,
-        output=float(out.detach().reshape(-1)[0]),
-        prediction=prediction,
-        top_path_per_token=[float(v) for v in top],
-        entropy_per_token=[float(v) for v in ent],
-        normalized_entropy_per_token=normalized,
-        top_path_share_per_token=[float(v) for v in share],
-        most_important_token=t_star,
-        top_paths=paths,
-        branch_flow=flows,
-        integrated_gradients=ig,
-        branch_flow_note=note,
-    )
-    if plots:
-        _draw(result)
-    return result
+    return explain_batch(
+        model,
+        [example],
+        [target],
+        predictions=None if prediction is None else [prediction],
+        top_k=top_k,
+        ig_steps=ig_steps,
+        start_index=index,
+        plots=plots,
+        decompose=decompose,
+        output_fn=target.fn,
+    )[0]
 
 
 def explain_inputs(

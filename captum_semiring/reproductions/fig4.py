@@ -49,6 +49,7 @@ from .._hooks import removable_handles
 from ..analysis.branch_flow import (
     AGGREGATION_TITLES,
     AGGREGATIONS,
+    BRANCH_CI_COLUMNS,
     TRANSFORMER_BRANCHES,
     bar_group,
     branch_ci_rows,
@@ -74,6 +75,9 @@ from .tasks.agreement import (
 
 __all__ = [
     "TOKEN_GROUPS",
+    "agreement_rows",
+    "agreement_run_model",
+    "agreement_flow_from_run",
     "AGGREGATIONS",
     "CSV_COLUMNS",
     "AgreementFlow",
@@ -85,16 +89,7 @@ __all__ = [
 ]
 
 TOKEN_GROUPS = ("subject", "attractor", "all")
-CSV_COLUMNS = (
-    "layer",
-    "token_group",
-    "branch",
-    "aggregation",
-    "mean",
-    "ci_low",
-    "ci_high",
-    "n",
-)
+CSV_COLUMNS = BRANCH_CI_COLUMNS
 
 
 @dataclass
@@ -247,6 +242,83 @@ def agreement_branch_flow(
                     continue
                 rows += branch_ci_rows(s, layer=li, token_group=group, aggregation=agg)
     return AgreementFlow([name for name, _ in layers], rows, samples, n)
+
+
+def agreement_rows(examples: Sequence[AgreementExample]) -> list[dict[str, Any]]:
+    """The examples as dataset rows for :func:`~captum_semiring.runs.attribute_dataset`:
+    ``tokens`` (the ids), ``target`` (``"correct,wrong"``) and the token groups
+    ``subject_position`` and ``attractor_positions`` (mismatched attractors only),
+    to keep as metadata."""
+    return [
+        {
+            "id": str(i),
+            "tokens": [int(t) for t in ex.ids],
+            "target": f"{ex.sentence.correct_verb},{ex.sentence.wrong_verb}",
+            "subject_position": ex.subject_position,
+            "attractor_positions": [
+                p for p, mis in zip(ex.attractor_positions, ex.mismatched) if mis
+            ],
+        }
+        for i, ex in enumerate(examples)
+    ]
+
+
+def agreement_run_model(model: Any, hf_model: str | Path | None = None) -> Any:
+    """``model`` (a masked LM over :class:`WordTokenizer`'s vocabulary, or the one
+    in ``hf_model``) as a :class:`~captum_semiring.analysis.models.LoadedModel` with
+    a Hugging Face tokenizer, as the dataset runner takes it."""
+    from ..analysis.models import from_module
+
+    if hf_model is not None:
+        return load_hf_model(hf_model, prefer_masked_lm=True)
+    from .tasks.agreement import WordTokenizer
+
+    loaded = from_module(model, description="agreement BERT")
+    loaded.tokenizer = WordTokenizer.default().to_hf()
+    loaded.is_mlm = True
+    return loaded
+
+
+def _run_groups(row: Any) -> dict[str, list[int]]:
+    meta = row["metadata"]
+    return {
+        "subject": [meta["subject_position"]],
+        "attractor": list(meta["attractor_positions"]),
+        "all": list(range(len(row["tokens"]))),
+    }
+
+
+def agreement_flow_from_run(run_dir: str | Path) -> AgreementFlow:
+    """The :class:`AgreementFlow` of a finished dataset run over
+    :func:`agreement_rows` (kept columns ``subject_position`` and
+    ``attractor_positions``): the same per-sentence group means as
+    :func:`agreement_branch_flow`, from the stored per-token branch flow."""
+    from ..runs.aggregate import aggregate_run
+
+    agg = aggregate_run(run_dir, groups=_run_groups)
+    return AgreementFlow(agg.layers, agg.branch_rows, agg.samples, agg.n_examples)
+
+
+def _flow_by_runner(
+    loaded: Any,
+    examples: Sequence[AgreementExample],
+    run_dir: Path,
+    decompose: tuple[str, ...],
+) -> AgreementFlow:
+    from ..runs import Columns, attribute_dataset
+
+    attribute_dataset(
+        loaded,
+        agreement_rows(examples),
+        run_dir,
+        semirings=("max",),
+        top_k=1,
+        columns=Columns(keep=("subject_position", "attractor_positions")),
+        batch_size=32,
+        chunk_size=256,
+        decompose=decompose,
+    )
+    return agreement_flow_from_run(run_dir)
 
 
 def paper_claims(flow: AgreementFlow) -> dict[str, dict[str, Any]]:
@@ -487,11 +559,30 @@ def reproduce_fig4(out_dir: Path, options: ReproduceOptions) -> list[Path]:
         verbose=True,
         allow_random_head=options.allow_random_head,
     )
+    n_sentences = options.extra.get("n_sentences")
+    if n_sentences:
+        # a fresh draw at any scale, through the resumable dataset runner
+        loaded = agreement_run_model(model, options.hf_model)
+        examples = encode_all(
+            generate_sentences(int(n_sentences), seed=30_000), loaded.tokenizer
+        )
+        info["notes"].append(
+            f"{len(examples)} newly generated sentences (seed 30000), run through "
+            "captum_semiring.runs.attribute_dataset into fig4_run_*/"
+        )
     acc = evaluate(model, examples)
-    flows = {
-        g: agreement_branch_flow(model, examples, decompose=d)
-        for g, d in GRANULARITIES.items()
-    }
+    if n_sentences:
+        flows = {
+            g: _flow_by_runner(
+                loaded, examples, out_dir / f"fig4_run_{'paper' if d else 'aten'}", d
+            )
+            for g, d in GRANULARITIES.items()
+        }
+    else:
+        flows = {
+            g: agreement_branch_flow(model, examples, decompose=d)
+            for g, d in GRANULARITIES.items()
+        }
     flow = flows["paper granularity"]
     acc_rows = [
         {"n_attractors": "all", "accuracy": acc["accuracy"], "n": acc["n"]},
