@@ -716,6 +716,10 @@ class TopK(Semiring):
     def matmul(self, x: Tensor, w: Tensor) -> Tensor:
         return kernels.top_k_times(x, w, self.k)
 
+    def layer_norm_matmul(self, x: Tensor, normalized: Tensor) -> Tensor:
+        out = kernels.layer_norm_top_k(x, normalized, self.k)
+        return super().layer_norm_matmul(x, normalized) if out is None else out
+
     def sum_others(self, x: Tensor) -> Tensor:
         pos, neg = self._split(x)
         return torch.cat(

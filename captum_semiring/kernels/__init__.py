@@ -267,6 +267,15 @@ def layer_norm_times(kind: str, s: Tensor, *values: Tensor) -> tuple[Tensor, ...
     return tuple(torch.cat(p) for p in zip(*parts, strict=True))
 
 
+def layer_norm_top_k(values: Tensor, s: Tensor, k: int) -> Tensor | None:
+    """TopK's contraction of ``values`` (2k, rows, n) with the layer-norm blocks of
+    ``s`` (rows, n), as a native kernel; None where that cannot run (the caller
+    then builds the blocks)."""
+    if k <= native.MAX_K and _native_fits(s, values, nan_is_no_path=True):
+        return native.layer_norm_top_k(values, s, k)
+    return None
+
+
 def keep_best(candidates: Tensor, k: int, largest: bool) -> Tensor:
     """The ``k`` largest (or most negative) values along axis 0, best first; NaN marks
     "no path" and pads when there are fewer than ``k``."""

@@ -108,6 +108,10 @@ def _load() -> ctypes.CDLL | None:
             getattr(lib, f"any_bad_{suffix}").argtypes = [ptr, i64, ctypes.c_int]
             getattr(lib, f"any_bad_{suffix}").restype = ctypes.c_int
             getattr(lib, f"magnitude_log_{suffix}").argtypes = [ptr] * 3 + [i64]
+        for suffix in ("f32", "f64"):
+            getattr(lib, f"layer_norm_top_k_{suffix}").argtypes = (
+                [ptr] * 3 + [i64] * 3 + [ctypes.c_int]
+            )
         for name in ("layer_norm_max", "layer_norm_sum"):
             for suffix in ("f32", "f64"):
                 getattr(lib, f"{name}_{suffix}").argtypes = (
@@ -170,16 +174,18 @@ def max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def top_k_times(values: Tensor, w: Tensor, k: int) -> Tensor:
-    """Top-k-times of ``values`` (2k, B, M, N) with ``w`` (1 or B, N, P); contiguous."""
+    """Top-k-times of ``values`` (2k, B, M, N) with ``w`` (1 or B, N, P), contiguous;
+    the kernel reads each input's 2k values side by side."""
     assert k <= MAX_K, k
     lib = _load()
     assert lib is not None
     _, b, m, n = values.shape
     p = w.shape[-1]
+    lists = values.permute(1, 2, 3, 0).contiguous()  # each input's 2k values together
     out = values.new_empty((2 * k, b, m, p))
     fn = getattr(lib, f"top_k_times_{_SUFFIX[values.dtype]}")
     fn(
-        _ptr(values),
+        _ptr(lists),
         _ptr(w),
         _ptr(out),
         k,
@@ -211,6 +217,20 @@ def layer_norm_times(kind: str, s: Tensor, *values: Tensor) -> tuple[Tensor, ...
         inputs = [_ptr(plain[0]), _ptr(plain[1]) if kind == "entropy" else None]
     fn(*inputs, _ptr(s), _ptr(out[0]), _ptr(out[1]), rows, n, _threads(rows * n * n))
     return out if kind != "sum" else out[:1]
+
+
+def layer_norm_top_k(values: Tensor, s: Tensor, k: int) -> Tensor:
+    """Top-k-times of ``values`` (2k, rows, n) with each row's layer-norm block of
+    ``s`` (rows, n), the blocks built inside the kernel."""
+    assert k <= MAX_K, k
+    lib = _load()
+    assert lib is not None
+    lists, s = values.permute(1, 2, 0).contiguous(), s.contiguous()
+    rows, n = s.shape
+    out = values.new_empty(values.shape)
+    fn = getattr(lib, f"layer_norm_top_k_{_SUFFIX[s.dtype]}")
+    fn(_ptr(lists), _ptr(s), _ptr(out), k, rows, n, _threads(rows * n * n))
+    return out
 
 
 def any_bad(t: Tensor, nan_only: bool = False) -> bool:

@@ -6,6 +6,9 @@
 // outputs (B, M, P). Threads split (batch, row block, column tile).
 #include <cmath>
 #include <cstdint>
+#include <algorithm>
+#include <cstring>
+#include <vector>
 #include <limits>
 
 #ifdef CAPTUM_SEMIRING_MVEC
@@ -103,115 +106,193 @@ inline bool insert_asc(T* best, int64_t k, T c) {
     return true;
 }
 
-// The k best of the chosen inputs' whole lists: each list times its weight is
-// sorted, so a list stops at its first candidate that misses.
-template <typename T, bool Largest>
-void merge_lists(const T* values, const int32_t* chosen, const T* head, int64_t k,
-                 int64_t plane, int64_t neg_offset, const T* w, int64_t P,
-                 T* best) {
-    const T none = Largest ? -std::numeric_limits<T>::infinity()
-                           : std::numeric_limits<T>::infinity();
-    for (int64_t r = 0; r < k; ++r) best[r] = none;
-    for (int64_t r = 0; r < k && head[r * kCols] != none; ++r) {
-        const int64_t n = chosen[r * kCols];
-        const T wn = w[n * P];
-        // Positive weights extend the same-sign list, negative ones the other.
-        const bool same = (wn >= 0) == Largest;
-        const T* src = values + n + (same ? 0 : neg_offset);
-        for (int64_t s = 0; s < k; ++s) {
-            const T c = wn * src[s * plane];
-            if (!(Largest ? insert_desc(best, k, c) : insert_asc(best, k, c))) break;
+// Weights of a top-k tile: a dense matrix w (N, P) ...
+constexpr int64_t kBlock = 256;  // top-k: output columns per tile, a row of w
+
+// Weights of a top-k tile: a dense matrix w (N, P) ...
+template <typename T>
+struct DenseWeights {
+    const T* w;
+    int64_t P;
+    T at(int64_t n, int64_t p) const { return w[n * P + p]; }
+    // Columns p0 .. p0 + width of row n, 0 past the last: contiguous reads, so
+    // the prefetcher follows (a column tile of a wide w would miss on every row).
+    void row(int64_t n, int64_t p0, int64_t cols, int64_t width, T* out) const {
+        const T* r = w + n * P + p0;
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) out[j] = j < cols ? r[j] : T(0);
+    }
+};
+
+// ... or one row's layer-norm block, built on the fly (see ln_entry below).
+template <typename T>
+inline T ln_entry(const T* s, int64_t o, int64_t i, T si, T minus_inv_n);
+
+template <typename T>
+struct LayerNormWeights {
+    const T* s;  // the row's normalized values (n,)
+    T minus_inv_n;
+    T at(int64_t n, int64_t p) const { return ln_entry(s, p, n, s[n], minus_inv_n); }
+    void row(int64_t n, int64_t p0, int64_t cols, int64_t width, T* out) const {
+        const T sn = s[n];
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j)
+            out[j] = j < cols ? ln_entry(s, p0 + j, n, sn, minus_inv_n) : T(0);
+    }
+};
+
+// Per-thread scratch of a top-k tile, sized for k once.
+template <typename T>
+struct TopKScratch {
+    std::vector<T> hi, lo;              // (rank, column): the best heads so far
+    std::vector<int32_t> chosen;        // (column, side, slot): their inputs
+    std::vector<int32_t> above, tied;   // (column, side) counts
+    explicit TopKScratch(int64_t k)
+        : hi(k * kBlock), lo(k * kBlock), chosen(kBlock * 2 * 2 * k),
+          above(kBlock * 2), tied(kBlock * 2) {}
+};
+
+// Top-k-times for the outputs p0 .. p0 + cols of one row. ``lists`` holds the
+// row's inputs, each as 2k values: its k largest non-negative path values
+// (descending, NaN = none), then its k most negative (ascending). Each list
+// times one weight stays sorted, so only the k inputs whose first entries extend
+// best can contribute to an output. Pass 1 finds, per output, the k-th best such
+// head (a branch-free insertion network); pass 2 takes the inputs above it, and
+// enough of those equal to it (equal heads are interchangeable), and merges
+// their whole lists.
+template <typename T, typename W>
+void top_k_tile(const T* lists, int64_t k, int64_t N, const W& weights, int64_t p0,
+                int64_t cols, T* out, int64_t out_plane, TopKScratch<T>& scratch) {
+    const T inf = std::numeric_limits<T>::infinity();
+    const T nan = std::numeric_limits<T>::quiet_NaN();
+    const int64_t stride = 2 * k;
+    const int64_t width = (cols + 15) / 16 * 16;  // whole vectors; 0 past cols
+    T* hi = scratch.hi.data();
+    T* lo = scratch.lo.data();
+    for (int64_t i = 0; i < k * width; ++i) hi[i] = -inf, lo[i] = inf;
+    alignas(64) T wv[kBlock], up[kBlock], down[kBlock];
+    for (int64_t n = 0; n < N; ++n) {
+        const T a = lists[n * stride], c = lists[n * stride + k];
+        if (std::isnan(a) && std::isnan(c)) continue;
+        weights.row(n, p0, cols, width, wv);
+        int enters = 0;
+        const T *h_last = hi + (k - 1) * width, *l_last = lo + (k - 1) * width;
+#pragma omp simd reduction(| : enters)
+        for (int64_t j = 0; j < width; ++j) {
+            const T u = wv[j] >= 0 ? wv[j] * a : wv[j] * c;
+            const T d = wv[j] >= 0 ? wv[j] * c : wv[j] * a;
+            up[j] = std::isnan(u) ? -inf : u;  // no path ranks last
+            down[j] = std::isnan(d) ? inf : d;
+            enters |= (up[j] > h_last[j]) | (down[j] < l_last[j]);
         }
+        if (!enters) continue;  // beats no output's k-th best
+        // Insert into each sorted column without a carry chain: rank r becomes
+        // the middle of (old r - 1, new, old r).
+        for (int64_t r = k - 1; r > 0; --r) {
+            T *h = hi + r * width, *l = lo + r * width;
+            const T *h_up = h - width, *l_up = l - width;
+#pragma omp simd
+            for (int64_t j = 0; j < width; ++j) {
+                const T h_in = up[j] < h_up[j] ? up[j] : h_up[j];
+                const T l_in = down[j] > l_up[j] ? down[j] : l_up[j];
+                h[j] = h[j] > h_in ? h[j] : h_in;
+                l[j] = l[j] < l_in ? l[j] : l_in;
+            }
+        }
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) {
+            hi[j] = hi[j] > up[j] ? hi[j] : up[j];
+            lo[j] = lo[j] < down[j] ? lo[j] : down[j];
+        }
+    }
+    // Pass 2. One byte per output: bit 0 at or above the best list's k-th head,
+    // bit 1 for the most negative list; few are set, found eight at a time.
+    const T *t_hi = hi + (k - 1) * width, *t_lo = lo + (k - 1) * width;
+    int32_t* chosen = scratch.chosen.data();  // (column, side): k above, k tied
+    int32_t* above = scratch.above.data();
+    int32_t* tied = scratch.tied.data();
+    std::fill(scratch.above.begin(), scratch.above.end(), 0);
+    std::fill(scratch.tied.begin(), scratch.tied.end(), 0);
+    alignas(64) uint8_t hit[kBlock];
+    for (int64_t n = 0; n < N; ++n) {
+        const T a = lists[n * stride], c = lists[n * stride + k];
+        if (std::isnan(a) && std::isnan(c)) continue;
+        weights.row(n, p0, cols, width, wv);
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) {
+            up[j] = wv[j] >= 0 ? wv[j] * a : wv[j] * c;
+            down[j] = wv[j] >= 0 ? wv[j] * c : wv[j] * a;
+            hit[j] = static_cast<uint8_t>((up[j] >= t_hi[j]) |
+                                          ((down[j] <= t_lo[j]) << 1));
+        }
+        for (int64_t word = 0; word < width / 8; ++word) {
+            uint64_t bytes;
+            std::memcpy(&bytes, hit + 8 * word, 8);
+            while (bytes != 0) {
+                const int64_t byte = __builtin_ctzll(bytes) / 8, j = 8 * word + byte;
+                bytes &= ~(uint64_t(0xff) << (8 * byte));
+                if (j >= cols) continue;
+                const T head[2] = {up[j], down[j]};
+                const T limit[2] = {t_hi[j], t_lo[j]};
+                for (int side = 0; side < 2; ++side) {
+                    const int64_t slot = 2 * j + side;
+                    int32_t* mine = chosen + slot * 2 * k;
+                    const bool beyond = side == 0 ? head[0] > limit[0] : head[1] < limit[1];
+                    if (beyond)
+                        mine[above[slot]++] = static_cast<int32_t>(n);
+                    else if (head[side] == limit[side] && tied[slot] < k)
+                        mine[k + tied[slot]++] = static_cast<int32_t>(n);
+                }
+            }
+        }
+    }
+    T best[64];
+    for (int64_t j = 0; j < cols; ++j)
+        for (int side = 0; side < 2; ++side) {
+            const bool largest = side == 0;
+            const int64_t slot = 2 * j + side, n_above = above[slot];
+            const int64_t n_tied = std::min<int64_t>(tied[slot], k - n_above);
+            const int32_t* mine = chosen + slot * 2 * k;
+            for (int64_t r = 0; r < k; ++r) best[r] = largest ? -inf : inf;
+            for (int64_t q = 0; q < n_above + n_tied; ++q) {
+                const int64_t n = q < n_above ? mine[q] : mine[k + q - n_above];
+                const T wn = weights.at(n, p0 + j);
+                // Positive weights extend the same-sign list, negative the other.
+                const T* src = lists + n * stride + ((wn >= 0) == largest ? 0 : k);
+                for (int64_t r = 0; r < k; ++r) {
+                    const T cand = wn * src[r];
+                    if (!(largest ? insert_desc(best, k, cand) : insert_asc(best, k, cand)))
+                        break;
+                }
+            }
+            T* dst = out + (largest ? 0 : k) * out_plane + p0 + j;
+            for (int64_t r = 0; r < k; ++r)
+                dst[r * out_plane] = std::isinf(best[r]) ? nan : best[r];
+        }
+}
+
+// Top-k-times of lists (B, M, N, 2k) with w (Bw, N, P); out (2k, B, M, P).
+template <typename T>
+void top_k_times(const T* lists, const T* w, T* out, int64_t k, int64_t B,
+                 int64_t M, int64_t N, int64_t P, int64_t w_batched,
+                 int threads) {
+    const int64_t out_plane = B * M * P, col_tiles = (P + kBlock - 1) / kBlock;
+#pragma omp parallel num_threads(threads)
+    {
+        TopKScratch<T> scratch(k);
+#pragma omp for collapse(3) schedule(static)
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t m = 0; m < M; ++m)
+                for (int64_t ct = 0; ct < col_tiles; ++ct) {
+                    const int64_t p0 = ct * kBlock;
+                    const DenseWeights<T> weights{w + (w_batched ? b * N * P : 0), P};
+                    top_k_tile(lists + (b * M + m) * N * 2 * k, k, N, weights, p0,
+                               std::min(P - p0, kBlock), out + (b * M + m) * P,
+                               out_plane, scratch);
+                }
     }
 }
 
-// Top-k-times. values (2k, B, M, N): per element its k largest non-negative path
-// values (descending, NaN = none) then its k most negative (ascending). out has
-// the same layout over (B, M, P). Only the k inputs whose first (best) entries
-// extend best can contribute to an output: a branch-free insertion network over
-// the inputs finds them for a tile of outputs at once, then their lists merge.
-template <typename T>
-void top_k_times(const T* values, const T* w, T* out, int64_t k, int64_t B,
-                 int64_t M, int64_t N, int64_t P, int64_t w_batched,
-                 int threads) {
-    const int64_t plane = B * M * N, out_plane = B * M * P;
-    const int64_t col_tiles = (P + kCols - 1) / kCols;
-    const T inf = std::numeric_limits<T>::infinity();
-    const T nan = std::numeric_limits<T>::quiet_NaN();
-#pragma omp parallel for collapse(3) schedule(static) num_threads(threads)
-    for (int64_t b = 0; b < B; ++b)
-        for (int64_t m = 0; m < M; ++m)
-            for (int64_t ct = 0; ct < col_tiles; ++ct) {
-                const int64_t p0 = ct * kCols;
-                const int64_t cols = P - p0 < kCols ? P - p0 : kCols;
-                // (rank, column) of the best heads and their inputs; k <= 64.
-                T hi[64 * kCols], lo[64 * kCols];
-                int32_t hi_at[64 * kCols], lo_at[64 * kCols];
-                for (int64_t i = 0; i < k * kCols; ++i) {
-                    hi[i] = -inf, lo[i] = inf, hi_at[i] = lo_at[i] = 0;
-                }
-                const T* wb = w + (w_batched ? b * N * P : 0) + p0;
-                const T* row = values + (b * M + m) * N;
-                for (int64_t n = 0; n < N; ++n) {
-                    const T a = row[n], c = row[k * plane + n];
-                    if (std::isnan(a) && std::isnan(c)) continue;
-                    const T* wr = wb + n * P;
-                    T up[kCols], down[kCols];
-                    int32_t up_at[kCols], down_at[kCols];
-#pragma omp simd
-                    for (int64_t j = 0; j < kCols; ++j) {
-                        const T wj = j < cols ? wr[j] : T(0);
-                        up[j] = wj >= 0 ? wj * a : wj * c;
-                        down[j] = wj >= 0 ? wj * c : wj * a;
-                        up_at[j] = down_at[j] = static_cast<int32_t>(n);
-                    }
-                    // Most inputs beat no output's k-th best: skip the network.
-                    int enters = 0;
-                    const T* h_last = hi + (k - 1) * kCols;
-                    const T* l_last = lo + (k - 1) * kCols;
-#pragma omp simd reduction(| : enters)
-                    for (int64_t j = 0; j < kCols; ++j)
-                        enters |= (up[j] > h_last[j]) | (down[j] < l_last[j]);
-                    if (!enters) continue;
-                    for (int64_t r = 0; r < k; ++r) {
-                        T* h = hi + r * kCols;
-                        T* l = lo + r * kCols;
-                        int32_t* h_at = hi_at + r * kCols;
-                        int32_t* l_at = lo_at + r * kCols;
-#pragma omp simd
-                        for (int64_t j = 0; j < kCols; ++j) {
-                            const bool th = up[j] > h[j], tl = down[j] < l[j];
-                            const T hv = h[j], lv = l[j];
-                            const int32_t hn = h_at[j], ln = l_at[j];
-                            h[j] = th ? up[j] : hv;
-                            h_at[j] = th ? up_at[j] : hn;
-                            up[j] = th ? hv : up[j];
-                            up_at[j] = th ? hn : up_at[j];
-                            l[j] = tl ? down[j] : lv;
-                            l_at[j] = tl ? down_at[j] : ln;
-                            down[j] = tl ? lv : down[j];
-                            down_at[j] = tl ? ln : down_at[j];
-                        }
-                    }
-                }
-                for (int64_t j = 0; j < cols; ++j) {
-                    T best[64];
-                    const int64_t at = (b * M + m) * P + p0 + j;
-                    merge_lists<T, true>(row, hi_at + j, hi + j, k, plane, k * plane,
-                                         wb + j, P, best);
-                    for (int64_t r = 0; r < k; ++r)
-                        out[r * out_plane + at] = std::isinf(best[r]) ? nan : best[r];
-                    merge_lists<T, false>(row, lo_at + j, lo + j, k, plane, k * plane,
-                                          wb + j, P, best);
-                    for (int64_t r = 0; r < k; ++r)
-                        out[(k + r) * out_plane + at] = std::isinf(best[r]) ? nan : best[r];
-                }
-            }
-}
-
-// ----- layer norm: per-row Jacobians built inside the contraction -----------------
-// For normalized rows s (rows, n): K_oi = [o == i] - (1 + s_o s_i) / n, symmetric.
-// out[r, o] reduces over the inputs i of row r; each i is a broadcast over o.
 inline float log_of(float x) { return logf(x); }
 inline double log_of(double x) { return log(x); }
 
@@ -281,6 +362,26 @@ void ln_sum(const T* x, const T* xe, const T* s, T* total, T* weighted,
                 wt[o] += ei * m + xi * m_log;
             }
         }
+    }
+}
+
+// Top-k-times with each row's layer-norm block: lists (rows, n, 2k), out
+// (2k, rows, n).
+template <typename T>
+void ln_top_k(const T* lists, const T* s, T* out, int64_t k, int64_t rows,
+              int64_t n, int threads) {
+    const int64_t col_tiles = (n + kBlock - 1) / kBlock;
+#pragma omp parallel num_threads(threads)
+    {
+        TopKScratch<T> scratch(k);
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t ct = 0; ct < col_tiles; ++ct) {
+                const int64_t p0 = ct * kBlock;
+                const LayerNormWeights<T> weights{s + r * n, T(-1) / T(n)};
+                top_k_tile(lists + r * n * 2 * k, k, n, weights, p0,
+                           std::min(n - p0, kBlock), out + r * n, rows * n, scratch);
+            }
     }
 }
 
@@ -359,6 +460,16 @@ void layer_norm_sum_f64(const double* x, const double* xe, const double* s,
                         double* total, double* weighted, int64_t rows, int64_t n,
                         int threads) {
     ln_sum(x, xe, s, total, weighted, rows, n, threads);
+}
+
+void layer_norm_top_k_f32(const float* values, const float* s, float* out,
+                          int64_t k, int64_t rows, int64_t n, int threads) {
+    ln_top_k(values, s, out, k, rows, n, threads);
+}
+
+void layer_norm_top_k_f64(const double* values, const double* s, double* out,
+                          int64_t k, int64_t rows, int64_t n, int threads) {
+    ln_top_k(values, s, out, k, rows, n, threads);
 }
 
 int any_bad_f32(const float* x, int64_t count, int nan_only) {
