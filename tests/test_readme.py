@@ -105,6 +105,10 @@ def test_shell_commands_exist():
     for words, comment in commands:
         if words[0] == "make":
             assert set(words[1:]) <= targets, words
+        elif words[0] == "torchrun":  # torchrun ... -m captum_semiring ARGS
+            start = words.index("captum_semiring")
+            assert words[start - 1] == "-m", words
+            build_parser().parse_args(words[start + 1 :])
         elif words[0] == "captum-semiring":
             args = build_parser().parse_args(words[1:])  # raises on a bad option
             if words[1] == "reproduce":
