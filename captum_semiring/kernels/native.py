@@ -107,7 +107,10 @@ def _load() -> ctypes.CDLL | None:
         for suffix in ("f32", "f64"):
             getattr(lib, f"any_bad_{suffix}").argtypes = [ptr, i64, ctypes.c_int]
             getattr(lib, f"any_bad_{suffix}").restype = ctypes.c_int
-            getattr(lib, f"magnitude_log_{suffix}").argtypes = [ptr] * 3 + [i64]
+            getattr(lib, f"magnitude_log_{suffix}").argtypes = [ptr] * 3 + [
+                i64,
+                ctypes.c_int,
+            ]
         for suffix in ("f32", "f64"):
             getattr(lib, f"layer_norm_top_k_{suffix}").argtypes = (
                 [ptr] * 3 + [i64] * 3 + [ctypes.c_int]
@@ -250,5 +253,6 @@ def magnitude_log(w: Tensor) -> tuple[Tensor, Tensor]:
     w = w.contiguous()
     magnitude, m_log = torch.empty_like(w), torch.empty_like(w)
     fn = getattr(lib, f"magnitude_log_{_SUFFIX[w.dtype]}")
-    fn(_ptr(w), _ptr(magnitude), _ptr(m_log), w.numel())
+    # a log costs about as much as 16 multiply-max steps
+    fn(_ptr(w), _ptr(magnitude), _ptr(m_log), w.numel(), _threads(16 * w.numel()))
     return magnitude, m_log

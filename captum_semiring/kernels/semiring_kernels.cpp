@@ -402,8 +402,8 @@ bool any_bad(const T* x, int64_t count, bool nan_only) {
 
 // |w| and |w| log |w| (0 at w = 0): the entropy semiring's edge terms.
 template <typename T>
-void magnitude_log(const T* w, T* magnitude, T* m_log, int64_t count) {
-#pragma omp simd
+void magnitude_log(const T* w, T* magnitude, T* m_log, int64_t count, int threads) {
+#pragma omp parallel for simd schedule(static) num_threads(threads)
     for (int64_t i = 0; i < count; ++i) {
         const T m = std::fabs(w[i]);
         magnitude[i] = m;
@@ -481,13 +481,13 @@ int any_bad_f64(const double* x, int64_t count, int nan_only) {
 }
 
 void magnitude_log_f32(const float* w, float* magnitude, float* m_log,
-                       int64_t count) {
-    magnitude_log(w, magnitude, m_log, count);
+                       int64_t count, int threads) {
+    magnitude_log(w, magnitude, m_log, count, threads);
 }
 
 void magnitude_log_f64(const double* w, double* magnitude, double* m_log,
-                       int64_t count) {
-    magnitude_log(w, magnitude, m_log, count);
+                       int64_t count, int threads) {
+    magnitude_log(w, magnitude, m_log, count, threads);
 }
 
 }  // extern "C"
