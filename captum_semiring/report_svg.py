@@ -161,7 +161,8 @@ def branch_flow_diagram(flows: Sequence[LayerFlow]) -> str:
 
     n, nb = len(flows), len(TRANSFORMER_BRANCHES)
     node_y = _FLOW_TOP + (nb - 1) * _FLOW_GAP / 2
-    width = 20 + n * _LAYER_DX + _NODE_W
+    # wide enough for the legend too (one layer alone is narrower)
+    width = max(20 + n * _LAYER_DX + _NODE_W, 20 + 70 * nb)
     height = _FLOW_TOP + _FLOW_H + (nb - 1) * _FLOW_GAP + 10
     parts = []
     for j, branch in enumerate(TRANSFORMER_BRANCHES):
