@@ -5,8 +5,8 @@ under ``torchrun``, for the fig4 agreement model and for MiniLM.
 
 prints examples/s per model and process count and the scaling efficiency
 (throughput at P processes / (P x throughput at 1)), and writes
-``benchmarks/dataset_runs.json``. Each run starts from an empty run directory, after a warm-up run that fills
-Inductor's kernel cache.
+``benchmarks/dataset_runs.json``. Each run starts from an empty run directory, after a
+warm-up run (which also builds the native kernels, once).
 """
 
 from __future__ import annotations
@@ -132,8 +132,8 @@ def main() -> None:
             data, model_dir, options = inputs(tmp, n)
             if args.threads:
                 options += ["--threads", str(args.threads)]
-            # a first run compiles the semiring kernels into Inductor's disk cache,
-            # which the timed runs then share
+            # a first run loads the model and data once and builds the native
+            # kernels if none are cached
             (tmp / f"{name}-data").mkdir()
             warm, _, _ = inputs(tmp / f"{name}-data", 16)
             _run(warm, model_dir, options, 1, tmp / f"{name}-warm")

@@ -540,9 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(COMPOSITE_PRIMITIVES),
         help="record this composite primitive as its finer ops (repeatable); top paths and branch winners depend on the granularity",
     )
-    opt.add_argument(
-        "--debug", action="store_true", help="show tracebacks of unexpected errors"
-    )
+    _debug_option(opt)
     ex.set_defaults(func=cmd_explain)
 
     rp = sub.add_parser(
@@ -590,9 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --hf-model: go on when the checkpoint lacks some weights (refused by default)",
     )
-    rp.add_argument(
-        "--debug", action="store_true", help="show tracebacks of unexpected errors"
-    )
+    _debug_option(rp)
     rp.set_defaults(func=cmd_reproduce)
     _add_attribute(sub)
     return parser
@@ -679,9 +675,7 @@ def _add_attribute(sub: Any) -> None:
         "--seed", type=int, default=0, help="seed for heads a checkpoint lacks"
     )
     at.add_argument("--allow-random-head", action="store_true")
-    at.add_argument(
-        "--debug", action="store_true", help="show tracebacks of unexpected errors"
-    )
+    _debug_option(at)
     at.set_defaults(func=cmd_attribute, target_pair=None)
 
     ag = sub.add_parser(
@@ -698,10 +692,14 @@ def _add_attribute(sub: Any) -> None:
         metavar="N",
         help="leave out tokens seen fewer times",
     )
-    ag.add_argument(
+    _debug_option(ag)
+    ag.set_defaults(func=cmd_aggregate)
+
+
+def _debug_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
         "--debug", action="store_true", help="show tracebacks of unexpected errors"
     )
-    ag.set_defaults(func=cmd_aggregate)
 
 
 def _error(message: str) -> None:
