@@ -263,7 +263,9 @@ def _runners(
         def run() -> None:
             with cs.record(source) as graph:
                 out = _call(model, inputs)
-            res = graph.backward(out, SEMIRINGS[semiring])
+            # as the attribution classes do: every value only where paths need it
+            keep = "all" if semiring == "max+path" else "sources"
+            res = graph.backward(out, SEMIRINGS[semiring], keep=keep)
             res[source]  # finalize
             if semiring == "max+path":
                 res.path(source, _best_element(res, source, tokens=layer is not None))

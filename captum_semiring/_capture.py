@@ -11,7 +11,7 @@ import contextlib
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -86,7 +86,10 @@ class Graph(Recording):
         engine.clear_cache(self)
 
     def backward(
-        self, output: Tensor | int, semiring: Semiring | str = "sum"
+        self,
+        output: Tensor | int,
+        semiring: Semiring | str = "sum",
+        keep: Literal["all", "sources"] = "all",
     ) -> SemiringResult:
         """Sweep from ``output`` (one scalar per example) back to every node.
 
@@ -94,11 +97,17 @@ class Graph(Recording):
             output: a recorded tensor of shape ``()`` or ``(batch,)``, or its node
                 index (``graph.node_of(out)``; a pickled graph knows only that).
             semiring: a :class:`~captum_semiring.Semiring` or its name.
+            keep: ``"all"`` keeps every tensor's value, for paths, branch flow and
+                any recorded tensor. ``"sources"`` keeps only the sources' (the
+                tensors given to :func:`record`) and frees each other value as soon
+                as the sweep is past it, so that the sweep holds about one layer's
+                values at a time; ``path()``, ``branch_flow()`` and other tensors'
+                values then raise.
 
         Returns:
             A :class:`~captum_semiring.SemiringResult`.
         """
-        return SemiringResult(engine.backward(self, output, semiring))
+        return SemiringResult(engine.backward(self, output, semiring, keep))
 
     def forward(self, semiring: Semiring | str = "sum") -> SemiringResult:
         """Sweep from every source forward: ⊕ over paths from any source element."""

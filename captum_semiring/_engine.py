@@ -11,7 +11,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -99,8 +99,15 @@ def _plan(graph: Recording) -> list[PlanStep]:
 
 
 @torch.no_grad()
-def backward(graph: Recording, output: Tensor | int, semiring: Semiring | str) -> Sweep:
+def backward(
+    graph: Recording,
+    output: Tensor | int,
+    semiring: Semiring | str,
+    keep: Literal["all", "sources"] = "all",
+) -> Sweep:
     sr = get_semiring(semiring)
+    if keep not in ("all", "sources"):
+        raise ValueError(f"keep must be 'all' or 'sources', got {keep!r}")
     node: int | None = None
     if isinstance(output, int) and not isinstance(output, bool):
         node = graph.node_of(output)  # a node index (of a loaded recording, say)
@@ -125,15 +132,25 @@ def backward(graph: Recording, output: Tensor | int, semiring: Semiring | str) -
                 "`with cs.record(...)` block, so no path leads to it"
             ) from None
     graph.check_unchanged()
-    env = reverse(graph, sr, {node: sr.ones(output.shape, output.detach())})
-    return Sweep(graph, sr, env, node, output)
+    kept = None
+    if keep == "sources":
+        kept = frozenset(n for nodes in graph.sources.values() for n in nodes)
+    env = reverse(graph, sr, {node: sr.ones(output.shape, output.detach())}, kept)
+    return Sweep(graph, sr, env, node, output, kept)
 
 
 @torch.no_grad()
 def reverse(
-    graph: Recording, sr: Semiring, env: dict[int, Tensor]
+    graph: Recording,
+    sr: Semiring,
+    env: dict[int, Tensor],
+    kept: frozenset[int] | None = None,
 ) -> dict[int, Tensor]:
-    """The reverse sweep from seed values ``env`` (node to value), filled in place."""
+    """The reverse sweep from seed values ``env`` (node to value), filled in place.
+
+    With ``kept``, every other node's value is dropped once the sweep has passed its
+    producer (all its consumers come before, in reverse order), so only about one
+    layer's values are alive at a time."""
     nodes = graph.nodes
     # Ops none of whose outputs reach the output (dead branches, or ops recorded
     # after it) have no value: they are skipped before their local maps are built.
@@ -146,6 +163,10 @@ def reverse(
             if value is not None:
                 node = ins[leaf]
                 _accumulate(sr, env, node, local.backward(sr, value), nodes[node].dtype)
+        if kept is not None:
+            for n in outs.values():
+                if n not in kept:
+                    env.pop(n, None)
     return env
 
 
@@ -180,6 +201,8 @@ class Sweep:
         env: node index to its value ``(S, *shape)``; absent nodes hold the zero.
         root: the output node (backward sweeps), else None.
         output: the output tensor (backward sweeps), else None.
+        kept: the nodes whose values a ``keep="sources"`` sweep kept, else None
+            (every value kept).
     """
 
     def __init__(
@@ -189,6 +212,7 @@ class Sweep:
         env: dict[int, Tensor],
         root: int | None,
         output: Tensor | None,
+        kept: frozenset[int] | None = None,
     ) -> None:
         self.graph, self.semiring, self.env, self.root, self.output = (
             graph,
@@ -197,10 +221,21 @@ class Sweep:
             root,
             output,
         )
+        self.kept = kept
+
+    def require_every_value(self, what: str) -> None:
+        """Raise unless every node's value was kept: ``what`` needs them."""
+        if self.kept is not None:
+            raise ValueError(
+                f"{what} needs the values of tensors inside the model, and this sweep "
+                "kept only its sources (keep='sources'); sweep with keep='all'"
+            )
 
     def values(self, item: Any) -> Tensor:
         """Raw semiring values ``(S, *shape)``; the semiring zero where nothing flows."""
         node = self.graph.node_of(item)
+        if self.kept is not None and node not in self.kept:
+            self.require_every_value("this tensor's value")
         value = self.env.get(node)
         if value is None:
             meta = self.graph.nodes[node]

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from torch import Tensor
 
@@ -163,15 +163,17 @@ def sweep(
     semiring: Semiring,
     target: TargetType,
     additional_forward_args: Any,
+    keep: Literal["all", "sources"] = "sources",
 ) -> SemiringResult:
     """Record ``forward_func(*forward_inputs, *additional_forward_args)`` with
-    ``sources`` tracked, select ``target`` and sweep back with ``semiring``."""
+    ``sources`` tracked, select ``target`` and sweep back with ``semiring``,
+    keeping only the sources' values unless ``keep="all"`` (paths, branch flow)."""
     with record(*sources) as graph:
         output = compat.run_forward(
             forward_func, forward_inputs, None, additional_forward_args
         )
         selected = select_output(output, target, forward_inputs[0].shape[0])
-    return graph.backward(selected, semiring)
+    return graph.backward(selected, semiring, keep=keep)
 
 
 def finalized(

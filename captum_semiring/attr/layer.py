@@ -309,6 +309,7 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         target: TargetType,
         args: Any,
         to_input: bool,
+        keep: Literal["all", "sources"] = "sources",
     ) -> SemiringResult:
         """Record with each layer's activations replaced by ``sources`` and sweep."""
         ran: set[int] = set()
@@ -324,7 +325,9 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
             for index in range(len(self._layers)):
                 handles.add(self._hook(index, to_input, patch(index)))
             flat = tuple(t for layer_sources in sources for t in layer_sources)
-            result = sweep(self.forward_func, flat, inputs, semiring, target, args)
+            result = sweep(
+                self.forward_func, flat, inputs, semiring, target, args, keep=keep
+            )
         for index in range(len(self._layers)):
             if index not in ran:
                 raise ValueError(
@@ -641,7 +644,9 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
             )
         sources = tuple(a.clone() for a in activations)
         source = sources[0]
-        result = self._sweep(sr, [sources], xs, target, args, attribute_to_layer_input)
+        result = self._sweep(
+            sr, [sources], xs, target, args, attribute_to_layer_input, keep="all"
+        )
         flow = result.branch_flow(source)
         batch, positions = source.shape[:2]
         if not flow.labels:

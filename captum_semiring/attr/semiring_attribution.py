@@ -378,7 +378,9 @@ class TopGradientPath(SemiringAttribution):
         semiring = self.semiring if k == 1 else TopK(k)
         sources = tuple(x.detach() for x in xs)
         args = compat.format_additional_forward_args(additional_forward_args)
-        result = sweep(self.forward_func, sources, sources, semiring, target, args)
+        result = sweep(
+            self.forward_func, sources, sources, semiring, target, args, keep="all"
+        )
 
         def paths_from(position: int, element: tuple[int, ...]) -> Path | list[Path]:
             if k == 1:

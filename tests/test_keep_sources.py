@@ -1,0 +1,80 @@
+"""``graph.backward(..., keep="sources")``: the same source values as keeping every
+value, about one layer's values alive at a time, and a clear error, never a silent
+zero, for what needs the freed values."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+from builders import tiny_bert_config
+from transformers import BertModel
+
+import captum_semiring as cs
+
+SEMIRINGS = ["sum", cs.MaxProduct("absolute"), "entropy", "logsum", cs.TopK(3)]
+
+
+@pytest.fixture(scope="module")
+def bert():
+    torch.manual_seed(0)
+    model = BertModel(tiny_bert_config(num_hidden_layers=3)).eval()
+    ids = torch.randint(5, 30, (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, 5:] = 0  # a padded example
+    layer = model.embeddings
+    with cs.record(layer, cs.layer_input(model.encoder.layer[1])) as graph:
+        out = model(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0, :3].sum(-1)
+    return graph, out, layer, model
+
+
+@pytest.mark.parametrize("semiring", SEMIRINGS, ids=str)
+def test_sources_get_the_same_values(bert, semiring):
+    graph, out, layer, model = bert
+    every = graph.backward(out, semiring)
+    sources = graph.backward(out, semiring, keep="sources")
+    for item in (layer, cs.layer_input(model.encoder.layer[1])):
+        assert torch.equal(sources[item], every[item])
+    assert len(sources.env) < len(every.env) / 10
+
+
+def test_freed_values_are_dropped(bert, monkeypatch):
+    """With the result still held, of all the values the sweep made only the
+    sources' are alive: a weak reference to every other one is dead."""
+    graph, out, layer, _ = bert
+    from captum_semiring import _engine
+
+    made: list[weakref.ref] = []
+    accumulate = _engine._accumulate
+
+    def spy(sr, env, node, value, dtype):
+        accumulate(sr, env, node, value, dtype)
+        made.append(weakref.ref(env[node]))
+
+    monkeypatch.setattr(_engine, "_accumulate", spy)
+    res = graph.backward(out, "max", keep="sources")
+    gc.collect()
+    alive = sum(r() is not None for r in made)
+    assert alive <= len(graph.sources), f"{alive} of {len(made)} values alive"
+    assert res[layer].abs().sum() > 0
+
+
+def test_what_needs_freed_values_raises(bert):
+    graph, out, layer, model = bert
+    res = graph.backward(out, "max", keep="sources")
+    with pytest.raises(ValueError, match="keep='sources'"):
+        res.path(layer, (0, 1, 2))
+    with pytest.raises(ValueError, match="keep='sources'"):
+        res.branch_flow(cs.layer_input(model.encoder.layer[1]))
+    inner = model.encoder.layer[0].output.dense
+    with cs.record(layer) as g2:
+        hidden = []
+        handle = inner.register_forward_hook(lambda m, a, o: hidden.append(o))
+        y = model(input_ids=torch.randint(5, 30, (1, 4))).last_hidden_state[:, 0, 0]
+        handle.remove()
+    with pytest.raises(ValueError, match="keep='sources'"):
+        g2.backward(y, "sum", keep="sources")[hidden[0]]
+    with pytest.raises(ValueError, match="keep must be"):
+        graph.backward(out, "max", keep="some")
