@@ -199,3 +199,21 @@ def test_layer_norm_kernels_agree_across_backends(monkeypatch, backend, kind):
     got = kernels.layer_norm_times(kind, s, *values)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_without_a_compiler_the_torch_kernels_take_over(monkeypatch, tmp_path):
+    """A machine whose compiler fails gets one warning and the same numbers."""
+    pos = torch.randn(3, 4)
+    w = torch.randn(4, 2)
+    use_backend(monkeypatch, "eager")
+    want = kernels.max_times(pos, pos - 1, w)
+    monkeypatch.setenv("CAPTUM_SEMIRING_NATIVE", "1")
+    monkeypatch.setenv("CAPTUM_SEMIRING_CACHE", str(tmp_path))  # nothing built
+    monkeypatch.setenv("CXX", "false")  # a compiler that always fails
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native, "_library", None)
+    with pytest.warns(UserWarning, match="native semiring kernels unavailable"):
+        got = kernels.max_times(pos, pos - 1, w)
+    assert not native.available(pos)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -36,6 +36,19 @@ FLAGS = [
 #: Vectorized log from glibc's libmvec, where the system has it.
 VECTOR_MATH = ["-DCAPTUM_SEMIRING_MVEC", "-lmvec"]
 
+_P, _I, _THREADS = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+#: Each entry point's arguments (pointers, then sizes, then a thread count); every
+#: one exists for float32 (``_f32``) and float64 (``_f64``).
+_SIGNATURES = {
+    "max_times": [_P] * 5 + [_I] * 5 + [_THREADS],
+    "top_k_times": [_P] * 3 + [_I] * 6 + [_THREADS],
+    "layer_norm_max": [_P] * 5 + [_I] * 2 + [_THREADS],
+    "layer_norm_sum": [_P] * 5 + [_I] * 2 + [_THREADS],
+    "layer_norm_top_k": [_P] * 3 + [_I] * 3 + [_THREADS],
+    "magnitude_log": [_P] * 3 + [_I, _THREADS],
+    "any_bad": [_P, _I, ctypes.c_int],  # the last: NaN only
+}
+
 _library: ctypes.CDLL | None = None
 _tried = False
 
@@ -99,27 +112,11 @@ def _load() -> ctypes.CDLL | None:
                 stacklevel=3,
             )
             return None
-        i64, ptr = ctypes.c_int64, ctypes.c_void_p
-        for name in ("max_times_f32", "max_times_f64"):
-            getattr(lib, name).argtypes = [ptr] * 5 + [i64] * 5 + [ctypes.c_int]
-        for name in ("top_k_times_f32", "top_k_times_f64"):
-            getattr(lib, name).argtypes = [ptr] * 3 + [i64] * 6 + [ctypes.c_int]
-        for suffix in ("f32", "f64"):
-            getattr(lib, f"any_bad_{suffix}").argtypes = [ptr, i64, ctypes.c_int]
-            getattr(lib, f"any_bad_{suffix}").restype = ctypes.c_int
-            getattr(lib, f"magnitude_log_{suffix}").argtypes = [ptr] * 3 + [
-                i64,
-                ctypes.c_int,
-            ]
-        for suffix in ("f32", "f64"):
-            getattr(lib, f"layer_norm_top_k_{suffix}").argtypes = (
-                [ptr] * 3 + [i64] * 3 + [ctypes.c_int]
-            )
-        for name in ("layer_norm_max", "layer_norm_sum"):
+        for name, argtypes in _SIGNATURES.items():
             for suffix in ("f32", "f64"):
-                getattr(lib, f"{name}_{suffix}").argtypes = (
-                    [ptr] * 5 + [i64] * 2 + [ctypes.c_int]
-                )
+                getattr(lib, f"{name}_{suffix}").argtypes = argtypes
+        for suffix in ("f32", "f64"):
+            getattr(lib, f"any_bad_{suffix}").restype = ctypes.c_int
         _library = lib
     return _library
 
