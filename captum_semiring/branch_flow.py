@@ -205,6 +205,7 @@ def branch_flow(result: Sweep, item: Any, by: str = "module") -> BranchFlow:
     """
     if by not in ("module", "op"):
         raise ValueError(f"by must be 'module' or 'op', got {by!r}")
+    result.require_every_value("branch flow")  # it reads the consumers' values
     graph, sr = result.graph, result.semiring
     node = graph.node_of(item)
     groups: dict[str, Tensor] = {}

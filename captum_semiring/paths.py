@@ -377,6 +377,7 @@ def trace_path(
     sr = result.semiring
     if not sr.has_paths:
         raise TypeError(f"{sr!r} does not single out paths; use MaxProduct or TopK")
+    result.require_every_value("a path")  # it reads the values along the way
     graph = result.graph
     node = graph.node_of(item)
     shape = graph.nodes[node].shape

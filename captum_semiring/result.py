@@ -76,13 +76,11 @@ class SemiringResult(Sweep):
             index: the element, as a tuple into the source or a flat int.
             rank: for :class:`~captum_semiring.TopK`, which of the k paths.
         """
-        self.require_every_value("path()")
         return trace_path(self, item, index, rank)
 
     def branch_flow(self, item: Any, by: str = "module") -> BranchFlow:
         """Per consumer group of ``item``'s tensor, the flow into that group; see
         :func:`captum_semiring.branch_flow.branch_flow`."""
-        self.require_every_value("branch_flow()")
         return branch_flow(self, item, by=by)
 
     def summary(

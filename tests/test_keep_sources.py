@@ -68,6 +68,9 @@ def test_what_needs_freed_values_raises(bert):
         res.path(layer, (0, 1, 2))
     with pytest.raises(ValueError, match="keep='sources'"):
         res.branch_flow(cs.layer_input(model.encoder.layer[1]))
+    # the summary traces paths too: it must not save none for want of values
+    with pytest.raises(ValueError, match="keep='sources'"):
+        res.summary()
     inner = model.encoder.layer[0].output.dense
     with cs.record(layer) as g2:
         hidden = []
