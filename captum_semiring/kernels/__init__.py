@@ -167,23 +167,25 @@ def max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     (m, n), p = pos.shape[-2:], w.shape[-1]
     batch = torch.broadcast_shapes(pos.shape[:-2], w.shape[:-2])
     size = m * n * p * math.prod(batch)
-    # One layout for every call: 3-d operands, a 2-d w as (1, n, p) with the batch
-    # folded into the rows.
-    if w.dim() == 2:
-        args = (pos.reshape(1, -1, n), neg.reshape(1, -1, n), w.unsqueeze(0))
-    else:
-        args = (
-            _batched(pos, batch, m, n),
-            _batched(neg, batch, m, n),
-            _batched(w, batch, n, p),
+    use_native = _native_fits(w, pos, neg)
+    if use_native or _compiles(size):
+        # One layout for every call: 3-d operands, a 2-d w as (1, n, p) with the
+        # batch folded into the rows.
+        if w.dim() == 2:
+            args = (pos.reshape(1, -1, n), neg.reshape(1, -1, n), w.unsqueeze(0))
+        else:
+            args = (
+                _batched(pos, batch, m, n),
+                _batched(neg, batch, m, n),
+                _batched(w, batch, n, p),
+            )
+        out: tuple[Tensor, Tensor] | None = (
+            native.max_times(*(a.contiguous() for a in args))
+            if use_native
+            else _try_compiled("max_times", _max_times, size, *args)
         )
-    out = None
-    if _native_fits(w, pos, neg):
-        out = native.max_times(*(a.contiguous() for a in args))
-    elif _compiles(size):
-        out = _try_compiled("max_times", _max_times, size, *args)
-    if out is not None:
-        return out[0].reshape(*batch, m, p), out[1].reshape(*batch, m, p)
+        if out is not None:
+            return out[0].reshape(*batch, m, p), out[1].reshape(*batch, m, p)
     return _chunked(_max_times, pos, neg, w)
 
 
@@ -381,7 +383,8 @@ def top_k_times(values: Tensor, w: Tensor, k: int) -> Tensor:
         else:
             flat = values.expand(2 * k, *batch, m, n).reshape(2 * k, -1, m, n)
             w3 = _batched(w, batch, n, p)
-        out = native.top_k_times(flat.contiguous(), w3.contiguous(), k)
+        # (native.top_k_times lays the values out itself)
+        out = native.top_k_times(flat, w3.contiguous(), k)
         return out.reshape(2 * k, *batch, m, p)
     pos, neg = values[:k], values[k:]
     wt = w.mT

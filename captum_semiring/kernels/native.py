@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -141,6 +142,13 @@ def _ptr(t: Tensor) -> int:
     return t.data_ptr()
 
 
+def _entry(name: str, dtype: torch.dtype) -> Any:
+    """The library's ``name`` for ``dtype`` (the callers checked :func:`available`)."""
+    lib = _load()
+    assert lib is not None
+    return getattr(lib, f"{name}_{_SUFFIX[dtype]}")
+
+
 #: Problems (m·n·p) below this run on one thread: waking a second costs more.
 PARALLEL_THRESHOLD = 1 << 15
 
@@ -151,13 +159,10 @@ def _threads(size: int) -> int:
 
 def max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     """Max-times of ``pos, neg`` (B, M, N) with ``w`` (1 or B, N, P); contiguous."""
-    lib = _load()
-    assert lib is not None
     (b, m, n), p = pos.shape, w.shape[-1]
     hi = pos.new_empty((b, m, p))
     lo = pos.new_empty((b, m, p))
-    fn = getattr(lib, f"max_times_{_SUFFIX[pos.dtype]}")
-    fn(
+    _entry("max_times", pos.dtype)(
         _ptr(pos),
         _ptr(neg),
         _ptr(w),
@@ -177,14 +182,11 @@ def top_k_times(values: Tensor, w: Tensor, k: int) -> Tensor:
     """Top-k-times of ``values`` (2k, B, M, N) with ``w`` (1 or B, N, P), contiguous;
     the kernel reads each input's 2k values side by side."""
     assert k <= MAX_K, k
-    lib = _load()
-    assert lib is not None
     _, b, m, n = values.shape
     p = w.shape[-1]
     lists = values.permute(1, 2, 3, 0).contiguous()  # each input's 2k values together
     out = values.new_empty((2 * k, b, m, p))
-    fn = getattr(lib, f"top_k_times_{_SUFFIX[values.dtype]}")
-    fn(
+    _entry("top_k_times", values.dtype)(
         _ptr(lists),
         _ptr(w),
         _ptr(out),
@@ -202,18 +204,15 @@ def top_k_times(values: Tensor, w: Tensor, k: int) -> Tensor:
 def layer_norm_times(kind: str, s: Tensor, *values: Tensor) -> tuple[Tensor, ...]:
     """:func:`captum_semiring.kernels.layer_norm_times` for rows ``s`` (rows, n):
     ``"max"`` (``pos, neg``), ``"sum"`` (``x``) or ``"entropy"`` (``x, e``)."""
-    lib = _load()
-    assert lib is not None
     rows, n = s.shape
     s = s.contiguous()
     plain = [v.contiguous() for v in values]  # kept alive through the call
     out = (s.new_empty((rows, n)), s.new_empty((rows, n)))
-    suffix = _SUFFIX[s.dtype]
     if kind == "max":
-        fn = getattr(lib, f"layer_norm_max_{suffix}")
+        fn = _entry("layer_norm_max", s.dtype)
         inputs: list[int | None] = [_ptr(plain[0]), _ptr(plain[1])]
     else:  # the sum alone passes no second input
-        fn = getattr(lib, f"layer_norm_sum_{suffix}")
+        fn = _entry("layer_norm_sum", s.dtype)
         inputs = [_ptr(plain[0]), _ptr(plain[1]) if kind == "entropy" else None]
     fn(*inputs, _ptr(s), _ptr(out[0]), _ptr(out[1]), rows, n, _threads(rows * n * n))
     return out if kind != "sum" else out[:1]
@@ -223,33 +222,28 @@ def layer_norm_top_k(values: Tensor, s: Tensor, k: int) -> Tensor:
     """Top-k-times of ``values`` (2k, rows, n) with each row's layer-norm block of
     ``s`` (rows, n), the blocks built inside the kernel."""
     assert k <= MAX_K, k
-    lib = _load()
-    assert lib is not None
     lists, s = values.permute(1, 2, 0).contiguous(), s.contiguous()
     rows, n = s.shape
     out = values.new_empty(values.shape)
-    fn = getattr(lib, f"layer_norm_top_k_{_SUFFIX[s.dtype]}")
-    fn(_ptr(lists), _ptr(s), _ptr(out), k, rows, n, _threads(rows * n * n))
+    _entry("layer_norm_top_k", s.dtype)(
+        _ptr(lists), _ptr(s), _ptr(out), k, rows, n, _threads(rows * n * n)
+    )
     return out
 
 
 def any_bad(t: Tensor, nan_only: bool = False) -> bool:
     """Whether ``t`` has a NaN, or an infinity unless ``nan_only`` (one pass, no
     temporaries)."""
-    lib = _load()
-    assert lib is not None
     t = t.contiguous()
-    fn = getattr(lib, f"any_bad_{_SUFFIX[t.dtype]}")
-    return bool(fn(_ptr(t), t.numel(), int(nan_only)))
+    return bool(_entry("any_bad", t.dtype)(_ptr(t), t.numel(), int(nan_only)))
 
 
 def magnitude_log(w: Tensor) -> tuple[Tensor, Tensor]:
     """``|w|`` and ``|w| log |w|`` (0 where ``w`` is 0), in one pass."""
-    lib = _load()
-    assert lib is not None
     w = w.contiguous()
     magnitude, m_log = torch.empty_like(w), torch.empty_like(w)
-    fn = getattr(lib, f"magnitude_log_{_SUFFIX[w.dtype]}")
     # a log costs about as much as 16 multiply-max steps
-    fn(_ptr(w), _ptr(magnitude), _ptr(m_log), w.numel(), _threads(16 * w.numel()))
+    _entry("magnitude_log", w.dtype)(
+        _ptr(w), _ptr(magnitude), _ptr(m_log), w.numel(), _threads(16 * w.numel())
+    )
     return magnitude, m_log

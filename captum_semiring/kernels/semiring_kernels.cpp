@@ -1,9 +1,11 @@
-// Native semiring contractions: max-times and top-k-times over a real matrix.
+// Native semiring contractions: max-times and top-k-times with a real matrix or
+// with each row's layer-norm block, the layer-norm sum and entropy pair, and the
+// entropy semiring's |w| log |w|.
 //
 // Plain C ABI on raw contiguous buffers (no torch headers), so that building takes
 // about a second; captum_semiring/kernels/native.py compiles this once and loads
-// it with ctypes. Shapes: values (B, M, N), weights w (Bw, N, P) with Bw 1 or B,
-// outputs (B, M, P). Threads split (batch, row block, column tile).
+// it with ctypes. Matrix shapes: values (B, M, N), weights w (Bw, N, P) with Bw 1
+// or B, outputs (B, M, P); threads split the output tiles.
 #include <cmath>
 #include <cstdint>
 #include <algorithm>
@@ -25,7 +27,6 @@ namespace {
 constexpr int64_t kRows = 4;   // output rows per tile: one w load serves them all
 constexpr int64_t kCols = 16;  // output columns per tile, held in registers
 
-template <typename T>
 struct Tile {
     int64_t b, m0, p0, rows, cols;
 };
@@ -35,7 +36,7 @@ struct Tile {
 // otherwise: no sign test. A dead input (pos = -inf: no path) is skipped.
 template <typename T, int64_t R, int64_t C>
 void max_tile(const T* pos, const T* neg, const T* w, T* hi, T* lo, int64_t N,
-              int64_t P, int64_t M, const Tile<T>& t) {
+              int64_t P, int64_t M, const Tile& t) {
     const int64_t rows = R > 0 ? R : t.rows, cols = C > 0 ? C : t.cols;
     T acc_hi[kRows][kCols], acc_lo[kRows][kCols];
     for (int64_t i = 0; i < rows; ++i)
@@ -76,7 +77,7 @@ void max_times(const T* pos, const T* neg, const T* w, T* hi, T* lo, int64_t B,
     for (int64_t b = 0; b < B; ++b)
         for (int64_t rb = 0; rb < row_blocks; ++rb)
             for (int64_t ct = 0; ct < col_tiles; ++ct) {
-                Tile<T> t{b, rb * kRows, ct * kCols, 0, 0};
+                Tile t{b, rb * kRows, ct * kCols, 0, 0};
                 t.rows = M - t.m0 < kRows ? M - t.m0 : kRows;
                 t.cols = P - t.p0 < kCols ? P - t.p0 : kCols;
                 const T* wb = w + (w_batched ? b * N * P : 0);
