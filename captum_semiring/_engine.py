@@ -89,9 +89,11 @@ def _accumulate(
     env[node] = value if previous is None else sr.plus(previous, value)
 
 
-def _plan(graph: Recording) -> list[PlanStep]:
+def plan(graph: Recording) -> list[PlanStep]:
     """Per record: the record, input node by leaf, output node by position. Cached;
-    a sweep then does no per-record bookkeeping of its own."""
+    a sweep then does no per-record bookkeeping of its own. A caller may sweep a
+    subset of these steps, or steps with some input leaves left out (paths through
+    those leaves are then cut)."""
     cache = _cache(graph)
     if len(cache.plan) != len(graph.records):
         cache.plan = [(r, dict(r.inputs), dict(r.outputs)) for r in graph.records]
@@ -145,23 +147,25 @@ def reverse(
     sr: Semiring,
     env: dict[int, Tensor],
     kept: frozenset[int] | None = None,
+    steps: list[PlanStep] | None = None,
 ) -> dict[int, Tensor]:
     """The reverse sweep from seed values ``env`` (node to value), filled in place.
 
     With ``kept``, every other node's value is dropped once the sweep has passed its
     producer (all its consumers come before, in reverse order), so only about one
-    layer's values are alive at a time."""
+    layer's values are alive at a time. ``steps`` (a subsequence of :func:`plan`,
+    default all of it) restricts the sweep to those records and input leaves."""
     nodes = graph.nodes
     # Ops none of whose outputs reach the output (dead branches, or ops recorded
     # after it) have no value: they are skipped before their local maps are built.
-    for record, ins, outs in reversed(_plan(graph)):
+    for record, ins, outs in reversed(plan(graph) if steps is None else steps):
         live = {p: env[n] for p, n in outs.items() if n in env}
         if not live:
             continue
         for (leaf, position), local in local_maps(graph, record).items():
             value = live.get(position)
-            if value is not None:
-                node = ins[leaf]
+            node = ins.get(leaf)
+            if value is not None and node is not None:
                 _accumulate(sr, env, node, local.backward(sr, value), nodes[node].dtype)
         if kept is not None:
             for n in outs.values():
@@ -180,16 +184,29 @@ def forward(graph: Recording, semiring: Semiring | str) -> Sweep:
         for node in sources:
             meta = nodes[node]
             env[node] = sr.ones(meta.shape, torch.empty((), dtype=meta.dtype))
-    for record, ins, outs in _plan(graph):
+    return Sweep(graph, sr, propagate(graph, sr, env), None, None)
+
+
+@torch.no_grad()
+def propagate(
+    graph: Recording,
+    sr: Semiring,
+    env: dict[int, Tensor],
+    steps: list[PlanStep] | None = None,
+) -> dict[int, Tensor]:
+    """The forward sweep from seed values ``env`` (node to value), filled in place,
+    over ``steps`` (a subsequence of :func:`plan`, default all of it)."""
+    nodes = graph.nodes
+    for record, ins, outs in plan(graph) if steps is None else steps:
         live = {leaf: env[n] for leaf, n in ins.items() if n in env}
         if not live:
             continue
         for (leaf, position), local in local_maps(graph, record).items():
             value = live.get(leaf)
-            if value is not None:
-                node = outs[position]
+            node = outs.get(position)
+            if value is not None and node is not None:
                 _accumulate(sr, env, node, local.forward(sr, value), nodes[node].dtype)
-    return Sweep(graph, sr, env, None, None)
+    return env
 
 
 class Sweep:

@@ -1,0 +1,420 @@
+"""The component graph of a recorded model, and its edge flows under any semiring."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import _engine
+from .._capture import Graph, record
+from .._record import RecordingError
+from ..paths import Path
+from ..semirings import Semiring, TopK, get_semiring
+from .components import (
+    Branch,
+    Component,
+    Edge,
+    Seed,
+    Structure,
+    components_of,
+    find_branches,
+)
+
+Env = dict[int, Tensor]
+
+
+def _seeded(sr: Semiring, seeds: Sequence[Seed], values: Callable[[int], Tensor]) -> Env:
+    env: Env = {}
+    for seed in seeds:
+        value = values(seed.node)
+        if seed.mask is not None:
+            value = torch.where(seed.mask, value, sr.zeros(value.shape[1:], value))
+        previous = env.get(seed.node)
+        env[seed.node] = value if previous is None else sr.plus(previous, value)
+    return env
+
+
+@dataclass
+class EdgeScores:
+    """Scores of the component graph's edges.
+
+    Attributes:
+        edges: the edges, upstream in residual order.
+        values: raw semiring values ``(edges, S, batch)`` (``(edges, S)`` for an
+            unbatched output).
+        semiring: the semiring the values are in.
+        method: what computed them (``"max"``, ``"eap"``, ``"eap-ig"``, ...).
+    """
+
+    edges: list[Edge]
+    values: Tensor
+    semiring: Semiring
+    method: str
+
+    def finalize(self) -> Tensor:
+        """Finalized values per edge and example: ``(edges, batch)``, TopK
+        ``(edges, k, batch)``."""
+        return torch.stack([self.semiring.finalize(v) for v in self.values])
+
+    def totals(self) -> Tensor:
+        """One value per edge: ⊕ over the batch, finalized, the best path's value for
+        TopK. Shape ``(edges,)``."""
+        sr = self.semiring
+        whole = [e if e.dim() == 1 else sr.sum(e, 1) for e in self.values]
+        return torch.stack([sr.best(sr.finalize(e)) for e in whole])
+
+    def ranking(self) -> Tensor:
+        """A size per edge to rank by (:meth:`Semiring.magnitude` of
+        :meth:`totals`, the absolute value for sums and path products)."""
+        return self.semiring.magnitude(self.totals())
+
+    def as_dict(self) -> dict[Edge, float]:
+        return dict(zip(self.edges, self.totals().tolist()))
+
+    def top(self, n: int) -> list[Edge]:
+        """The ``n`` highest-ranked edges, best first."""
+        order = torch.argsort(self.ranking(), descending=True, stable=True)
+        return [self.edges[i] for i in order[:n].tolist()]
+
+    def __repr__(self) -> str:
+        lines = [f"EdgeScores({self.method}, {len(self.edges)} edges)"]
+        totals = self.totals().tolist()
+        for edge in self.top(10):
+            lines.append(f"  {str(edge):60s} {totals[self.edges.index(edge)]: .4g}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        totals = self.totals().tolist()
+        rows = "".join(
+            f"<tr><td>{html.escape(str(e))}</td>"
+            f"<td>{totals[self.edges.index(e)]:.4g}</td></tr>"
+            for e in self.top(20)
+        )
+        return (
+            f"<table><caption>EdgeScores: {html.escape(self.method)}, "
+            f"{len(self.edges)} edges (top 20)</caption>{rows}</table>"
+        )
+
+
+class ComponentGraph:
+    """The component graph of one recording: embeddings, attention heads, MLPs and
+    logits, and the edges from each component's write to every later read.
+
+    Heads are read through their query, key and value separately. An edge carries
+    the paths that leave the upstream write and reach the downstream read without
+    entering another component; its flow under a semiring is
+
+    .. math::
+
+        f(u \\to v) = \\bigoplus_{x} T_u[x] \\otimes B_v[x],
+
+    where :math:`T_u[x]` is the forward value of the paths from the sources through
+    ``u``'s write to the read tensor element :math:`x`, and :math:`B_v[x]` the
+    backward value of the paths from :math:`x` through ``v``'s read to the output
+    (eq. 3, over the hidden and position axes). Under ``SumProduct`` every path's
+    product is counted once, so the flows into one read add up to that read's whole
+    flow. MaxProduct gives the best path through each edge.
+
+    Args:
+        graph: a recording whose sources are the model's input (its embeddings).
+        output: the recorded output, one scalar per example.
+
+    Examples::
+
+        >>> import torch, captum_semiring as cs
+        >>> from captum_semiring.reproductions.tasks.induction import tiny_attention_model
+        >>> model, x = tiny_attention_model()
+        >>> cg = cs.circuits.trace(model, x)
+        >>> [c.name for c in cg.components][:3]
+        ['embed', 'blocks.0.attn.head0', 'blocks.0.attn.head1']
+        >>> scores = cg.edge_flows("max")
+        >>> len(scores.edges) == len(cg.edges)
+        True
+    """
+
+    def __init__(self, graph: Graph, output: Tensor) -> None:
+        if output.dim() > 1:
+            raise ValueError(
+                "output must hold one scalar per example, shape () or (batch,); got "
+                f"shape {tuple(output.shape)}"
+            )
+        self.graph, self.output = graph, output
+        self.inputs: tuple[Tensor, ...] = tuple(
+            k for k, _ in graph.source_order if isinstance(k, Tensor)
+        )
+        self.batch = output.shape[0] if output.dim() == 1 else 0
+        self.structure = Structure(graph)
+        self.branches: list[Branch] = find_branches(self.structure, max(self.batch, 1))
+        self.components: list[Component] = components_of(
+            self.structure, self.branches, graph.node_of(output), max(self.batch, 1)
+        )
+        interior = set().union(*(b.records for b in self.branches))
+        steps = self.structure.steps
+        self.edge_steps = [steps[i] for i in range(len(steps)) if i not in interior]
+        self.by_name = {c.name: c for c in self.components}
+        self.edges: list[Edge] = self._connected_edges()
+
+    def _connected_edges(self) -> list[Edge]:
+        """The edges some path can take: the write reaches the read's tensors through
+        the ops between components."""
+        edges = []
+        for u in self.components:
+            if u.write is None:
+                continue
+            reached = set(u.write.outputs)
+            for record, ins, outs in self.edge_steps:
+                if any(n in reached for n in ins.values()):
+                    reached.update(outs.values())
+            for v in self.components:
+                if v.order <= u.order:
+                    continue
+                for slot, read in v.reads.items():
+                    if reached.intersection(read.inputs):
+                        edges.append(Edge(u.name, v.name, slot))
+        return edges
+
+    # ----- sweeps ----------------------------------------------------------------
+    def read_values(self, sr: Semiring, backward: Env) -> dict[tuple[str, str], Env]:
+        """Per (component, slot): the backward values at its read tensors of the
+        paths through that read, from a backward sweep's values ``backward``."""
+        out = {}
+        for c in self.components:
+            for slot, read in c.reads.items():
+                env = _seeded(sr, read.seeds, lambda n: self._value(sr, backward, n))
+                _engine.reverse(self.graph, sr, env, steps=read.steps)
+                out[c.name, slot] = {n: env[n] for n in read.inputs if n in env}
+        return out
+
+    def write_values(self, sr: Semiring, forward: Env) -> dict[str, Env]:
+        """Per component: the forward values at its write tensors of the paths through
+        it, from a forward sweep's (or activation differences') values ``forward``."""
+        out = {}
+        for c in self.components:
+            if c.write is None:
+                continue
+            env = _seeded(sr, c.write.seeds, lambda n: self._value(sr, forward, n))
+            _engine.propagate(self.graph, sr, env, steps=c.write.steps)
+            out[c.name] = {n: env[n] for n in c.write.outputs if n in env}
+        return out
+
+    def _value(self, sr: Semiring, env: Env, node: int) -> Tensor:
+        value = env.get(node)
+        if value is None:
+            meta = self.graph.nodes[node]
+            value = sr.zeros(meta.shape, torch.empty((), dtype=meta.dtype))
+        return value
+
+    def _per_example(self, sr: Semiring, value: Tensor, node: int) -> Tensor:
+        if not self.batch:
+            return sr.sum(value, list(range(1, value.dim()))) if value.dim() > 1 else value
+        shape = self.graph.nodes[node].shape
+        if not shape or shape[0] != self.batch:
+            raise RecordingError(
+                f"a tensor between components has shape {shape}, whose first axis is "
+                f"not the batch ({self.batch}); edge flows need the batch first"
+            )
+        return sr.sum(value, list(range(2, value.dim()))) if value.dim() > 2 else value
+
+    def combine(
+        self,
+        sr: Semiring,
+        writes: dict[str, Env],
+        reads: dict[tuple[str, str], Env],
+    ) -> Tensor:
+        """Raw flow per edge ``(edges, S[, batch])`` from write and read values."""
+        like = next(iter(next(iter(writes.values())).values()))
+        shape = (self.batch,) if self.batch else ()
+        zero = sr.zeros(shape, like)
+        flows: dict[Edge, Tensor] = {}
+        by_upstream: dict[str, list[Edge]] = {}
+        for edge in self.edges:
+            by_upstream.setdefault(edge.upstream, []).append(edge)
+        for name, edges in by_upstream.items():
+            env = dict(writes.get(name, {}))
+            if env:
+                _engine.propagate(self.graph, sr, env, steps=self.edge_steps)
+            for edge in edges:
+                total = zero
+                for node, b in reads.get((edge.downstream, edge.slot), {}).items():
+                    t = env.get(node)
+                    if t is not None:
+                        value = self._per_example(sr, sr.times(t, b), node)
+                        total = sr.plus(total, value.to(total.dtype))
+                flows[edge] = total
+        return torch.stack([flows[e] for e in self.edges]) if self.edges else zero[None]
+
+    def edge_flows(self, semiring: Semiring | str = "max") -> EdgeScores:
+        """Every edge's flow under ``semiring``: two full sweeps, then one local sweep
+        per read and per write, and one sweep of the ops between components per
+        upstream component.
+
+        Args:
+            semiring: any semiring, or its name.
+
+        Returns:
+            :class:`EdgeScores` with one value per edge and example.
+        """
+        sr = get_semiring(semiring)
+        backward = _engine.backward(self.graph, self.output, sr).env
+        forward = _engine.forward(self.graph, sr).env
+        values = self.combine(
+            sr, self.write_values(sr, forward), self.read_values(sr, backward)
+        )
+        return EdgeScores(self.edges, values, sr, sr.name)
+
+    # ----- paths -----------------------------------------------------------------
+    def path_edges(self, path: Path) -> list[Edge]:
+        """The component edges one path of the recording takes, in order."""
+        s, edges = self.structure, []
+        owner = {i: b for b in self.branches for i in b.records}
+        current, inside, head = "embed", None, 0
+        previous: int | None = None
+        logits = self.by_name["logits"]
+        for hop in path.hops:
+            node = hop.node
+            if node is None:
+                raise ValueError("the path's hops do not name their tensors")
+            producer = s.producer(node)
+            branch = owner.get(producer) if producer is not None else None
+            entered = branch is not None and branch is not inside
+            inside = branch
+            if branch is None:
+                previous = node
+                continue
+            is_logits = s.producer(self.graph.node_of(self.output)) in branch.records
+            if is_logits:
+                if entered:
+                    edges.append(Edge(current, "logits", "in"))
+                previous = node
+                continue
+            if branch.kind == "mlp":
+                if entered:
+                    edges.append(Edge(current, branch.module, "in"))
+                if node in branch.outputs:
+                    current = self._mlp_name(branch)
+                previous = node
+                continue
+            score_out = s.output_nodes(branch.score)[0]
+            value_out = s.output_nodes(branch.value)[0]
+            p_out = s.output_nodes(branch.softmax)[0]
+            if node in (score_out, value_out, p_out):
+                head = self._head_of(branch, node, hop.index)
+            if node == score_out:
+                q_node = dict(s.graph.records[branch.score].inputs)
+                a, _ = _contraction_leaves(s, branch.score)
+                slot = "q" if previous == q_node.get(a) else "k"
+                edges.append(Edge(current, f"{branch.module}.head{head}", slot))
+            elif node == value_out and previous != _entering_p(s, branch):
+                edges.append(Edge(current, f"{branch.module}.head{head}", "v"))
+            if node in branch.outputs:
+                current = f"{branch.module}.head{head}"
+            previous = node
+        if inside is None or s.producer(self.graph.node_of(self.output)) not in (
+            inside.records if inside else set()
+        ):
+            if not edges or edges[-1].downstream != "logits":
+                edges.append(Edge(current, logits.name, "in"))
+        return edges
+
+    def _mlp_name(self, branch: Branch) -> str:
+        for c in self.components:
+            if c.kind == "mlp" and c.order == min(branch.records):
+                return c.name
+        raise KeyError(branch.module)
+
+    def _head_of(self, branch: Branch, node: int, index: tuple[int, ...]) -> int:
+        shape = self.graph.nodes[node].shape
+        if len(shape) == 4 and shape[1] == branch.heads:
+            return index[1]
+        return index[0] % branch.heads
+
+    def top_paths(self, k: int) -> list[Path]:
+        """The ``k`` best paths from any source element to the output (TopK
+        semiring), best first, over all examples."""
+        sr = TopK(k)
+        result = self.graph.backward(self.output, sr)
+        found: list[tuple[float, Any, tuple[int, ...], int]] = []
+        for key, nodes in self.graph.sources.items():
+            del nodes
+            values = result[key]  # (k, *shape)
+            flat = values.abs().reshape(k, -1)
+            best = torch.topk(flat.reshape(-1), min(k, flat.numel()))
+            for score, i in zip(best.values.tolist(), best.indices.tolist()):
+                rank, element = divmod(i, flat.shape[1])
+                index = tuple(
+                    int(j) for j in torch.unravel_index(torch.tensor(element), values.shape[1:])
+                )
+                found.append((score, key, index, rank))
+        found.sort(key=lambda f: -f[0])
+        paths = []
+        for score, key, index, rank in found[:k]:
+            if score == 0.0:
+                break
+            paths.append(result.path(key, index, rank=rank))
+        return paths
+
+    def to_networkx(self, scores: EdgeScores | None = None) -> Any:
+        """The component graph as a ``networkx.MultiDiGraph`` (one edge per slot),
+        with each edge's ``score`` when ``scores`` is given."""
+        import networkx as nx
+
+        g = nx.MultiDiGraph()
+        for c in self.components:
+            g.add_node(c.name, kind=c.kind, module=c.module, head=c.head)
+        totals = scores.as_dict() if scores is not None else {}
+        for e in self.edges:
+            g.add_edge(e.upstream, e.downstream, key=e.slot, slot=e.slot,
+                       score=totals.get(e))
+        return g
+
+    def __repr__(self) -> str:
+        kinds: dict[str, int] = {}
+        for c in self.components:
+            kinds[c.kind] = kinds.get(c.kind, 0) + 1
+        parts = ", ".join(f"{n} {k}" for k, n in kinds.items())
+        return f"ComponentGraph({parts}; {len(self.edges)} edges)"
+
+
+def _contraction_leaves(s: Structure, i: int) -> tuple[int, int]:
+    from .components import CONTRACTIONS
+
+    return CONTRACTIONS[s.graph.records[i].func]
+
+
+def _entering_p(s: Structure, branch: Branch) -> int:
+    p_out = s.output_nodes(branch.softmax)[0]
+    chain = s.chain(p_out, forward=True)
+    return s.output_nodes(chain[-2])[0] if len(chain) > 1 else p_out
+
+
+def trace(
+    forward_func: Callable[..., Tensor],
+    inputs: Tensor | tuple[Tensor, ...],
+    additional_forward_args: Iterable[Any] = (),
+) -> ComponentGraph:
+    """Record ``forward_func(*inputs, *additional_forward_args)`` with the inputs as
+    sources and build its component graph.
+
+    Args:
+        forward_func: returns one scalar per example (a model with its target
+            applied), from the inputs, typically embeddings.
+        inputs: the source tensor or tensors.
+        additional_forward_args: more positional arguments, not sources.
+
+    Returns:
+        :class:`ComponentGraph`.
+    """
+    xs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+    xs = tuple(x.detach() for x in xs)
+    with record(*xs) as graph:
+        out = forward_func(*xs, *additional_forward_args)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"forward_func must return a tensor, got {type(out).__name__}")
+    cg = ComponentGraph(graph, out)
+    cg.inputs = xs
+    return cg
