@@ -4,6 +4,7 @@ name each component by its module independently of the library's discovery."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -82,3 +83,60 @@ def toy(
     torch.manual_seed(seed)
     model = Toy(**config).double().eval()  # type: ignore[arg-type]
     return model, torch.randn(batch, tokens, model.unembed.in_features).double()
+
+
+# ----- an independent edge-patching forward of the pre-LayerNorm toy ---------------
+Key = tuple[str, str, str]  # (upstream, downstream, slot)
+
+
+def reference_run(
+    model: Toy,
+    x: Tensor,
+    use: Callable[[Key], bool],
+    replacement: dict[str, Tensor] | None,
+) -> tuple[Tensor, dict[str, Tensor], dict[tuple[str, str], Tensor]]:
+    """(output, writes, reads) of the pre-LN toy run with explicit per-head, per-slot
+    residual inputs: a read sums, over the components before it, this run's write
+    where ``use(edge)`` and ``replacement``'s otherwise, plus the output
+    projections' biases. A head's write is its slice of the output projection
+    without the bias. ``reads`` holds each read's input, its gradient retained when
+    ``x`` requires grad."""
+    writes: dict[str, Tensor] = {"embed": x}
+    biases: list[Tensor] = []
+    reads: dict[tuple[str, str], Tensor] = {}
+
+    def read(name: str, slot: str) -> Tensor:
+        total = sum(biases, torch.zeros_like(x))
+        for u, w in writes.items():
+            kept = replacement is None or use((u, name, slot))
+            total = total + (w if kept else replacement[u])
+        if total.requires_grad:
+            total.retain_grad()
+        reads[name, slot] = total
+        return total
+
+    b, t, d = x.shape
+    for i, block in enumerate(model.blocks):
+        assert not block.post_ln
+        attn, prefix = block.attn, f"blocks.{i}.attn"
+        heads, dh = attn.heads, attn.d_head
+        new: dict[str, Tensor] = {}
+        for h in range(heads):
+            name, cols = f"{prefix}.head{h}", slice(h * dh, (h + 1) * dh)
+
+            def project(lin: nn.Linear, slot: str) -> Tensor:
+                y = block.ln(read(name, slot)) @ lin.weight[cols].T + lin.bias[cols]
+                return y
+
+            q, k, v = project(attn.q, "q"), project(attn.k, "k"), project(attn.v, "v")
+            scores = q @ k.transpose(-1, -2) / math.sqrt(dh)
+            causal = torch.ones(t, t, dtype=torch.bool).triu(1)
+            weights = torch.softmax(scores.masked_fill(causal, -1e9), dim=-1)
+            new[name] = (weights @ v) @ attn.o.weight[:, cols].T
+        writes.update(new)
+        biases.append(attn.o.bias.expand(b, t, d))
+        if block.mlp is not None:
+            name = f"blocks.{i}.mlp"
+            writes[name] = block.mlp(read(name, "in"))
+    out = model.unembed(read("logits", "in"))
+    return out, writes, reads

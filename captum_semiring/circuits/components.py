@@ -252,19 +252,64 @@ def find_branches(s: Structure, batch: int) -> list[Branch]:
                 heads=heads,
             )
         )
+    attention_records = set(claimed)
+    others = []
     for i, record in enumerate(graph.records):
         if record.func not in MLP_ANCHORS or i in claimed:
             continue
         records = s.closure({i}, claimed)
         claimed |= records
-        module = common_module(graph.records[j].module for j in records if j >= i)
+        others.append(records)
+    for records in merge_gated(s, others, attention_records):
+        module = common_module(
+            graph.records[j].module
+            for j in records
+            if graph.records[j].func in MLP_ANCHORS
+        )
         branches.append(Branch(records, "mlp", module))
     for branch in branches:
         branch.inputs, branch.outputs = s.boundary(branch.records)
     return sorted(branches, key=lambda b: min(b.records))
 
 
-def head_mask(shape: tuple[int, ...], heads: int, batch: int, h: int) -> Tensor:
+def merge_gated(
+    s: Structure, closures: list[set[int]], claimed: set[int]
+) -> list[set[int]]:
+    """Closures merged where two or more read the same tensors and all their writes
+    meet in one other closure: a gated MLP's gate, up and down projections."""
+    merged = [set(c) for c in closures]
+    while True:
+        boundaries = [s.boundary(c) for c in merged]
+        owner = {i: k for k, c in enumerate(merged) for i in c}
+        found = None
+        for k, (inputs, outputs) in enumerate(boundaries):
+            targets = {owner.get(c) for n in outputs for c in s.consumers(n)}
+            siblings = [
+                j
+                for j, (other_in, other_out) in enumerate(boundaries)
+                if j != k
+                and other_in == inputs
+                and {owner.get(c) for n in other_out for c in s.consumers(n)}
+                == targets
+            ]
+            if siblings and len(targets) == 1 and None not in targets:
+                (target,) = targets
+                if target is not None and target != k and target not in siblings:
+                    found = (target, [k, *siblings])
+                    break
+        if found is None:
+            return merged
+        target, parts = found
+        union = set(merged[target]).union(*(merged[j] for j in parts))
+        taken = claimed.union(*(c for j, c in enumerate(merged) if j != target and j not in parts))
+        union = s.closure(union, taken)
+        merged = [c for j, c in enumerate(merged) if j != target and j not in parts]
+        merged.append(union)
+
+
+def head_mask(
+    shape: tuple[int, ...], heads: int, batch: int, h: int, module: str = ""
+) -> Tensor:
     """True on head ``h``'s elements of an attention tensor laid out as
     ``(batch, heads, ...)`` or ``(batch * heads, ...)``."""
     if len(shape) == 4 and shape[1] == heads:
@@ -275,7 +320,9 @@ def head_mask(shape: tuple[int, ...], heads: int, batch: int, h: int) -> Tensor:
         rows = torch.arange(shape[0]) % heads == h
         return rows.reshape(-1, *[1] * (len(shape) - 1)).expand(shape)
     raise RecordingError(
-        f"cannot find the {heads} heads in an attention tensor of shape {shape}"
+        f"cannot find the {heads} heads in an attention tensor of shape {shape} in "
+        f"module '{module}'; circuits need the heads on the first axis (batch * "
+        "heads) or the second"
     )
 
 
@@ -338,9 +385,9 @@ def components_of(
             c = Component(
                 f"{branch.module}.head{h}", "head", branch.module, head=h, order=order
             )
-            sm = head_mask(shape[score_out].shape, branch.heads, batch, h)
-            vm = head_mask(shape[value_out].shape, branch.heads, batch, h)
-            pm = head_mask(shape[p_out].shape, branch.heads, batch, h)
+            sm = head_mask(shape[score_out].shape, branch.heads, batch, h, branch.module)
+            vm = head_mask(shape[value_out].shape, branch.heads, batch, h, branch.module)
+            pm = head_mask(shape[p_out].shape, branch.heads, batch, h, branch.module)
             for slot, leaf in (("q", q_leaf), ("k", k_leaf)):
                 c.reads[slot] = Read(
                     [Seed(score_out, sm)],

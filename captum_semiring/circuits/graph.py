@@ -209,27 +209,27 @@ class ComponentGraph:
             value = sr.zeros(meta.shape, torch.empty((), dtype=meta.dtype))
         return value
 
-    def _per_example(self, sr: Semiring, value: Tensor, node: int) -> Tensor:
-        if not self.batch:
-            return sr.sum(value, list(range(1, value.dim()))) if value.dim() > 1 else value
-        shape = self.graph.nodes[node].shape
-        if not shape or shape[0] != self.batch:
-            raise RecordingError(
-                f"a tensor between components has shape {shape}, whose first axis is "
-                f"not the batch ({self.batch}); edge flows need the batch first"
-            )
-        return sr.sum(value, list(range(2, value.dim()))) if value.dim() > 2 else value
+    def _batch_first(self) -> bool:
+        """Whether every tensor between components holds the batch on its first
+        axis, so that one sweep gives every example's flows."""
+        nodes = [n for c in self.components for r in c.reads.values() for n in r.inputs]
+        nodes += [n for c in self.components if c.write for n in c.write.outputs]
+        shapes = [self.graph.nodes[n].shape for n in nodes]
+        return all(shape and shape[0] == self.batch for shape in shapes)
 
     def combine(
         self,
         sr: Semiring,
         writes: dict[str, Env],
         reads: dict[tuple[str, str], Env],
+        by_example: bool,
     ) -> Tensor:
-        """Raw flow per edge ``(edges, S[, batch])`` from write and read values."""
+        """Raw flow per edge ``(edges, S[, batch])`` from write and read values,
+        ⊕ over every element but the batch axis (``by_example``) or over all."""
         like = next(iter(next(iter(writes.values())).values()))
-        shape = (self.batch,) if self.batch else ()
+        shape = (self.batch,) if by_example else ()
         zero = sr.zeros(shape, like)
+        first = 2 if by_example else 1
         flows: dict[Edge, Tensor] = {}
         by_upstream: dict[str, list[Edge]] = {}
         for edge in self.edges:
@@ -243,7 +243,9 @@ class ComponentGraph:
                 for node, b in reads.get((edge.downstream, edge.slot), {}).items():
                     t = env.get(node)
                     if t is not None:
-                        value = self._per_example(sr, sr.times(t, b), node)
+                        value = sr.times(t, b)
+                        if value.dim() > first:
+                            value = sr.sum(value, list(range(first, value.dim())))
                         total = sr.plus(total, value.to(total.dtype))
                 flows[edge] = total
         return torch.stack([flows[e] for e in self.edges]) if self.edges else zero[None]
@@ -260,12 +262,28 @@ class ComponentGraph:
             :class:`EdgeScores` with one value per edge and example.
         """
         sr = get_semiring(semiring)
-        backward = _engine.backward(self.graph, self.output, sr).env
-        forward = _engine.forward(self.graph, sr).env
-        values = self.combine(
-            sr, self.write_values(sr, forward), self.read_values(sr, backward)
-        )
+        writes = self.write_values(sr, _engine.forward(self.graph, sr).env)
+        parts = [self.combine(sr, writes, reads, by) for reads, by in self._reads(sr)]
+        values = parts[0] if len(parts) == 1 else torch.stack(parts, -1)
         return EdgeScores(self.edges, values, sr, sr.name)
+
+    def _reads(self, sr: Semiring) -> list[tuple[dict[tuple[str, str], Env], bool]]:
+        """Read values of one backward sweep when the batch axis comes first,
+        else of one sweep per example seeded at that example's output alone."""
+        self.graph.check_unchanged()
+        root = self.graph.node_of(self.output)
+        ones = sr.ones(self.output.shape, self.output.detach())
+        if not self.batch or self._batch_first():
+            env = _engine.reverse(self.graph, sr, {root: ones})
+            return [(self.read_values(sr, env), bool(self.batch))]
+        found = []
+        for b in range(self.batch):
+            mask = torch.zeros(self.batch, dtype=torch.bool)
+            mask[b] = True
+            seed = torch.where(mask, ones, sr.zeros(self.output.shape, ones))
+            env = _engine.reverse(self.graph, sr, {root: seed})
+            found.append((self.read_values(sr, env), False))
+        return found
 
     # ----- paths -----------------------------------------------------------------
     def path_edges(self, path: Path) -> list[Edge]:
@@ -309,7 +327,7 @@ class ComponentGraph:
                 a, _ = _contraction_leaves(s, branch.score)
                 slot = "q" if previous == q_node.get(a) else "k"
                 edges.append(Edge(current, f"{branch.module}.head{head}", slot))
-            elif node == value_out and previous != _entering_p(s, branch):
+            elif node == value_out and previous != entering_p(s, branch):
                 edges.append(Edge(current, f"{branch.module}.head{head}", "v"))
             if node in branch.outputs:
                 current = f"{branch.module}.head{head}"
@@ -386,7 +404,7 @@ def _contraction_leaves(s: Structure, i: int) -> tuple[int, int]:
     return CONTRACTIONS[s.graph.records[i].func]
 
 
-def _entering_p(s: Structure, branch: Branch) -> int:
+def entering_p(s: Structure, branch: Branch) -> int:
     p_out = s.output_nodes(branch.softmax)[0]
     chain = s.chain(p_out, forward=True)
     return s.output_nodes(chain[-2])[0] if len(chain) > 1 else p_out

@@ -1,0 +1,316 @@
+"""Edge patching by replaying a recording: each read sees the clean write of the
+upstream components whose edge into it is in the circuit, and a replacement
+(the corrupted run's write, zero, or the batch mean) of all the others.
+
+The replay reruns the recorded ATen calls with some inputs replaced, in record
+order. Heads are patched one by one: each head's query, key and value are
+computed from that head's own view of the residual stream, then put together at
+the attention's products. An attention write is split into its heads' parts by
+replaying the output projection on one head's values at a time, which needs the
+write to be affine in the heads' values (true of every output projection; a
+model that normalizes the attention output before the residual addition is
+refused).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from .._engine import PlanStep
+from .._record import RecordingError
+from .components import Branch, Component, Edge, head_mask
+from .graph import ComponentGraph, entering_p
+
+Mode = Literal["corrupt", "zero", "mean"]
+Values = dict[int, Tensor]
+
+
+def replay(steps: Iterable[PlanStep], env: Values) -> Values:
+    """Rerun ``steps`` in order, reading tracked inputs from ``env`` (filled in
+    place with their outputs); a record none of whose inputs is in ``env`` is
+    skipped, one with only some of them reads the others' recorded values."""
+    for record, ins, outs in steps:
+        replace = {leaf: env[n] for leaf, n in ins.items() if n in env}
+        if not replace:
+            continue
+        results = record.rerun(replace)
+        for position, node in outs.items():
+            env[node] = results[position]
+    return env
+
+
+@dataclass
+class Writes:
+    """What each component wrote in one run: per component, per write tensor; a
+    head's part excludes the output projection's bias, kept once per attention in
+    ``base``."""
+
+    parts: dict[str, Values]
+    base: dict[str, Values]
+    output: Tensor
+
+
+class Patcher:
+    """Replays one recording with edges patched.
+
+    Args:
+        cg: the component graph of the recording to replay.
+    """
+
+    def __init__(self, cg: ComponentGraph) -> None:
+        self.cg = cg
+        s = cg.structure
+        self.branch_of: dict[str, Branch] = {}
+        for branch in cg.branches:
+            for c in cg.components:
+                if c.kind == "head" and c.module == branch.module and c.order == min(
+                    branch.records
+                ):
+                    self.branch_of[c.name] = branch
+        self.steps = s.steps
+        self.root = cg.graph.node_of(cg.output)
+
+    def _saved(self, node: int) -> Tensor:
+        return self.cg.graph.saved_tensor(node).detach()
+
+    def run(
+        self,
+        keep: set[Edge] | None,
+        replacement: Writes | None,
+        sources: tuple[Tensor, ...] | None = None,
+    ) -> Writes:
+        """The run in which every edge outside ``keep`` (all edges when None) carries
+        ``replacement``'s write instead of this run's."""
+        cg = self.cg
+        if sources is None:
+            sources = tuple(self._saved(n) for n in self._source_nodes())
+        parts: dict[str, Values] = {
+            "embed": dict(zip(self._source_nodes(), sources))
+        }
+        base: dict[str, Values] = {}
+        done_branches: set[int] = set()
+        for c in cg.components:
+            if c.kind == "embed":
+                continue
+            if c.kind == "head":
+                branch = self.branch_of[c.name]
+                if id(branch) in done_branches:
+                    continue
+                done_branches.add(id(branch))
+                heads = [h for h in cg.components if self.branch_of.get(h.name) is branch]
+                inputs = {
+                    (h.name, slot): self._read_input(h, slot, keep, replacement, parts, base)
+                    for h in heads
+                    for slot in h.reads
+                }
+                head_parts, branch_base = self._attention(branch, heads, inputs)
+                parts.update(head_parts)
+                base[branch.module] = branch_base
+                continue
+            x = self._read_input(c, "in", keep, replacement, parts, base)
+            read = c.reads["in"]
+            env = replay(read.steps, dict(x))
+            if c.kind == "logits":
+                output = env.get(self.root, self._saved(self.root))
+                return Writes(parts, base, output)
+            assert c.write is not None
+            parts[c.name] = {n: env[n] for n in c.write.outputs}
+        raise RecordingError("the component graph has no logits")
+
+    def _source_nodes(self) -> list[int]:
+        embed = self.cg.by_name["embed"]
+        assert embed.write is not None
+        return embed.write.outputs
+
+    def _read_input(
+        self,
+        c: Component,
+        slot: str,
+        keep: set[Edge] | None,
+        replacement: Writes | None,
+        parts: dict[str, Values],
+        base: dict[str, Values],
+    ) -> Values:
+        """The read tensors of ``c``'s ``slot`` in this run: the ops between
+        components replayed from each upstream write, clean or replaced per edge."""
+        read = c.reads[slot]
+        env: Values = {}
+        for u in self.cg.components:
+            if u.order >= c.order or u.name not in parts:
+                continue
+            kept = keep is None or Edge(u.name, c.name, slot) in keep
+            source = parts if kept or replacement is None else replacement.parts
+            for node, value in source[u.name].items():
+                env[node] = env[node] + value if node in env else value
+        for values in base.values():  # output-projection biases, never patched
+            for node, value in values.items():
+                env[node] = env[node] + value if node in env else value
+        stop = c.order
+        replay((step for step in self.cg.edge_steps if self._index(step) < stop), env)
+        missing = [n for n in read.inputs if n not in env]
+        for n in missing:
+            env[n] = self._saved(n)  # not reached from any write: a constant
+        return {n: env[n] for n in read.inputs}
+
+    def _index(self, step: PlanStep) -> int:
+        return self.cg.structure.index[id(step[0])]
+
+    def _attention(
+        self,
+        branch: Branch,
+        heads: list[Component],
+        inputs: dict[tuple[str, str], Values],
+    ) -> tuple[dict[str, Values], Values]:
+        s, cg = self.cg.structure, self.cg
+        batch = max(cg.batch, 1)
+        inside = [self.steps[i] for i in sorted(branch.records)]
+        score, value = branch.score, branch.value
+        before_score = [st for st in inside if self._index(st) < score]
+        between = [st for st in inside if score <= self._index(st) < value]
+        after = [st for st in inside if self._index(st) > value]
+        score_rec, value_rec = cg.graph.records[score], cg.graph.records[value]
+        q_node, k_node = (dict(score_rec.inputs).get(leaf) for leaf in _leaves(score_rec))
+        v_node = self._value_operand(branch)
+        assembled: Values = {}
+        for h_index, h in enumerate(heads):
+            for slot, node, steps in (
+                ("q", q_node, before_score),
+                ("k", k_node, before_score),
+                ("v", v_node, [st for st in inside if self._index(st) < value]),
+            ):
+                if node is None or slot not in h.reads:
+                    continue
+                env = replay(steps, dict(inputs[h.name, slot]))
+                operand = env.get(node, self._saved(node))
+                mask = head_mask(tuple(operand.shape), branch.heads, batch, h_index, branch.module)
+                piece = torch.where(mask, operand, torch.zeros_like(operand))
+                assembled[node] = assembled[node] + piece if node in assembled else piece
+        env = dict(assembled)
+        # the softmax side from the assembled query and key, then the value product
+        # with the assembled value
+        replay([st for st in between], env)
+        replay([self.steps[value]], env)
+        z_node = s.output_nodes(value)[0]
+        z = env[z_node]
+        zero_env = replay(after, {z_node: torch.zeros_like(z)})
+        base = {n: zero_env[n] for n in branch.outputs}
+        full = replay(after, {z_node: z})
+        parts: dict[str, Values] = {}
+        for h_index, h in enumerate(heads):
+            mask = head_mask(tuple(z.shape), branch.heads, batch, h_index, branch.module)
+            env_h = replay(after, {z_node: torch.where(mask, z, torch.zeros_like(z))})
+            parts[h.name] = {n: env_h[n] - base[n] for n in branch.outputs}
+        for n in branch.outputs:  # affine in the heads: the parts add up
+            total = base[n] + sum(parts[h.name][n] for h in heads)
+            if not torch.allclose(total, full[n], rtol=1e-5, atol=1e-6):
+                raise RecordingError(
+                    f"the attention output of module '{branch.module}' is not a sum "
+                    "over its heads (is it normalized before the residual addition?); "
+                    "edge patching needs it to be"
+                )
+        return parts, base
+
+    def _value_operand(self, branch: Branch) -> int | None:
+        """The value product's operand that is not the attention weights."""
+        record = self.cg.graph.records[branch.value]
+        a, b = _leaves(record)
+        ins = dict(record.inputs)
+        return ins.get(b) if ins.get(a) == entering_p(self.cg.structure, branch) else ins.get(a)
+
+
+def _leaves(record: object) -> tuple[int, int]:
+    from .components import CONTRACTIONS
+
+    return CONTRACTIONS[record.func]  # type: ignore[attr-defined]
+
+
+def _replaced(writes: Writes, fn: Callable[[Tensor], Tensor]) -> Writes:
+    parts = {c: {n: fn(v) for n, v in values.items()} for c, values in writes.parts.items()}
+    return Writes(parts, writes.base, writes.output)
+
+
+class EdgePatching:
+    """Runs of a model in which a circuit's edges carry the clean input's
+    activations and every other edge a replacement.
+
+    Args:
+        forward_func: one scalar per example (the metric) from the inputs.
+        inputs: the clean input (the source, typically embeddings).
+        corrupted: the corrupted input, for ``mode="corrupt"``.
+        mode: what a patched edge carries: the corrupted run's write
+            (``"corrupt"``), zero (``"zero"``), or the write's mean over the batch
+            (``"mean"``).
+        additional_forward_args: more positional arguments, not sources.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_semiring import circuits
+        >>> from captum_semiring.reproductions.tasks.induction import tiny_attention_model
+        >>> model, x = tiny_attention_model()
+        >>> f = lambda e: model(inputs_embeds=e)[:, -1, 0]
+        >>> patching = circuits.EdgePatching(f, x, torch.zeros_like(x))
+        >>> cg = patching.graph
+        >>> round(patching.faithfulness(cg.edges), 6), round(patching.faithfulness([]), 6)
+        (1.0, 0.0)
+    """
+
+    def __init__(
+        self,
+        forward_func: Callable[..., Tensor],
+        inputs: Tensor,
+        corrupted: Tensor | None = None,
+        mode: Mode = "corrupt",
+        additional_forward_args: Iterable[Any] = (),
+    ) -> None:
+        from .eap import check_same_graph
+        from .graph import trace
+
+        if mode not in ("corrupt", "zero", "mean"):
+            raise ValueError(f"mode must be 'corrupt', 'zero' or 'mean', got {mode!r}")
+        if mode == "corrupt" and corrupted is None:
+            raise ValueError("mode='corrupt' needs the corrupted input")
+        self.graph = trace(forward_func, inputs, additional_forward_args)
+        self.patcher = Patcher(self.graph)
+        with torch.no_grad():
+            self.clean = self.patcher.run(None, None)
+            if mode == "corrupt":
+                assert corrupted is not None
+                other = trace(forward_func, corrupted, additional_forward_args)
+                check_same_graph(self.graph, other, "corrupted")
+                self.replacement = Patcher(other).run(None, None)
+            elif mode == "zero":
+                self.replacement = _replaced(self.clean, torch.zeros_like)
+            else:
+                self.replacement = _replaced(
+                    self.clean, lambda t: t.mean(0, keepdim=True).expand_as(t)
+                )
+            self.baseline = self.patcher.run(set(), self.replacement).output
+
+    def output(self, edges: Iterable[Edge]) -> Tensor:
+        """The metric per example with only ``edges`` carrying clean activations."""
+        keep = set(edges)
+        unknown = keep.difference(self.graph.edges)
+        if unknown:
+            raise ValueError(f"not edges of this component graph: {sorted(map(str, unknown))[:3]}")
+        with torch.no_grad():
+            return self.patcher.run(keep, self.replacement).output.detach()
+
+    def faithfulness(self, edges: Iterable[Edge]) -> float:
+        """The share of the clean metric the circuit recovers, over the batch:
+        :math:`(m(C) - m(\\emptyset)) / (m(G) - m(\\emptyset))`, 1 for the whole graph
+        and 0 with every edge patched."""
+        full = float(self.clean.output.detach().mean())
+        none = float(self.baseline.detach().mean())
+        if full == none:
+            raise ValueError("the clean and the fully patched runs give the same metric")
+        return (float(self.output(edges).mean()) - none) / (full - none)
+
+    def curve(self, ranked: Sequence[Edge], sizes: Iterable[int]) -> list[float]:
+        """Faithfulness of the first ``n`` edges of ``ranked`` for each ``n``."""
+        return [self.faithfulness(ranked[:n]) for n in sizes]
