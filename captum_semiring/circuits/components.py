@@ -108,6 +108,7 @@ class Component:
     order: int = 0
     reads: dict[str, Read] = field(default_factory=dict, repr=False)
     write: Write | None = field(default=None, repr=False)
+    branch: Branch | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -119,11 +120,22 @@ class Branch:
     module: str
     inputs: list[int] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
-    # attention only: the score product, the softmax, the value product
+    # attention only: the records of the score product, the softmax and the value
+    # product; the nodes of their outputs; the query, key and value operands
     score: int = -1
     softmax: int = -1
     value: int = -1
     heads: int = 0
+    scores: int = -1
+    weights: int = -1
+    mixed: int = -1
+    query: int | None = None
+    key: int | None = None
+    values: int | None = None
+
+    def leaf_of(self, s: Structure, record: int, node: int | None) -> set[int]:
+        """The input leaves by which ``record`` reads ``node``."""
+        return {leaf for leaf, n in s.graph.records[record].inputs if n == node}
 
 
 class Structure:
@@ -241,15 +253,28 @@ def find_branches(s: Structure, batch: int) -> list[Branch]:
         heads = shape[1] if len(shape) == 4 else shape[0] // max(batch, 1)
         records = s.closure({i, *before, *after}, claimed)
         claimed |= records
+        score, value = before[-1], after[-1]
+        q_leaf, k_leaf = CONTRACTIONS[graph.records[score].func]
+        score_in = dict(graph.records[score].inputs)
+        # the chain from the softmax enters the value product as its weights
+        entering = s.output_nodes(after[-2])[0] if len(after) > 1 else p_out
+        value_in = dict(graph.records[value].inputs)
+        a, b = CONTRACTIONS[graph.records[value].func]
         branches.append(
             Branch(
                 records,
                 "attention",
                 record.module,
-                score=before[-1],
+                score=score,
                 softmax=i,
-                value=after[-1],
+                value=value,
                 heads=heads,
+                scores=s.output_nodes(score)[0],
+                weights=p_out,
+                mixed=s.output_nodes(value)[0],
+                query=score_in.get(q_leaf),
+                key=score_in.get(k_leaf),
+                values=value_in.get(b) if value_in.get(a) == entering else value_in.get(a),
             )
         )
     attention_records = set(claimed)
@@ -331,14 +356,6 @@ def _restricted(step: PlanStep, leaves: set[int]) -> PlanStep:
     return record, {leaf: n for leaf, n in ins.items() if leaf in leaves}, outs
 
 
-def _operand_leaves(s: Structure, i: int, node_from: int) -> tuple[int, int]:
-    """(leaf the chain from ``node_from`` enters contraction ``i`` by, other leaf)."""
-    record = s.graph.records[i]
-    a, b = CONTRACTIONS[record.func]
-    entered = next(leaf for leaf, n in record.inputs if n == node_from)
-    return (a, b) if entered == a else (b, a)
-
-
 def components_of(
     s: Structure, branches: list[Branch], output_node: int, batch: int
 ) -> list[Component]:
@@ -346,62 +363,73 @@ def components_of(
     writes. The branch holding the output's producer is the logits read."""
     graph, steps = s.graph, s.steps
     sources = sorted(n for nodes in graph.sources.values() for n in nodes)
-    found = [Component("embed", "embed", "", order=-1, write=Write(
-        [Seed(n) for n in sources], [], sources))]
+    embed_write = Write([Seed(n) for n in sources], [], sources)
+    found = [Component("embed", "embed", "", order=-1, write=embed_write)]
     logits = Component("logits", "logits", "", order=len(graph.records))
     logits.reads["in"] = Read([Seed(output_node)], [], [output_node])
     names: set[str] = set()
     for branch in branches:
-        inside = [steps[i] for i in sorted(branch.records)]
-        order = min(branch.records)
+        inside = sorted(branch.records)
+        order = inside[0]
         if s.producer(output_node) in branch.records:
-            logits.reads["in"] = Read([Seed(output_node)], inside, branch.inputs)
-            logits.order = order
+            logits.reads["in"] = Read(
+                [Seed(output_node)], [steps[i] for i in inside], branch.inputs
+            )
+            logits.order, logits.branch = order, branch
             continue
         if branch.kind == "mlp":
             name = branch.module or f"branch{order}"
             while name in names:
                 name += "'"
             names.add(name)
-            c = Component(name, "mlp", branch.module, order=order)
-            c.reads["in"] = Read([Seed(n) for n in branch.outputs], inside, branch.inputs)
+            c = Component(name, "mlp", branch.module, order=order, branch=branch)
+            c.reads["in"] = Read(
+                [Seed(n) for n in branch.outputs],
+                [steps[i] for i in inside],
+                branch.inputs,
+            )
             c.write = Write([Seed(n) for n in branch.outputs], [], branch.outputs)
             found.append(c)
             continue
-        score_out = s.output_nodes(branch.score)[0]
-        value_out = s.output_nodes(branch.value)[0]
-        p_out = s.output_nodes(branch.softmax)[0]
-        # the chain from the softmax enters the value product by P's leaf
-        p_chain = s.chain(p_out, forward=True)
-        entering = s.output_nodes(p_chain[-2])[0] if len(p_chain) > 1 else p_out
-        _, v_leaf = _operand_leaves(s, branch.value, entering)
-        q_leaf, k_leaf = CONTRACTIONS[graph.records[branch.score].func]
-        before_score = [steps[i] for i in sorted(branch.records) if i < branch.score]
-        before_value = [steps[i] for i in sorted(branch.records) if i < branch.value]
-        after_value = [steps[i] for i in sorted(branch.records) if i > branch.value]
+        before_score = [steps[i] for i in inside if i < branch.score]
+        before_value = [steps[i] for i in inside if i < branch.value]
+        after_value = [steps[i] for i in inside if i > branch.value]
         score_step, value_step = steps[branch.score], steps[branch.value]
-        shape = graph.nodes
+        nodes = graph.nodes
         for h in range(branch.heads):
             c = Component(
-                f"{branch.module}.head{h}", "head", branch.module, head=h, order=order
+                f"{branch.module}.head{h}",
+                "head",
+                branch.module,
+                head=h,
+                order=order,
+                branch=branch,
             )
-            sm = head_mask(shape[score_out].shape, branch.heads, batch, h, branch.module)
-            vm = head_mask(shape[value_out].shape, branch.heads, batch, h, branch.module)
-            pm = head_mask(shape[p_out].shape, branch.heads, batch, h, branch.module)
-            for slot, leaf in (("q", q_leaf), ("k", k_leaf)):
+
+            def mask(node: int, h: int = h) -> Tensor:
+                return head_mask(
+                    nodes[node].shape, branch.heads, batch, h, branch.module
+                )
+
+            for slot, node in (("q", branch.query), ("k", branch.key)):
+                if node is None:
+                    continue  # not computed from the sources
+                leaves = branch.leaf_of(s, branch.score, node)
                 c.reads[slot] = Read(
-                    [Seed(score_out, sm)],
-                    before_score + [_restricted(score_step, {leaf})],
+                    [Seed(branch.scores, mask(branch.scores))],
+                    before_score + [_restricted(score_step, leaves)],
                     branch.inputs,
                 )
-            c.reads["v"] = Read(
-                [Seed(value_out, vm)],
-                before_value + [_restricted(value_step, {v_leaf})],
-                branch.inputs,
-            )
-            c.write = Write(
-                [Seed(value_out, vm), Seed(p_out, pm)], after_value, branch.outputs
-            )
+            if branch.values is not None:
+                leaves = branch.leaf_of(s, branch.value, branch.values)
+                c.reads["v"] = Read(
+                    [Seed(branch.mixed, mask(branch.mixed))],
+                    before_value + [_restricted(value_step, leaves)],
+                    branch.inputs,
+                )
+            seeds = [Seed(branch.mixed, mask(branch.mixed))]
+            seeds.append(Seed(branch.weights, mask(branch.weights)))
+            c.write = Write(seeds, after_value, branch.outputs)
             found.append(c)
     found.append(logits)
     return found

@@ -287,63 +287,43 @@ class ComponentGraph:
 
     # ----- paths -----------------------------------------------------------------
     def path_edges(self, path: Path) -> list[Edge]:
-        """The component edges one path of the recording takes, in order."""
-        s, edges = self.structure, []
-        owner = {i: b for b in self.branches for i in b.records}
+        """The component edges one path of the recording takes, in order: it enters
+        a head at the score product (by the query or key operand) or at the value
+        product (by the values), an MLP or the logits at their read."""
+        s = self.structure
+        owner = {i: c.branch for c in self.components if c.branch for i in c.branch.records}
+        name = {
+            id(c.branch): c.name for c in self.components if c.branch and c.kind != "head"
+        }
+        edges: list[Edge] = []
         current, inside, head = "embed", None, 0
-        previous: int | None = None
-        logits = self.by_name["logits"]
+        previous = path.source_node
         for hop in path.hops:
-            node = hop.node
-            if node is None:
+            if hop.node is None:
                 raise ValueError("the path's hops do not name their tensors")
+            node = hop.node
             producer = s.producer(node)
             branch = owner.get(producer) if producer is not None else None
-            entered = branch is not None and branch is not inside
+            if branch is not None and branch is not inside and branch.kind == "mlp":
+                edges.append(Edge(current, name[id(branch)], "in"))
             inside = branch
-            if branch is None:
-                previous = node
-                continue
-            is_logits = s.producer(self.graph.node_of(self.output)) in branch.records
-            if is_logits:
-                if entered:
-                    edges.append(Edge(current, "logits", "in"))
-                previous = node
-                continue
-            if branch.kind == "mlp":
-                if entered:
-                    edges.append(Edge(current, branch.module, "in"))
+            if branch is not None and branch.kind == "attention":
+                if node in (branch.scores, branch.weights, branch.mixed):
+                    head = self._head_of(branch, node, hop.index)
+                label = f"{branch.module}.head{head}"
+                if node == branch.scores:
+                    slot = "q" if previous == branch.query else "k"
+                    edges.append(Edge(current, label, slot))
+                elif node == branch.mixed and previous == branch.values:
+                    edges.append(Edge(current, label, "v"))
                 if node in branch.outputs:
-                    current = self._mlp_name(branch)
-                previous = node
-                continue
-            score_out = s.output_nodes(branch.score)[0]
-            value_out = s.output_nodes(branch.value)[0]
-            p_out = s.output_nodes(branch.softmax)[0]
-            if node in (score_out, value_out, p_out):
-                head = self._head_of(branch, node, hop.index)
-            if node == score_out:
-                q_node = dict(s.graph.records[branch.score].inputs)
-                a, _ = _contraction_leaves(s, branch.score)
-                slot = "q" if previous == q_node.get(a) else "k"
-                edges.append(Edge(current, f"{branch.module}.head{head}", slot))
-            elif node == value_out and previous != entering_p(s, branch):
-                edges.append(Edge(current, f"{branch.module}.head{head}", "v"))
-            if node in branch.outputs:
-                current = f"{branch.module}.head{head}"
+                    current = label
+            elif branch is not None and node in branch.outputs:
+                current = name[id(branch)]
             previous = node
-        if inside is None or s.producer(self.graph.node_of(self.output)) not in (
-            inside.records if inside else set()
-        ):
-            if not edges or edges[-1].downstream != "logits":
-                edges.append(Edge(current, logits.name, "in"))
+        if not edges or edges[-1].downstream != "logits":
+            edges.append(Edge(current, "logits", "in"))
         return edges
-
-    def _mlp_name(self, branch: Branch) -> str:
-        for c in self.components:
-            if c.kind == "mlp" and c.order == min(branch.records):
-                return c.name
-        raise KeyError(branch.module)
 
     def _head_of(self, branch: Branch, node: int, index: tuple[int, ...]) -> int:
         shape = self.graph.nodes[node].shape
@@ -352,29 +332,24 @@ class ComponentGraph:
         return index[0] % branch.heads
 
     def top_paths(self, k: int) -> list[Path]:
-        """The ``k`` best paths from any source element to the output (TopK
-        semiring), best first, over all examples."""
-        sr = TopK(k)
-        result = self.graph.backward(self.output, sr)
-        found: list[tuple[float, Any, tuple[int, ...], int]] = []
-        for key, nodes in self.graph.sources.items():
-            del nodes
-            values = result[key]  # (k, *shape)
-            flat = values.abs().reshape(k, -1)
-            best = torch.topk(flat.reshape(-1), min(k, flat.numel()))
-            for score, i in zip(best.values.tolist(), best.indices.tolist()):
-                rank, element = divmod(i, flat.shape[1])
-                index = tuple(
-                    int(j) for j in torch.unravel_index(torch.tensor(element), values.shape[1:])
-                )
-                found.append((score, key, index, rank))
+        """The ``k`` best paths from any source element to the output by the TopK
+        semiring (largest magnitude), best first, over all examples."""
+        result = self.graph.backward(self.output, TopK(k))
+        found: list[tuple[float, int, tuple[int, ...], int]] = []
+        for i, source in enumerate(self.inputs):
+            values = result[source]  # (k, *shape), best rank first
+            flat = values.abs().reshape(-1)
+            best = torch.topk(flat, min(k, flat.numel()))
+            for score, j in zip(best.values.tolist(), best.indices.tolist()):
+                rank, element = divmod(j, flat.numel() // k)
+                index = torch.unravel_index(torch.tensor(element), values.shape[1:])
+                found.append((score, i, tuple(int(t) for t in index), rank))
         found.sort(key=lambda f: -f[0])
-        paths = []
-        for score, key, index, rank in found[:k]:
-            if score == 0.0:
-                break
-            paths.append(result.path(key, index, rank=rank))
-        return paths
+        return [
+            result.path(self.inputs[i], index, rank=rank)
+            for score, i, index, rank in found[:k]
+            if score > 0
+        ]
 
     def to_networkx(self, scores: EdgeScores | None = None) -> Any:
         """The component graph as a ``networkx.MultiDiGraph`` (one edge per slot),
@@ -396,18 +371,6 @@ class ComponentGraph:
             kinds[c.kind] = kinds.get(c.kind, 0) + 1
         parts = ", ".join(f"{n} {k}" for k, n in kinds.items())
         return f"ComponentGraph({parts}; {len(self.edges)} edges)"
-
-
-def _contraction_leaves(s: Structure, i: int) -> tuple[int, int]:
-    from .components import CONTRACTIONS
-
-    return CONTRACTIONS[s.graph.records[i].func]
-
-
-def entering_p(s: Structure, branch: Branch) -> int:
-    p_out = s.output_nodes(branch.softmax)[0]
-    chain = s.chain(p_out, forward=True)
-    return s.output_nodes(chain[-2])[0] if len(chain) > 1 else p_out
 
 
 def trace(

@@ -24,7 +24,7 @@ from torch import Tensor
 from .._engine import PlanStep
 from .._record import RecordingError
 from .components import Branch, Component, Edge, head_mask
-from .graph import ComponentGraph, entering_p
+from .graph import ComponentGraph
 
 Mode = Literal["corrupt", "zero", "mean"]
 Values = dict[int, Tensor]
@@ -64,15 +64,7 @@ class Patcher:
 
     def __init__(self, cg: ComponentGraph) -> None:
         self.cg = cg
-        s = cg.structure
-        self.branch_of: dict[str, Branch] = {}
-        for branch in cg.branches:
-            for c in cg.components:
-                if c.kind == "head" and c.module == branch.module and c.order == min(
-                    branch.records
-                ):
-                    self.branch_of[c.name] = branch
-        self.steps = s.steps
+        self.steps = cg.structure.steps
         self.root = cg.graph.node_of(cg.output)
 
     def _saved(self, node: int) -> Tensor:
@@ -98,11 +90,12 @@ class Patcher:
             if c.kind == "embed":
                 continue
             if c.kind == "head":
-                branch = self.branch_of[c.name]
+                branch = c.branch
+                assert branch is not None
                 if id(branch) in done_branches:
                     continue
                 done_branches.add(id(branch))
-                heads = [h for h in cg.components if self.branch_of.get(h.name) is branch]
+                heads = [h for h in cg.components if h.branch is branch]
                 inputs = {
                     (h.name, slot): self._read_input(h, slot, keep, replacement, parts, base)
                     for h in heads
@@ -166,47 +159,45 @@ class Patcher:
         heads: list[Component],
         inputs: dict[tuple[str, str], Values],
     ) -> tuple[dict[str, Values], Values]:
-        s, cg = self.cg.structure, self.cg
-        batch = max(cg.batch, 1)
+        batch = max(self.cg.batch, 1)
         inside = [self.steps[i] for i in sorted(branch.records)]
         score, value = branch.score, branch.value
         before_score = [st for st in inside if self._index(st) < score]
+        before_value = [st for st in inside if self._index(st) < value]
         between = [st for st in inside if score <= self._index(st) < value]
         after = [st for st in inside if self._index(st) > value]
-        score_rec, value_rec = cg.graph.records[score], cg.graph.records[value]
-        q_node, k_node = (dict(score_rec.inputs).get(leaf) for leaf in _leaves(score_rec))
-        v_node = self._value_operand(branch)
+
+        def head_part(t: Tensor, h: int) -> Tensor:
+            mask = head_mask(tuple(t.shape), branch.heads, batch, h, branch.module)
+            return torch.where(mask, t, torch.zeros_like(t))
+
+        # each head's query, key and value from its own reads, put together
         assembled: Values = {}
-        for h_index, h in enumerate(heads):
+        for h, c in enumerate(heads):
             for slot, node, steps in (
-                ("q", q_node, before_score),
-                ("k", k_node, before_score),
-                ("v", v_node, [st for st in inside if self._index(st) < value]),
+                ("q", branch.query, before_score),
+                ("k", branch.key, before_score),
+                ("v", branch.values, before_value),
             ):
-                if node is None or slot not in h.reads:
+                if node is None or slot not in c.reads:
                     continue
-                env = replay(steps, dict(inputs[h.name, slot]))
-                operand = env.get(node, self._saved(node))
-                mask = head_mask(tuple(operand.shape), branch.heads, batch, h_index, branch.module)
-                piece = torch.where(mask, operand, torch.zeros_like(operand))
+                operand = replay(steps, dict(inputs[c.name, slot])).get(node)
+                if operand is None:
+                    operand = self._saved(node)
+                piece = head_part(operand, h)
                 assembled[node] = assembled[node] + piece if node in assembled else piece
-        env = dict(assembled)
-        # the softmax side from the assembled query and key, then the value product
-        # with the assembled value
-        replay([st for st in between], env)
-        replay([self.steps[value]], env)
-        z_node = s.output_nodes(value)[0]
-        z = env[z_node]
-        zero_env = replay(after, {z_node: torch.zeros_like(z)})
-        base = {n: zero_env[n] for n in branch.outputs}
-        full = replay(after, {z_node: z})
+        # the weights from the assembled query and key, then the value product
+        env = replay(between + [self.steps[value]], assembled)
+        z = env[branch.mixed]
+        base_env = replay(after, {branch.mixed: torch.zeros_like(z)})
+        base = {n: base_env[n] for n in branch.outputs}
+        full = replay(after, {branch.mixed: z})
         parts: dict[str, Values] = {}
-        for h_index, h in enumerate(heads):
-            mask = head_mask(tuple(z.shape), branch.heads, batch, h_index, branch.module)
-            env_h = replay(after, {z_node: torch.where(mask, z, torch.zeros_like(z))})
-            parts[h.name] = {n: env_h[n] - base[n] for n in branch.outputs}
+        for h, c in enumerate(heads):
+            env_h = replay(after, {branch.mixed: head_part(z, h)})
+            parts[c.name] = {n: env_h[n] - base[n] for n in branch.outputs}
         for n in branch.outputs:  # affine in the heads: the parts add up
-            total = base[n] + sum(parts[h.name][n] for h in heads)
+            total = base[n] + sum(parts[c.name][n] for c in heads)
             if not torch.allclose(total, full[n], rtol=1e-5, atol=1e-6):
                 raise RecordingError(
                     f"the attention output of module '{branch.module}' is not a sum "
@@ -214,19 +205,6 @@ class Patcher:
                     "edge patching needs it to be"
                 )
         return parts, base
-
-    def _value_operand(self, branch: Branch) -> int | None:
-        """The value product's operand that is not the attention weights."""
-        record = self.cg.graph.records[branch.value]
-        a, b = _leaves(record)
-        ins = dict(record.inputs)
-        return ins.get(b) if ins.get(a) == entering_p(self.cg.structure, branch) else ins.get(a)
-
-
-def _leaves(record: object) -> tuple[int, int]:
-    from .components import CONTRACTIONS
-
-    return CONTRACTIONS[record.func]  # type: ignore[attr-defined]
 
 
 def _replaced(writes: Writes, fn: Callable[[Tensor], Tensor]) -> Writes:

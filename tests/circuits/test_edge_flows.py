@@ -16,7 +16,8 @@ from builders import SEMIRINGS
 from circuit_models import toy
 from reference import SCALAR_RESULTS, ReferenceGraph, mismatches, topk
 
-from captum_semiring import circuits
+import captum_semiring as cs
+from captum_semiring import Hop, Path, circuits
 
 
 def _component_sequence(graph, hops, heads: int) -> list[tuple[str, str]]:
@@ -109,3 +110,45 @@ def test_flows_into_a_read_partition_its_flow() -> None:
     )
     torch.testing.assert_close(into_logits, grad.sum((1, 2)))
     assert math.isfinite(float(scores.abs().sum()))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_path_edges_follow_the_modules(case: str) -> None:
+    config = dict(CASES[case])
+    tokens = config.pop("tokens", 2)
+    model, x = toy(tokens=tokens, **config)
+    cg = circuits.trace(lambda e: model(e)[:, -1, 1], x)
+    source = cg.inputs[0]
+    node = cg.graph.node_of(source)
+    ref = ReferenceGraph(cg.graph, cg.output)
+    shape = cg.graph.nodes[node].shape
+    for flat, paths in enumerate(ref.source_paths(source)):
+        for product, hops in paths[::97]:
+            path = Path(
+                product,
+                tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), shape)),
+                [
+                    Hop(op, cg.graph.nodes[n].producer.module, index, w, n)
+                    for op, n, index, w in hops
+                ],
+                node,
+            )
+            seq = _component_sequence(cg.graph, hops, 0)
+            want = [circuits.Edge(u, v, slot) for (u, _), (v, slot) in zip(seq, seq[1:])]
+            assert cg.path_edges(path) == want
+
+
+def test_the_best_paths_edges_carry_its_value() -> None:
+    """The best path passes each of its edges, and no path through an edge beats
+    the best path: the MaxProduct flow of each of its edges is its value."""
+    model, x = toy(batch=1, tokens=4, d=8, heads=2, layers=2)
+    cg = circuits.trace(lambda e: model(e)[:, -1, 0], x)
+    (best,) = cg.top_paths(1)
+    flows = cg.edge_flows(cs.MaxProduct("absolute")).totals()
+    edges = cg.path_edges(best)
+    assert edges[0].upstream == "embed" and edges[-1].downstream == "logits"
+    for a, b in zip(edges, edges[1:]):
+        assert a.downstream == b.upstream
+    for e in edges:
+        assert float(flows[cg.edges.index(e)]) == pytest.approx(best.value, rel=1e-9)
+    assert float(flows.abs().max()) == pytest.approx(abs(best.value), rel=1e-9)
