@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         TopGradientPath,
         semiring_grad,
     )
+    from . import circuits
     from .runs import attribute_dataset
 
 __version__ = "0.1.0"
@@ -60,6 +61,10 @@ def __getattr__(name: str) -> Any:
         from . import runs
 
         return runs.attribute_dataset
+    if name == "circuits":
+        import importlib
+
+        return importlib.import_module(".circuits", __name__)
     raise AttributeError(f"module 'captum_semiring' has no attribute {name!r}")
 
 
@@ -96,4 +101,5 @@ __all__ = [
     "SemiringLLMGradientAttribution",
     "LayerBranchFlow",
     "attribute_dataset",
+    "circuits",
 ]

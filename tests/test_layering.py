@@ -36,6 +36,7 @@ LAYERS = [
     {"__init__"},  # the public names: what the layers above build on
     {"visualization"},
     {"analysis"},
+    {"circuits"},
     {"report_svg"},
     {"report"},
     {"runs"},
