@@ -74,3 +74,29 @@ __all__ += [
     "agreement_model",
     "generate_sentences",
 ]
+
+from .induction import (  # noqa: E402
+    FULL_CONFIG,
+    SMALL_CONFIG,
+    AttentionOnlyTransformer,
+    InductionConfig,
+    TrainedInductionModel,
+    head_scores,
+    induction_model,
+    known_circuit,
+    repeated_sequences,
+    train_induction_model,
+)
+
+__all__ += [
+    "AttentionOnlyTransformer",
+    "InductionConfig",
+    "SMALL_CONFIG",
+    "FULL_CONFIG",
+    "TrainedInductionModel",
+    "repeated_sequences",
+    "train_induction_model",
+    "induction_model",
+    "head_scores",
+    "known_circuit",
+]
