@@ -124,9 +124,14 @@ def reference_run(
         for h in range(heads):
             name, cols = f"{prefix}.head{h}", slice(h * dh, (h + 1) * dh)
 
-            def project(lin: nn.Linear, slot: str) -> Tensor:
-                y = block.ln(read(name, slot)) @ lin.weight[cols].T + lin.bias[cols]
-                return y
+            def project(
+                lin: nn.Linear,
+                slot: str,
+                name: str = name,
+                cols: slice = cols,
+                ln: nn.Module = block.ln,
+            ) -> Tensor:
+                return ln(read(name, slot)) @ lin.weight[cols].T + lin.bias[cols]
 
             q, k, v = project(attn.q, "q"), project(attn.k, "k"), project(attn.v, "v")
             scores = q @ k.transpose(-1, -2) / math.sqrt(dh)

@@ -43,12 +43,17 @@ class Circuit:
         """The circuit of the first ``n`` edges."""
         return Circuit(self.edges[:n], self.method, self.scores)
 
-    def precision_recall(self, known: Iterable[Edge | tuple[str, str, str]]) -> tuple[float, float]:
+    def precision_recall(
+        self, known: Iterable[Edge | tuple[str, str, str]]
+    ) -> tuple[float, float]:
         """Precision and recall of the edges against a known circuit."""
         truth = {e if isinstance(e, Edge) else Edge(*e) for e in known}
         found = set(self.edges)
         hits = len(found & truth)
-        return (hits / len(found) if found else 0.0, hits / len(truth) if truth else 0.0)
+        return (
+            hits / len(found) if found else 0.0,
+            hits / len(truth) if truth else 0.0,
+        )
 
     def to_networkx(self) -> Any:
         """A ``networkx.MultiDiGraph``: one edge per (upstream, downstream, slot),
@@ -58,13 +63,19 @@ class Circuit:
         g = nx.MultiDiGraph(method=self.method)
         for rank, e in enumerate(self.edges):
             g.add_edge(
-                e.upstream, e.downstream, key=e.slot, slot=e.slot, rank=rank,
+                e.upstream,
+                e.downstream,
+                key=e.slot,
+                slot=e.slot,
+                rank=rank,
                 score=self.scores.get(e),
             )
         return g
 
     def __repr__(self) -> str:
-        lines = [f"Circuit({self.method}, {len(self.edges)} edges, {len(self.nodes)} components)"]
+        lines = [
+            f"Circuit({self.method}, {len(self.edges)} edges, {len(self.nodes)} components)"
+        ]
         for e in self.edges[:12]:
             score = self.scores.get(e)
             lines.append(f"  {e}" + ("" if score is None else f"  {score:.4g}"))
@@ -106,7 +117,7 @@ def greedy(scores: EdgeScores, n: int | None = None) -> Circuit:
         n: how many edges to keep.
     """
     ranking = dict(zip(scores.edges, scores.ranking().tolist()))
-    reached, chosen = {"logits"}, []
+    reached, chosen = {"logits"}, list[Edge]()
     left = set(scores.edges)
     limit = len(scores.edges) if n is None else n
     while len(chosen) < limit:
@@ -133,7 +144,7 @@ def path_union(
             (:meth:`ComponentGraph.top_paths` with at least ``k``).
     """
     chosen: dict[Edge, float] = {}
-    for path in (graph.top_paths(k) if paths is None else paths[:k]):
+    for path in graph.top_paths(k) if paths is None else paths[:k]:
         for e in graph.path_edges(path):
             chosen.setdefault(e, path.value)
     return Circuit(list(chosen), f"paths/topk{k}", chosen)

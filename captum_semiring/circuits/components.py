@@ -214,7 +214,10 @@ class Structure:
         """(tensors read inside but produced outside, tensors produced inside but
         read outside or by no one), each in node order."""
         inputs = {
-            n for i in records for n in self.input_nodes(i) if self.producer(n) not in records
+            n
+            for i in records
+            for n in self.input_nodes(i)
+            if self.producer(n) not in records
         }
         outputs = {
             n
@@ -240,7 +243,7 @@ def common_module(modules: Iterable[str]) -> str:
 def find_branches(s: Structure, batch: int) -> list[Branch]:
     """The attention branches (from their softmax), then the other branches (from
     each contraction not yet claimed), in record order."""
-    graph, claimed = s.graph, set()
+    graph, claimed = s.graph, set[int]()
     branches = []
     for i, record in enumerate(graph.records):
         if record.func not in SOFTMAX or i in claimed:
@@ -274,7 +277,9 @@ def find_branches(s: Structure, batch: int) -> list[Branch]:
                 mixed=s.output_nodes(value)[0],
                 query=score_in.get(q_leaf),
                 key=score_in.get(k_leaf),
-                values=value_in.get(b) if value_in.get(a) == entering else value_in.get(a),
+                values=value_in.get(b)
+                if value_in.get(a) == entering
+                else value_in.get(a),
             )
         )
     attention_records = set(claimed)
@@ -314,8 +319,7 @@ def merge_gated(
                 for j, (other_in, other_out) in enumerate(boundaries)
                 if j != k
                 and other_in == inputs
-                and {owner.get(c) for n in other_out for c in s.consumers(n)}
-                == targets
+                and {owner.get(c) for n in other_out for c in s.consumers(n)} == targets
             ]
             if siblings and len(targets) == 1 and None not in targets:
                 (target,) = targets
@@ -326,7 +330,9 @@ def merge_gated(
             return merged
         target, parts = found
         union = set(merged[target]).union(*(merged[j] for j in parts))
-        taken = claimed.union(*(c for j, c in enumerate(merged) if j != target and j not in parts))
+        taken = claimed.union(
+            *(c for j, c in enumerate(merged) if j != target and j not in parts)
+        )
         union = s.closure(union, taken)
         merged = [c for j, c in enumerate(merged) if j != target and j not in parts]
         merged.append(union)
@@ -406,29 +412,28 @@ def components_of(
                 branch=branch,
             )
 
-            def mask(node: int, h: int = h) -> Tensor:
-                return head_mask(
-                    nodes[node].shape, branch.heads, batch, h, branch.module
-                )
-
+            mask = {
+                n: head_mask(nodes[n].shape, branch.heads, batch, h, branch.module)
+                for n in (branch.scores, branch.weights, branch.mixed)
+            }
             for slot, node in (("q", branch.query), ("k", branch.key)):
                 if node is None:
                     continue  # not computed from the sources
                 leaves = branch.leaf_of(s, branch.score, node)
                 c.reads[slot] = Read(
-                    [Seed(branch.scores, mask(branch.scores))],
+                    [Seed(branch.scores, mask[branch.scores])],
                     before_score + [_restricted(score_step, leaves)],
                     branch.inputs,
                 )
             if branch.values is not None:
                 leaves = branch.leaf_of(s, branch.value, branch.values)
                 c.reads["v"] = Read(
-                    [Seed(branch.mixed, mask(branch.mixed))],
+                    [Seed(branch.mixed, mask[branch.mixed])],
                     before_value + [_restricted(value_step, leaves)],
                     branch.inputs,
                 )
-            seeds = [Seed(branch.mixed, mask(branch.mixed))]
-            seeds.append(Seed(branch.weights, mask(branch.weights)))
+            seeds = [Seed(branch.mixed, mask[branch.mixed])]
+            seeds.append(Seed(branch.weights, mask[branch.weights]))
             c.write = Write(seeds, after_value, branch.outputs)
             found.append(c)
     found.append(logits)

@@ -51,9 +51,7 @@ def write_differences(clean: ComponentGraph, other: ComponentGraph) -> dict[str,
     return clean.write_values(sr, diff)
 
 
-def _scores(
-    cg: ComponentGraph, writes: dict[str, Env], method: str
-) -> EdgeScores:
+def _scores(cg: ComponentGraph, writes: dict[str, Env], method: str) -> EdgeScores:
     sr = SumProduct()
     values = [cg.combine(sr, writes, reads, by) for reads, by in cg._reads(sr)]
     raw = values[0] if len(values) == 1 else torch.stack(values, -1)
@@ -126,7 +124,11 @@ def eap_ig(
     for k in range(1, n_steps + 1):
         alpha = k / n_steps
         point = corrupted.detach() + alpha * (inputs.detach() - corrupted.detach())
-        cg = clean if k == n_steps else trace(forward_func, point, additional_forward_args)
+        cg = (
+            clean
+            if k == n_steps
+            else trace(forward_func, point, additional_forward_args)
+        )
         check_same_graph(clean, cg, "interpolated")
         # the write differences live on the clean recording's nodes, which are the
         # same nodes in every recording of this computation
@@ -134,4 +136,3 @@ def eap_ig(
         total = scores if total is None else total + scores
     assert total is not None
     return EdgeScores(clean.edges, total / n_steps, SumProduct(), "eap-ig")
-

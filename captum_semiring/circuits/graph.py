@@ -12,7 +12,6 @@ from torch import Tensor
 
 from .. import _engine
 from .._capture import Graph, record
-from .._record import RecordingError
 from ..paths import Path
 from ..semirings import Semiring, TopK, get_semiring
 from .components import (
@@ -28,7 +27,9 @@ from .components import (
 Env = dict[int, Tensor]
 
 
-def _seeded(sr: Semiring, seeds: Sequence[Seed], values: Callable[[int], Tensor]) -> Env:
+def _seeded(
+    sr: Semiring, seeds: Sequence[Seed], values: Callable[[int], Tensor]
+) -> Env:
     env: Env = {}
     for seed in seeds:
         value = values(seed.node)
@@ -167,7 +168,7 @@ class ComponentGraph:
             if u.write is None:
                 continue
             reached = set(u.write.outputs)
-            for record, ins, outs in self.edge_steps:
+            for _, ins, outs in self.edge_steps:
                 if any(n in reached for n in ins.values()):
                     reached.update(outs.values())
             for v in self.components:
@@ -291,9 +292,13 @@ class ComponentGraph:
         a head at the score product (by the query or key operand) or at the value
         product (by the values), an MLP or the logits at their read."""
         s = self.structure
-        owner = {i: c.branch for c in self.components if c.branch for i in c.branch.records}
+        owner = {
+            i: c.branch for c in self.components if c.branch for i in c.branch.records
+        }
         name = {
-            id(c.branch): c.name for c in self.components if c.branch and c.kind != "head"
+            id(c.branch): c.name
+            for c in self.components
+            if c.branch and c.kind != "head"
         }
         edges: list[Edge] = []
         current, inside, head = "embed", None, 0
@@ -361,8 +366,9 @@ class ComponentGraph:
             g.add_node(c.name, kind=c.kind, module=c.module, head=c.head)
         totals = scores.as_dict() if scores is not None else {}
         for e in self.edges:
-            g.add_edge(e.upstream, e.downstream, key=e.slot, slot=e.slot,
-                       score=totals.get(e))
+            g.add_edge(
+                e.upstream, e.downstream, key=e.slot, slot=e.slot, score=totals.get(e)
+            )
         return g
 
     def __repr__(self) -> str:

@@ -81,9 +81,7 @@ class Patcher:
         cg = self.cg
         if sources is None:
             sources = tuple(self._saved(n) for n in self._source_nodes())
-        parts: dict[str, Values] = {
-            "embed": dict(zip(self._source_nodes(), sources))
-        }
+        parts: dict[str, Values] = {"embed": dict(zip(self._source_nodes(), sources))}
         base: dict[str, Values] = {}
         done_branches: set[int] = set()
         for c in cg.components:
@@ -97,7 +95,9 @@ class Patcher:
                 done_branches.add(id(branch))
                 heads = [h for h in cg.components if h.branch is branch]
                 inputs = {
-                    (h.name, slot): self._read_input(h, slot, keep, replacement, parts, base)
+                    (h.name, slot): self._read_input(
+                        h, slot, keep, replacement, parts, base
+                    )
                     for h in heads
                     for slot in h.reads
                 }
@@ -185,7 +185,9 @@ class Patcher:
                 if operand is None:
                     operand = self._saved(node)
                 piece = head_part(operand, h)
-                assembled[node] = assembled[node] + piece if node in assembled else piece
+                assembled[node] = (
+                    assembled[node] + piece if node in assembled else piece
+                )
         # the weights from the assembled query and key, then the value product
         env = replay(between + [self.steps[value]], assembled)
         z = env[branch.mixed]
@@ -208,7 +210,9 @@ class Patcher:
 
 
 def _replaced(writes: Writes, fn: Callable[[Tensor], Tensor]) -> Writes:
-    parts = {c: {n: fn(v) for n, v in values.items()} for c, values in writes.parts.items()}
+    parts = {
+        c: {n: fn(v) for n, v in values.items()} for c, values in writes.parts.items()
+    }
     return Writes(parts, writes.base, writes.output)
 
 
@@ -275,7 +279,9 @@ class EdgePatching:
         keep = set(edges)
         unknown = keep.difference(self.graph.edges)
         if unknown:
-            raise ValueError(f"not edges of this component graph: {sorted(map(str, unknown))[:3]}")
+            raise ValueError(
+                f"not edges of this component graph: {sorted(map(str, unknown))[:3]}"
+            )
         with torch.no_grad():
             return self.patcher.run(keep, self.replacement).output.detach()
 
@@ -286,7 +292,9 @@ class EdgePatching:
         full = float(self.clean.output.detach().mean())
         none = float(self.baseline.detach().mean())
         if full == none:
-            raise ValueError("the clean and the fully patched runs give the same metric")
+            raise ValueError(
+                "the clean and the fully patched runs give the same metric"
+            )
         return (float(self.output(edges).mean()) - none) / (full - none)
 
     def curve(self, ranked: Sequence[Edge], sizes: Iterable[int]) -> list[float]:

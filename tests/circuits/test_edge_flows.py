@@ -134,7 +134,9 @@ def test_path_edges_follow_the_modules(case: str) -> None:
                 node,
             )
             seq = _component_sequence(cg.graph, hops, 0)
-            want = [circuits.Edge(u, v, slot) for (u, _), (v, slot) in zip(seq, seq[1:])]
+            want = [
+                circuits.Edge(u, v, slot) for (u, _), (v, slot) in zip(seq, seq[1:])
+            ]
             assert cg.path_edges(path) == want
 
 

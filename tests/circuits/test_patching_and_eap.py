@@ -52,7 +52,9 @@ def test_zero_and_mean_patching_equal_the_reference(setup, mode: str) -> None:
     if mode == "zero":
         replacement = {u: torch.zeros_like(w) for u, w in writes.items()}
     else:
-        replacement = {u: w.mean(0, keepdim=True).expand_as(w) for u, w in writes.items()}
+        replacement = {
+            u: w.mean(0, keepdim=True).expand_as(w) for u, w in writes.items()
+        }
     keep = set(patching.graph.edges[::3])
     keys = {(e.upstream, e.downstream, e.slot) for e in keep}
     with torch.no_grad():

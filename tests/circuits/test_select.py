@@ -37,7 +37,8 @@ def test_greedy_grows_a_connected_circuit_from_the_logits(graph) -> None:
         better = [
             o
             for o in scores.edges
-            if o.downstream in reached and o not in circuit.edges[: circuit.edges.index(e)]
+            if o.downstream in reached
+            and o not in circuit.edges[: circuit.edges.index(e)]
             and ranking[o] > ranking[e]
         ]
         assert not better, better
@@ -69,4 +70,6 @@ def test_precision_recall_and_networkx(graph) -> None:
     whole = graph.to_networkx(graph.edge_flows("sum"))
     assert whole.number_of_edges() == len(graph.edges)
     assert all(d["score"] is not None for _, _, d in whole.edges(data=True))
-    assert torch.isfinite(torch.tensor([d["score"] for *_, d in whole.edges(data=True)])).all()
+    assert torch.isfinite(
+        torch.tensor([d["score"] for *_, d in whole.edges(data=True)])
+    ).all()
