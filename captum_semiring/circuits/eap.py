@@ -80,11 +80,16 @@ def eap(
 
         >>> import torch
         >>> from captum_semiring import circuits
-        >>> net = circuits.examples.tiny_transformer()
-        >>> x, x2 = torch.randn(2, 3, 8), torch.randn(2, 3, 8)
-        >>> scores = circuits.eap(lambda e: net(e)[:, -1, 0], x, x2)
-        >>> scores.finalize().shape[1]
-        2
+        >>> from captum_semiring.reproductions.tasks import induction
+        >>> model = induction.AttentionOnlyTransformer(induction.SMALL_CONFIG)
+        >>> ids = induction.repeated_sequences(2, 10, 24, seed=0)
+        >>> bad = induction.corrupt(ids, seed=1, keep_second_half=False)
+        >>> f = lambda e: induction.target_logit(model, ids, inputs_embeds=e)
+        >>> scores = circuits.eap(f, model.embed(ids), model.embed(bad))
+        >>> scores.finalize().shape
+        torch.Size([29, 2])
+        >>> circuits.top_edges(scores, 3).edges[0].downstream in ("logits", "blocks.1.attn.head0")
+        True
     """
     clean = trace(forward_func, inputs, additional_forward_args)
     other = trace(forward_func, corrupted, additional_forward_args)

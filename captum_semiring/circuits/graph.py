@@ -127,15 +127,23 @@ class ComponentGraph:
 
     Examples::
 
-        >>> import torch, captum_semiring as cs
-        >>> from captum_semiring.reproductions.tasks.induction import tiny_attention_model
-        >>> model, x = tiny_attention_model()
-        >>> cg = cs.circuits.trace(model, x)
+        >>> import torch
+        >>> from captum_semiring import circuits
+        >>> from captum_semiring.reproductions.tasks import induction
+        >>> torch.manual_seed(0) and None
+        >>> model = induction.AttentionOnlyTransformer(induction.SMALL_CONFIG)
+        >>> ids = induction.repeated_sequences(2, 10, 24, seed=0)
+        >>> f = lambda e: induction.target_logit(model, ids, inputs_embeds=e)
+        >>> cg = circuits.trace(f, model.embed(ids))
+        >>> cg
+        ComponentGraph(1 embed, 4 head, 1 logits; 29 edges)
         >>> [c.name for c in cg.components][:3]
         ['embed', 'blocks.0.attn.head0', 'blocks.0.attn.head1']
-        >>> scores = cg.edge_flows("max")
-        >>> len(scores.edges) == len(cg.edges)
-        True
+        >>> str(cg.edges[0])
+        'embed -> blocks.0.attn.head0.q'
+        >>> flows = cg.edge_flows("max")           # best path through each edge
+        >>> flows.finalize().shape                 # (edges, examples)
+        torch.Size([29, 2])
     """
 
     def __init__(self, graph: Graph, output: Tensor) -> None:

@@ -233,12 +233,14 @@ class EdgePatching:
 
         >>> import torch
         >>> from captum_semiring import circuits
-        >>> from captum_semiring.reproductions.tasks.induction import tiny_attention_model
-        >>> model, x = tiny_attention_model()
-        >>> f = lambda e: model(inputs_embeds=e)[:, -1, 0]
-        >>> patching = circuits.EdgePatching(f, x, torch.zeros_like(x))
-        >>> cg = patching.graph
-        >>> round(patching.faithfulness(cg.edges), 6), round(patching.faithfulness([]), 6)
+        >>> from captum_semiring.reproductions.tasks import induction
+        >>> model = induction.AttentionOnlyTransformer(induction.SMALL_CONFIG)
+        >>> ids = induction.repeated_sequences(4, 10, 24, seed=0)
+        >>> bad = induction.corrupt(ids, seed=1, keep_second_half=False)
+        >>> f = lambda e: induction.target_logit(model, ids, inputs_embeds=e)
+        >>> patching = circuits.EdgePatching(f, model.embed(ids), model.embed(bad))
+        >>> edges = patching.graph.edges
+        >>> round(patching.faithfulness(edges), 6), abs(round(patching.faithfulness([]), 6))
         (1.0, 0.0)
     """
 
