@@ -25,6 +25,7 @@ from .semirings import (
 )
 
 if TYPE_CHECKING:
+    from . import circuits
     from .attr import (
         GradientEntropy,
         LayerBranchFlow,
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
         TopGradientPath,
         semiring_grad,
     )
-    from . import circuits
     from .runs import attribute_dataset
 
 __version__ = "0.1.0"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import html
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -116,18 +117,23 @@ def greedy(scores: EdgeScores, n: int | None = None) -> Circuit:
         scores: edge scores.
         n: how many edges to keep.
     """
-    ranking = dict(zip(scores.edges, scores.ranking().tolist()))
+    ranking = scores.ranking().tolist()
+    into: dict[str, list[int]] = {}
+    for i, e in enumerate(scores.edges):
+        into.setdefault(e.downstream, []).append(i)
+    # a heap of the edges into the circuit's components, best first (ties: order)
+    heap = [(-ranking[i], i) for i in into.get("logits", [])]
+    heapq.heapify(heap)
     reached, chosen = {"logits"}, list[Edge]()
-    left = set(scores.edges)
     limit = len(scores.edges) if n is None else n
-    while len(chosen) < limit:
-        frontier = [e for e in left if e.downstream in reached]
-        if not frontier:
-            break
-        best = max(frontier, key=lambda e: (ranking[e], -scores.edges.index(e)))
-        chosen.append(best)
-        left.discard(best)
-        reached.add(best.upstream)
+    while heap and len(chosen) < limit:
+        _, i = heapq.heappop(heap)
+        edge = scores.edges[i]
+        chosen.append(edge)
+        if edge.upstream not in reached:
+            reached.add(edge.upstream)
+            for j in into.get(edge.upstream, []):
+                heapq.heappush(heap, (-ranking[j], j))
     return Circuit(chosen, f"greedy/{scores.method}", scores.as_dict())
 
 

@@ -165,8 +165,9 @@ class ComponentGraph:
         interior = set().union(*(b.records for b in self.branches))
         steps = self.structure.steps
         self.edge_steps = [steps[i] for i in range(len(steps)) if i not in interior]
-        self.by_name = {c.name: c for c in self.components}
         self.edges: list[Edge] = self._connected_edges()
+        self._drop_dead_ends()
+        self.by_name = {c.name: c for c in self.components}
 
     def _connected_edges(self) -> list[Edge]:
         """The edges some path can take: the write reaches the read's tensors through
@@ -186,6 +187,17 @@ class ComponentGraph:
                     if reached.intersection(read.inputs):
                         edges.append(Edge(u.name, v.name, slot))
         return edges
+
+    def _drop_dead_ends(self) -> None:
+        """Drop components no path leads on from (an unused pooler, say), and the
+        edges into them."""
+        while True:
+            feeding = {e.upstream for e in self.edges} | {"logits"}
+            dead = {c.name for c in self.components if c.name not in feeding}
+            if not dead:
+                return
+            self.components = [c for c in self.components if c.name not in dead]
+            self.edges = [e for e in self.edges if e.downstream not in dead]
 
     # ----- sweeps ----------------------------------------------------------------
     def read_values(self, sr: Semiring, backward: Env) -> dict[tuple[str, str], Env]:

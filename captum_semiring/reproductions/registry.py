@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 #: Modules of :mod:`captum_semiring.reproductions` that define reproductions.
-MODULES = ("fig2", "fig4", "appb", "fig5", "ablation")
+MODULES = ("fig2", "fig4", "appb", "fig5", "ablation", "circuits")
 
 
 @dataclass
