@@ -83,7 +83,6 @@ td code { font-size: 1.05em; }
 main.wide { max-width: 1500px; }
 .circuits { display: flex; flex-wrap: wrap; gap: 18px; }
 .circuits > .card { flex: 1 1 520px; min-width: 0; margin: 0; }
-svg.circuitgraph { max-width: 100%; height: auto; }
 """
 
 

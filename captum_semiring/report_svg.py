@@ -69,12 +69,21 @@ document.querySelectorAll(
 """
 
 
-def _svg(cls: str, width: float, height: float, body: Sequence[str], hint: str) -> str:
-    """A drawing in a box that scrolls sideways, and the box the hover script
-    writes into."""
+def _svg(
+    cls: str,
+    width: float,
+    height: float,
+    body: Sequence[str],
+    hint: str,
+    scale: bool = False,
+) -> str:
+    """A drawing in a box that scrolls sideways (or, with ``scale``, that shrinks
+    to the width it is given, also outside the report's stylesheet, as in a
+    notebook), and the box the hover script writes into."""
+    style = ' style="max-width: 100%; height: auto"' if scale else ""
     return (
         f'<div class="plotwrap"><svg class="{cls}" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg"{style}>'
         + "".join(body)
         + f'</svg></div><div class="hop-info">{_esc(hint)}</div>'
     )
@@ -490,7 +499,9 @@ def circuit_diagram(
             f'<text x="{bx + _BOX_W / 2}" y="{by + 27:.1f}" font-size="8" '
             f'text-anchor="middle" fill="#607d8b">{_esc(small[-22:])}</text>{slots}</g>'
         )
-    return _svg("circuitgraph", width, height, parts, "hover an edge or a component")
+    return _svg(
+        "circuitgraph", width, height, parts, "hover an edge or a component", True
+    )
 
 
 def _slot_legend(with_known: bool) -> list[str]:
@@ -616,4 +627,5 @@ def faithfulness_plot(curves: Mapping[str, Mapping[int, float]]) -> str:
         top + h + bottom + 6,
         parts,
         "hover a point",
+        True,
     )
