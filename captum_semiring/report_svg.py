@@ -458,11 +458,11 @@ def circuit_diagram(
         if truth is not None:
             known_here = "yes" if _triple(e) in truth else "no"
             title.append(f"in the known circuit: {known_here}")
-        d = curve(e.upstream, e.downstream, e.slot)
+        d, text = curve(e.upstream, e.downstream, e.slot), "\n".join(title)
         parts.append(
             f'<g class="edge" data-edge="{_esc(e)}" data-slot="{_esc(e.slot)}" '
             f'data-rank="{rank + 1}" data-score="{"" if score is None else repr(float(score))}">'
-            f"<title>{_esc(chr(10).join(title))}</title>"
+            f"<title>{_esc(text)}</title>"
             f'<path class="wire" d="{d}" fill="none" stroke="{color}" '
             f'stroke-opacity="0.75" stroke-width="{w:.3f}"{dash}/>'
             f'<path class="hit" d="{d}" fill="none" stroke="transparent" '
