@@ -10,18 +10,34 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .analysis.explain import IG_DELTA_WARNING, relative_delta
 from .paths import module_label
-from .report_svg import HOVER_JS, _esc, _fmt, branch_flow_diagram, path_graph
+from .report_svg import (
+    HOVER_JS,
+    _esc,
+    _fmt,
+    branch_flow_diagram,
+    circuit_diagram,
+    faithfulness_plot,
+    path_graph,
+)
 
 if TYPE_CHECKING:
     from .analysis.explain import ExplainReport, ExplainResult
+    from .circuits import Circuit, ComponentGraph, Edge
 
-__all__ = ["write_html_report", "render_html_report"]
+__all__ = [
+    "CircuitComparison",
+    "write_html_report",
+    "render_html_report",
+    "write_circuit_report",
+    "render_circuit_report",
+]
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0;
@@ -64,6 +80,9 @@ img.plot { max-width: none; height: auto; display: block; margin: 0.6em 0; borde
 code { font-size: 0.9em; }
 td code { font-size: 1.05em; }
 .grid > div { min-width: 0; }
+main.wide { max-width: 1500px; }
+.circuits { display: flex; flex-wrap: wrap; gap: 18px; }
+.circuits > .card { flex: 1 1 520px; min-width: 0; margin: 0; }
 """
 
 
@@ -360,12 +379,207 @@ def _input_section(result: ExplainResult, images: Mapping[str, bytes]) -> str:
     return "\n".join(out)
 
 
-def render_html_report(report: ExplainReport) -> str:
+@dataclass
+class CircuitComparison:
+    """Circuits of one component graph, to draw side by side.
+
+    Attributes:
+        graph: the component graph (:func:`captum_semiring.circuits.trace`).
+        circuits: the circuits by the name to show for each (its method).
+        faithfulness: per method, the faithfulness of its first ``n`` edges by
+            ``n`` (``dict(zip(sizes, patching.curve(ranked, sizes)))``); plotted
+            and tabled when given, and the methods need not be those of
+            ``circuits``.
+        known: a known circuit's edges, for precision and recall and to show the
+            edges each circuit misses.
+        title: the section's heading.
+    """
+
+    graph: ComponentGraph
+    circuits: Mapping[str, Circuit]
+    faithfulness: Mapping[str, Mapping[int, float]] | None = None
+    known: Iterable[Edge | tuple[str, str, str]] | None = None
+    title: str = "Circuits"
+
+
+def _circuit_section(comparison: CircuitComparison) -> str:
+    """A summary table, one card per circuit with its drawing and its edges, and
+    the faithfulness curves."""
+    known = list(comparison.known) if comparison.known is not None else None
+    curves = comparison.faithfulness or {}
+    graph = comparison.graph
+    out = [f'<section class="card"><h2>{_esc(comparison.title)}</h2>']
+    out.append(
+        f'<p class="sub">{len(graph.components)} components, {len(graph.edges)} '
+        "edges. An edge is drawn from the upstream component's write to the slot it "
+        "feeds downstream, coloured by that slot, its width by |score| relative to "
+        "the circuit's largest (scores of different methods are in different "
+        "units). Components the circuit leaves out are dim.</p>"
+    )
+    head = '<tr><th class="l">method</th><th class="l">chosen by</th><th>edges</th>'
+    head += "<th>components</th>"
+    if known is not None:
+        head += f"<th>precision</th><th>recall (of {len(set(map(str, known)))})</th>"
+    if curves:
+        head += "<th>faithfulness</th>"
+    rows = []
+    for name, c in comparison.circuits.items():
+        row = (
+            f'<tr><td class="l">{_esc(name)}</td><td class="l"><code>'
+            f"{_esc(c.method)}</code></td><td>{len(c)}</td><td>{len(c.nodes)}</td>"
+        )
+        if known is not None:
+            precision, recall = c.precision_recall(known)
+            row += f"<td>{_fmt(precision, 3)}</td><td>{_fmt(recall, 3)}</td>"
+        if curves:
+            row += f"<td>{_fmt(curves.get(name, {}).get(len(c)), 3)}</td>"
+        rows.append(row + "</tr>")
+    out.append(f"<table>{head}</tr>{''.join(rows)}</table>")
+    if curves:
+        out.append(
+            '<div class="legend">faithfulness: the share of the clean metric kept '
+            "when every edge outside the circuit is patched (1 = the whole graph, "
+            "0 = every edge patched), at the circuit's size, where the curve has "
+            "it.</div>"
+        )
+    out.append("</section>")
+    out.append('<div class="circuits">')
+    for name, c in comparison.circuits.items():
+        edges = "".join(
+            f'<tr><td>{i + 1}</td><td class="l"><code>{_esc(e)}</code></td>'
+            f"<td>{_fmt(c.scores.get(e))}</td></tr>"
+            for i, e in enumerate(c.edges)
+        )
+        out.append(
+            f'<section class="card circuit" data-method="{_esc(name)}">'
+            f"<h3>{_esc(name)} <small><code>{_esc(c.method)}</code>, {len(c)} edges"
+            "</small></h3>"
+            + circuit_diagram(c, graph, known)
+            + '<details><summary>edges</summary><table><tr><th>#</th><th class="l">'
+            f"edge</th><th>score</th></tr>{edges}</table></details></section>"
+        )
+    out.append("</div>")
+    if curves:
+        sizes = sorted({n for curve in curves.values() for n in curve})
+        table = "".join(
+            f"<tr><td>{n}</td>"
+            + "".join(f"<td>{_fmt(curve.get(n), 3)}</td>" for curve in curves.values())
+            + "</tr>"
+            for n in sizes
+        )
+        out.append(
+            '<section class="card"><h2>Faithfulness</h2>'
+            '<div class="legend">The faithfulness of each method\'s best n edges, '
+            "against n.</div>"
+            + faithfulness_plot(curves)
+            + '<table class="faithfulness"><tr><th>edges</th>'
+            + "".join(f"<th>{_esc(m)}</th>" for m in curves)
+            + f"</tr>{table}</table></section>"
+        )
+    return "\n".join(out)
+
+
+def _page(title: str, body: Sequence[str], wide: bool = False) -> str:
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{_esc(title)}</title>",
+            f"<style>{_CSS}</style></head><body>"
+            + ('<main class="wide">' if wide else "<main>"),
+            *body,
+            f"<script>{HOVER_JS}</script></main></body></html>",
+        ]
+    )
+
+
+def render_circuit_report(
+    circuits: Mapping[str, Circuit],
+    graph: ComponentGraph,
+    faithfulness: Mapping[str, Mapping[int, float]] | None = None,
+    known: Iterable[Edge | tuple[str, str, str]] | None = None,
+    title: str = "captum-semiring circuits",
+) -> str:
+    """A standalone HTML page comparing circuits of one component graph: their
+    drawings side by side (:func:`~captum_semiring.report_svg.circuit_diagram`), a
+    summary table, and the faithfulness curves when given.
+
+    Args:
+        circuits: the circuits by the name to show for each.
+        graph: their component graph.
+        faithfulness: per method, the faithfulness of its first ``n`` edges by
+            ``n``.
+        known: a known circuit's edges (precision, recall, missed edges).
+        title: the page's title.
+
+    Returns:
+        The page.
+
+    Examples::
+
+        >>> from captum_semiring import circuits
+        >>> from captum_semiring.reproductions.tasks import induction as ind
+        >>> model = ind.AttentionOnlyTransformer(ind.SMALL_CONFIG)
+        >>> ids = ind.repeated_sequences(2, 10, 24, seed=0)
+        >>> f = lambda e: ind.target_logit(model, ids, inputs_embeds=e)
+        >>> cg = circuits.trace(f, model.embed(ids))
+        >>> sums = circuits.top_edges(cg.edge_flows("sum"), 3)
+        >>> page = render_circuit_report({"sum": sums}, cg, {"sum": {1: 0.5, 3: 0.9}})
+        >>> page.count('<svg class="circuitgraph"'), page.count('<svg class="faithplot"')
+        (1, 1)
+    """
+    comparison = CircuitComparison(graph, circuits, faithfulness, known, "Circuits")
+    body = [
+        f"<h1>{_esc(title)}</h1>",
+        '<p class="sub">Circuits on the component graph (embeddings, attention heads '
+        "read through their query, key and value, MLPs, logits), chosen from edge "
+        "scores; hover an edge for its rank, slot and score.</p>",
+        _circuit_section(comparison),
+    ]
+    return _page(title, body, wide=True)
+
+
+def write_circuit_report(
+    circuits: Mapping[str, Circuit],
+    graph: ComponentGraph,
+    path: str | Path,
+    faithfulness: Mapping[str, Mapping[int, float]] | None = None,
+    known: Iterable[Edge | tuple[str, str, str]] | None = None,
+    title: str = "captum-semiring circuits",
+) -> Path:
+    """Write :func:`render_circuit_report` to ``path`` (one self-contained file)
+    and return it.
+
+    Examples::
+
+        >>> import tempfile, pathlib
+        >>> from captum_semiring import circuits
+        >>> from captum_semiring.reproductions.tasks import induction as ind
+        >>> model = ind.AttentionOnlyTransformer(ind.SMALL_CONFIG)
+        >>> ids = ind.repeated_sequences(2, 10, 24, seed=0)
+        >>> f = lambda e: ind.target_logit(model, ids, inputs_embeds=e)
+        >>> cg = circuits.trace(f, model.embed(ids))
+        >>> c = circuits.greedy(cg.edge_flows("max"), 4)
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "circuits.html"
+        >>> write_circuit_report({"max": c}, cg, out).stat().st_size > 0
+        True
+    """
+    path = Path(path)
+    page = render_circuit_report(circuits, graph, faithfulness, known, title)
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def render_html_report(
+    report: ExplainReport, circuits: CircuitComparison | None = None
+) -> str:
     """The report of an ``explain`` run as an HTML string.
 
     Args:
         report: the run's results (see :mod:`captum_semiring.analysis.explain`);
             the plots are their :attr:`~captum_semiring.analysis.explain.ExplainResult.images`.
+        circuits: circuits of the model to add as a last section.
     """
     model = report.model
     images = report.images
@@ -409,12 +623,18 @@ def render_html_report(report: ExplainReport) -> str:
     if len(report.results) > 1:
         parts.append(_comparison(report.results))
     parts += [_input_section(result, images) for result in report.results]
+    if circuits is not None:
+        parts.append(_circuit_section(circuits))
     parts.append(f"<script>{HOVER_JS}</script></main></body></html>")
     return "\n".join(parts)
 
 
-def write_html_report(report: ExplainReport, path: str | Path) -> Path:
+def write_html_report(
+    report: ExplainReport,
+    path: str | Path,
+    circuits: CircuitComparison | None = None,
+) -> Path:
     """Write :func:`render_html_report` to ``path`` and return it."""
     path = Path(path)
-    path.write_text(render_html_report(report), encoding="utf-8")
+    path.write_text(render_html_report(report, circuits), encoding="utf-8")
     return path
