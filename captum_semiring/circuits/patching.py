@@ -66,6 +66,20 @@ class Patcher:
         self.cg = cg
         self.steps = cg.structure.steps
         self.root = cg.graph.node_of(cg.output)
+        # per read: the upstream components with an edge into it, and the ops
+        # between components that lead to its tensors
+        self.upstream: dict[tuple[str, str], list[str]] = {}
+        for e in cg.edges:
+            self.upstream.setdefault((e.downstream, e.slot), []).append(e.upstream)
+        self.read_steps: dict[tuple[str, str], list[PlanStep]] = {}
+        for c in cg.components:
+            for slot, read in c.reads.items():
+                needed, steps = set(read.inputs), []
+                for step in reversed(cg.edge_steps):
+                    if self._index(step) < c.order and needed & set(step[2].values()):
+                        steps.append(step)
+                        needed.update(step[1].values())
+                self.read_steps[c.name, slot] = steps[::-1]
 
     def _saved(self, node: int) -> Tensor:
         return self.cg.graph.saved_tensor(node).detach()
@@ -83,6 +97,7 @@ class Patcher:
             sources = tuple(self._saved(n) for n in self._source_nodes())
         parts: dict[str, Values] = {"embed": dict(zip(self._source_nodes(), sources))}
         base: dict[str, Values] = {}
+        memo: dict[Any, Values] = {}
         done_branches: set[int] = set()
         for c in cg.components:
             if c.kind == "embed":
@@ -96,7 +111,7 @@ class Patcher:
                 heads = [h for h in cg.components if h.branch is branch]
                 inputs = {
                     (h.name, slot): self._read_input(
-                        h, slot, keep, replacement, parts, base
+                        h, slot, keep, replacement, parts, base, memo
                     )
                     for h in heads
                     for slot in h.reads
@@ -105,7 +120,7 @@ class Patcher:
                 parts.update(head_parts)
                 base[branch.module] = branch_base
                 continue
-            x = self._read_input(c, "in", keep, replacement, parts, base)
+            x = self._read_input(c, "in", keep, replacement, parts, base, memo)
             read = c.reads["in"]
             env = replay(read.steps, dict(x))
             if c.kind == "logits":
@@ -128,27 +143,35 @@ class Patcher:
         replacement: Writes | None,
         parts: dict[str, Values],
         base: dict[str, Values],
+        memo: dict[Any, Values],
     ) -> Values:
         """The read tensors of ``c``'s ``slot`` in this run: the ops between
-        components replayed from each upstream write, clean or replaced per edge."""
+        components replayed from each upstream write, clean or replaced per edge.
+        Reads of the same tensors that keep the same upstream edges share one
+        replay (``memo``, per run)."""
         read = c.reads[slot]
+        upstream = self.upstream.get((c.name, slot), [])
+        kept = tuple(
+            keep is None or replacement is None or Edge(u, c.name, slot) in keep
+            for u in upstream
+        )
+        key = (tuple(read.inputs), tuple(upstream), kept)
+        if key in memo:
+            return memo[key]
         env: Values = {}
-        for u in self.cg.components:
-            if u.order >= c.order or u.name not in parts:
-                continue
-            kept = keep is None or Edge(u.name, c.name, slot) in keep
-            source = parts if kept or replacement is None else replacement.parts
-            for node, value in source[u.name].items():
+        for u, clean in zip(upstream, kept):
+            source = parts if clean else replacement.parts  # type: ignore[union-attr]
+            for node, value in source[u].items():
                 env[node] = env[node] + value if node in env else value
         for values in base.values():  # output-projection biases, never patched
             for node, value in values.items():
                 env[node] = env[node] + value if node in env else value
-        stop = c.order
-        replay((step for step in self.cg.edge_steps if self._index(step) < stop), env)
-        missing = [n for n in read.inputs if n not in env]
-        for n in missing:
-            env[n] = self._saved(n)  # not reached from any write: a constant
-        return {n: env[n] for n in read.inputs}
+        replay(self.read_steps[c.name, slot], env)
+        for n in read.inputs:
+            if n not in env:
+                env[n] = self._saved(n)  # not reached from any write: a constant
+        memo[key] = {n: env[n] for n in read.inputs}
+        return memo[key]
 
     def _index(self, step: PlanStep) -> int:
         return self.cg.structure.index[id(step[0])]
