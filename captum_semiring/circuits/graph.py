@@ -288,6 +288,40 @@ class ComponentGraph:
         values = parts[0] if len(parts) == 1 else torch.stack(parts, -1)
         return EdgeScores(self.edges, values, sr, sr.name)
 
+    def read_flow(
+        self, component: str, slot: str, semiring: Semiring | str = "max"
+    ) -> Tensor:
+        r"""The flow into one read at each element of its read tensor:
+        :math:`F[x] \otimes B_v[x]`, all paths from the sources through ``x`` into
+        ``component``'s ``slot``, finalized. For a residual stream ``(batch, tokens,
+        hidden)`` it tells which token a head's query or key reads; ⊕ it over the
+        hidden axis first with ``semiring.sum`` for one value per token.
+
+        Args:
+            component: a component's name.
+            slot: ``"q"``, ``"k"``, ``"v"`` or ``"in"``.
+            semiring: any semiring, or its name.
+
+        Returns:
+            Raw semiring values ``(S, *read tensor shape)``; finalize them with the
+            semiring's ``finalize``.
+        """
+        sr = get_semiring(semiring)
+        read = self.by_name[component].reads.get(slot)
+        if read is None or len(read.inputs) != 1:
+            raise ValueError(
+                f"{component!r} has no read {slot!r} of one tensor; its reads are "
+                f"{sorted(self.by_name[component].reads)}"
+            )
+        (node,) = read.inputs
+        backward = _engine.backward(self.graph, self.output, sr).env
+        forward = _engine.forward(self.graph, sr).env
+        b = self.read_values(sr, backward)[component, slot].get(node)
+        if b is None:
+            meta = self.graph.nodes[node]
+            return sr.zeros(meta.shape, torch.empty((), dtype=meta.dtype))
+        return sr.times(self._value(sr, forward, node), b)
+
     def _reads(self, sr: Semiring) -> list[tuple[dict[tuple[str, str], Env], bool]]:
         """Read values of one backward sweep when the batch axis comes first,
         else of one sweep per example seeded at that example's output alone."""

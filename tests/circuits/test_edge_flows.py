@@ -154,3 +154,21 @@ def test_the_best_paths_edges_carry_its_value() -> None:
     for e in edges:
         assert float(flows[cg.edges.index(e)]) == pytest.approx(best.value, rel=1e-9)
     assert float(flows.abs().max()) == pytest.approx(abs(best.value), rel=1e-9)
+
+
+def test_read_flow_adds_up_to_the_edges_into_the_read() -> None:
+    """Under SumProduct the flow into a read, summed over its elements, is the sum of
+    the flows of the edges into it (every path into it takes one of them)."""
+    model, x = toy(batch=1, tokens=3, d=8, heads=2, layers=2)
+    cg = circuits.trace(lambda e: model(e)[:, -1, 0], x)
+    flows = cg.edge_flows("sum").totals()
+    for name, slot in [("blocks.1.attn.head0", "k"), ("blocks.1.mlp", "in")]:
+        got = float(cs.SumProduct().finalize(cg.read_flow(name, slot, "sum")).sum())
+        want = sum(
+            float(flows[i])
+            for i, e in enumerate(cg.edges)
+            if (e.downstream, e.slot) == (name, slot)
+        )
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-12)
+    with pytest.raises(ValueError, match="reads are"):
+        cg.read_flow("blocks.1.attn.head0", "in")
