@@ -293,7 +293,7 @@ class ComponentGraph:
     ) -> Tensor:
         r"""The flow into one read at each element of its read tensor:
         :math:`F[x] \otimes B_v[x]`, all paths from the sources through ``x`` into
-        ``component``'s ``slot``, finalized. For a residual stream ``(batch, tokens,
+        ``component``'s ``slot``. For a residual stream ``(batch, tokens,
         hidden)`` it tells which token a head's query or key reads; ⊕ it over the
         hidden axis first with ``semiring.sum`` for one value per token.
 
