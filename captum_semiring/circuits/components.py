@@ -184,6 +184,9 @@ class Structure:
             node = outs[0] if forward else ins[0]
 
     def closure(self, seed: Iterable[int], claimed: set[int]) -> set[int]:
+        """The records reached from ``seed`` (none of ``claimed``): a producer
+        joins when every consumer of its outputs is inside, a consumer when every
+        tracked input it reads is produced inside."""
         inside = set(seed)
         work = list(inside)
         while work:
@@ -211,8 +214,8 @@ class Structure:
         return inside
 
     def boundary(self, records: set[int]) -> tuple[list[int], list[int]]:
-        """(tensors read inside but produced outside, tensors produced inside but
-        read outside or by no one), each in node order."""
+        """(tensors read inside but produced outside, tensors produced inside and
+        read outside), each in node order."""
         inputs = {
             n
             for i in records
@@ -229,6 +232,7 @@ class Structure:
 
 
 def common_module(modules: Iterable[str]) -> str:
+    """The longest dotted prefix the module paths share."""
     parts = [m.split(".") for m in modules]
     if not parts:
         return ""

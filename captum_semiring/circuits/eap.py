@@ -26,7 +26,13 @@ from .graph import ComponentGraph, EdgeScores, Env, trace
 def check_same_graph(a: ComponentGraph, b: ComponentGraph, what: str) -> None:
     """Raise unless two recordings ran the same ops, so their nodes correspond."""
     ra, rb = a.graph.records, b.graph.records
-    if len(ra) != len(rb) or any(x.func != y.func for x, y in zip(ra, rb)):
+    na, nb = a.graph.nodes, b.graph.nodes
+    if (
+        len(ra) != len(rb)
+        or len(na) != len(nb)
+        or any(x.func != y.func for x, y in zip(ra, rb))
+        or any(x.shape != y.shape for x, y in zip(na, nb))
+    ):
         raise RecordingError(
             f"the model ran different ops on the {what} input than on the clean one "
             f"({len(rb)} and {len(ra)} recorded calls); circuits compare runs of one "
@@ -53,7 +59,7 @@ def write_differences(clean: ComponentGraph, other: ComponentGraph) -> dict[str,
 
 def _scores(cg: ComponentGraph, writes: dict[str, Env], method: str) -> EdgeScores:
     sr = SumProduct()
-    values = [cg.combine(sr, writes, reads, by) for reads, by in cg._reads(sr)]
+    values = [cg.combine(sr, writes, reads, by) for reads, by in cg.read_sweeps(sr)]
     raw = values[0] if len(values) == 1 else torch.stack(values, -1)
     return EdgeScores(cg.edges, raw, sr, method)
 

@@ -284,7 +284,9 @@ class ComponentGraph:
         """
         sr = get_semiring(semiring)
         writes = self.write_values(sr, _engine.forward(self.graph, sr).env)
-        parts = [self.combine(sr, writes, reads, by) for reads, by in self._reads(sr)]
+        parts = [
+            self.combine(sr, writes, reads, by) for reads, by in self.read_sweeps(sr)
+        ]
         values = parts[0] if len(parts) == 1 else torch.stack(parts, -1)
         return EdgeScores(self.edges, values, sr, sr.name)
 
@@ -322,7 +324,9 @@ class ComponentGraph:
             return sr.zeros(meta.shape, torch.empty((), dtype=meta.dtype))
         return sr.times(self._value(sr, forward, node), b)
 
-    def _reads(self, sr: Semiring) -> list[tuple[dict[tuple[str, str], Env], bool]]:
+    def read_sweeps(
+        self, sr: Semiring
+    ) -> list[tuple[dict[tuple[str, str], Env], bool]]:
         """Read values of one backward sweep when the batch axis comes first,
         else of one sweep per example seeded at that example's output alone."""
         self.graph.check_unchanged()
