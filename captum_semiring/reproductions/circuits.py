@@ -830,8 +830,8 @@ def fig2_circuit_check(
         "sentences": len(ids),
         "source": "the encoder's input (the embeddings module's output)",
         "target": "the correct class's logit (class 1)",
-        "known_mechanism": "position 0's query reads the first token, its key read "
-        "the repeated token",
+        "known_mechanism": "position 0's query read takes the first token; its key "
+        "read, the repeated token",
         "corruptions": {
             "repeat": "the repeat replaced by a token absent from the sentence",
             "first+repeat": "the first token and its repeat replaced by two distinct "
