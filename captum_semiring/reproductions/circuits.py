@@ -1,5 +1,5 @@
-"""Circuits by semiring flows against EAP and EAP-IG (``reproduce induction`` and
-``reproduce minilm-circuits``).
+"""Circuits by semiring flows against EAP and EAP-IG (``reproduce induction``,
+``reproduce minilm-circuits`` and ``reproduce fig2-circuits``).
 
 Every method ranks the edges of one component graph (:mod:`captum_semiring.circuits`)
 and is judged the same way:
@@ -16,6 +16,10 @@ top edges and grown greedily from the logits; the union of the TopK best paths;
 SumProduct edge flows (the gradient summed over the paths through each edge); EAP;
 EAP-IG, ranked and grown greedily. Entropy edge flows are reported for the known
 circuit's edges against the rest.
+
+On the fig2 model (``reproduce fig2-circuits``, :func:`fig2_circuit_check`) the known
+mechanism is per token: each method's flow into a head's query read should sit on the
+first token, its flow into the key read on the repeated token.
 """
 
 from __future__ import annotations
