@@ -1,5 +1,5 @@
-"""Circuits by semiring flows against EAP and EAP-IG (``reproduce induction`` and
-``reproduce minilm-circuits``).
+"""Circuits by semiring flows against EAP and EAP-IG (``reproduce induction``,
+``reproduce minilm-circuits`` and ``reproduce fig2-circuits``).
 
 Every method ranks the edges of one component graph (:mod:`captum_semiring.circuits`)
 and is judged the same way:
@@ -16,6 +16,10 @@ top edges and grown greedily from the logits; the union of the TopK best paths;
 SumProduct edge flows (the gradient summed over the paths through each edge); EAP;
 EAP-IG, ranked and grown greedily. Entropy edge flows are reported for the known
 circuit's edges against the rest.
+
+On the fig2 model (``reproduce fig2-circuits``, :func:`fig2_circuit_check`) the known
+mechanism is per token: each method's flow into a head's query read should sit on the
+first token, its flow into the key read on the repeated token.
 """
 
 from __future__ import annotations
@@ -510,3 +514,376 @@ def reproduce_minilm_circuits(out_dir: Path, options: ReproduceOptions) -> list[
     for method, r in summary["circuits"].items():
         print(f"{method:22s} " + "  ".join(f"{k}: {v}" for k, v in r.items()))
     return paths
+
+
+# ------------------------------------------------------------------ fig2 model
+
+FIG2_COLUMNS = (
+    "method",
+    "corruption",
+    "head",
+    "main_head",
+    "n",
+    "q_first",
+    "k_repeat",
+    "both",
+    "k_first",
+    "q_zero_flow",
+    "k_zero_flow",
+)
+
+#: How the EAP methods corrupt a sentence: ``repeat`` replaces the repeated token by
+#: a token absent from the sentence; ``first+repeat`` replaces the first token and
+#: its repeat by two distinct absent tokens. Both remove the repeat (label 0).
+FIG2_CORRUPTIONS = ("repeat", "first+repeat")
+
+
+def fig2_forward(model: Any, labels: Tensor) -> Callable[[Tensor], Tensor]:
+    """The correct class's logit of the FirstTokenRepeatedOnce BERT from the input
+    of its encoder layers (the embeddings module's output, after its layer norm), so
+    that the residual stream starts at the source.
+
+    Args:
+        model: the ``BertForSequenceClassification``.
+        labels: ``(batch,)`` the class whose logit is the output.
+
+    Returns:
+        ``f(hidden) -> (batch,)``.
+    """
+
+    def f(hidden: Tensor) -> Tensor:
+        sequence = model.bert.encoder(hidden).last_hidden_state
+        logits = model.classifier(model.bert.pooler(sequence))
+        return logits.gather(1, labels[:, None])[:, 0]
+
+    return f
+
+
+def repeat_positions(ids: Tensor) -> Tensor:
+    """The position of the first token's (one) repeat in each sentence, ``(batch,)``.
+
+    Raises:
+        ValueError: a sentence has no repeat.
+    """
+    later = ids[:, 1:] == ids[:, :1]
+    if not bool(later.any(1).all()):
+        raise ValueError("every sentence must repeat its first token (label 1)")
+    return later.int().argmax(1) + 1
+
+
+def corrupt_fig2(ids: Tensor, mode: str, vocab_size: int, seed: int = 0) -> Tensor:
+    """The sentences with the repeat removed (see :data:`FIG2_CORRUPTIONS`); the
+    replacements are drawn from the tokens ``1..vocab_size`` absent from the
+    sentence, so no other token becomes a repeat.
+
+    Args:
+        ids: ``(batch, tokens)`` sentences that repeat their first token.
+        mode: ``"repeat"`` or ``"first+repeat"``.
+        vocab_size: the task's vocabulary (tokens ``1..vocab_size``).
+        seed: the seed of the replacements.
+
+    Returns:
+        The corrupted ids, same shape.
+    """
+    if mode not in FIG2_CORRUPTIONS:
+        raise ValueError(f"unknown corruption {mode!r}; use one of {FIG2_CORRUPTIONS}")
+    gen = torch.Generator().manual_seed(seed)
+    where = repeat_positions(ids)
+    out = ids.clone()
+    for b in range(ids.shape[0]):
+        absent = [t for t in range(1, vocab_size + 1) if t not in set(ids[b].tolist())]
+        pick = torch.randperm(len(absent), generator=gen)[:2].tolist()
+        out[b, where[b]] = absent[pick[0]]
+        if mode == "first+repeat":
+            out[b, 0] = absent[pick[1]]
+    return out
+
+
+def top_tokens(per_token: Tensor) -> Tensor:
+    """The token of largest magnitude in each row of ``(batch, tokens)`` scores;
+    ``-1`` where every token's score is 0 (no flow to decide by)."""
+    size = per_token.abs()
+    top = size.argmax(-1)
+    return torch.where(size.amax(-1) > 0, top, torch.full_like(top, -1))
+
+
+def recovery(q_top: Tensor, k_top: Tensor, repeat: Tensor) -> dict[str, float]:
+    """Fractions of sentences whose q read's top token is the first token and whose
+    k read's top token is the repeat.
+
+    Args:
+        q_top: ``(batch,)`` top token of the q read (``-1``: no flow).
+        k_top: ``(batch,)`` top token of the k read.
+        repeat: ``(batch,)`` position of the repeat.
+
+    Returns:
+        ``q_first``, ``k_repeat``, ``both``, ``k_first`` (the k read's top is the
+        first token), ``q_zero_flow`` and ``k_zero_flow`` (no flow at any token).
+    """
+    q_ok, k_ok = q_top == 0, k_top == repeat
+    fractions = {
+        "q_first": q_ok,
+        "k_repeat": k_ok,
+        "both": q_ok & k_ok,
+        "k_first": k_top == 0,
+        "q_zero_flow": q_top == -1,
+        "k_zero_flow": k_top == -1,
+    }
+    return {k: round(float(v.float().mean()), 4) for k, v in fractions.items()}
+
+
+def semiring_token_flows(
+    graph: circuits.ComponentGraph, head: str, slot: str, semiring: Any
+) -> Tensor:
+    """The flow into one read per token, ``(batch, tokens)``: :meth:`read_flow`
+    ⊕-summed over the hidden axis and finalized."""
+    values = graph.read_flow(head, slot, semiring)  # (S, batch, tokens, hidden)
+    return semiring.finalize(semiring.sum(values, 3))
+
+
+def read_gradients(
+    f: Callable[[Tensor], Tensor], hidden: Tensor, attention: Any, heads: int
+) -> dict[tuple[int, str], Tensor]:
+    """The gradient of ``f`` at ``hidden`` through each head's query and key
+    projection alone, by autograd on the model (not the recording), ``(batch,
+    tokens, hidden)`` per (head, slot).
+
+    The gradient at the projection's output is taken from a forward hook and pulled
+    back through the head's rows of the projection weight, so it is the gradient of
+    one read, as the component graph defines it.
+
+    Args:
+        f: one scalar per example from ``hidden``.
+        hidden: the input of the attention layer.
+        attention: the ``BertSelfAttention`` module that reads ``hidden``.
+        heads: its number of heads.
+
+    Returns:
+        Per ``(head, "q" | "k")`` the gradient.
+    """
+    captured: dict[str, Tensor] = {}
+
+    def keep(slot: str) -> Callable[..., None]:
+        def hook(module: Any, args: Any, output: Tensor) -> None:
+            captured[slot] = output
+
+        return hook
+
+    projections = {"q": attention.query, "k": attention.key}
+    handles = [m.register_forward_hook(keep(s)) for s, m in projections.items()]
+    try:
+        x = hidden.detach().requires_grad_(True)
+        out = f(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    slots = list(projections)
+    # every example's output depends on its own input only: one sum, one backward
+    grads = torch.autograd.grad(out.sum(), [captured[s] for s in slots])
+    size = grads[0].shape[-1] // heads
+    found = {}
+    for slot, g in zip(slots, grads):
+        weight = projections[slot].weight.detach()  # (out, in)
+        for h in range(heads):
+            rows = slice(h * size, (h + 1) * size)
+            found[h, slot] = g[..., rows] @ weight[rows]
+    return found
+
+
+def eap_token_scores(
+    f: Callable[[Tensor], Tensor],
+    clean: Tensor,
+    corrupted: Tensor,
+    attention: Any,
+    heads: int,
+    n_steps: int | None = None,
+) -> dict[tuple[int, str], Tensor]:
+    """EAP's score of the edge embed → a head's q or k read, per token: the clean
+    minus corrupted embedding times the read's gradient, summed over the hidden axis.
+    With ``n_steps``, EAP-IG's: the gradient averaged at ``corrupted + k/m (clean -
+    corrupted)``, ``k = 1..m``. Summed over the tokens it is the edge's score in
+    :func:`~captum_semiring.circuits.eap` (:func:`~captum_semiring.circuits.eap_ig`).
+
+    Returns:
+        Per ``(head, "q" | "k")`` the scores ``(batch, tokens)``.
+    """
+    diff = (clean - corrupted).detach()
+    if n_steps is None:
+        grads = read_gradients(f, clean, attention, heads)
+    else:
+        total: dict[tuple[int, str], Tensor] = {}
+        for k in range(1, n_steps + 1):
+            point = corrupted + k / n_steps * diff
+            for key, g in read_gradients(f, point, attention, heads).items():
+                total[key] = g if key not in total else total[key] + g
+        grads = {key: g / n_steps for key, g in total.items()}
+    return {key: (diff * g).sum(-1) for key, g in grads.items()}
+
+
+def _head_into_logits(scores: circuits.EdgeScores, head: str) -> float:
+    edge = circuits.Edge(head, "logits", "in")
+    return float(scores.ranking()[scores.edges.index(edge)])
+
+
+def fig2_circuit_check(
+    trained: Any, n_sentences: int | None = None, n_steps: int = 20, seed: int = 0
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Which token each head's query and key read gets its flow from, on the
+    FirstTokenRepeatedOnce model, against the known mechanism: the first token's
+    query, the repeated token's key.
+
+    On validation sentences with a repeat (label 1), the source is the encoder's
+    input and the target the correct class's logit. Per head and method the top
+    token of the q and k read is the token of largest magnitude of:
+
+    * MaxProduct (absolute) and SumProduct: :meth:`ComponentGraph.read_flow`,
+      ⊕-summed over the hidden axis and finalized;
+    * EAP and EAP-IG: the embedding difference times the read's gradient, summed over
+      the hidden axis (:func:`eap_token_scores`, by autograd on the model), for each
+      corruption of :data:`FIG2_CORRUPTIONS`.
+
+    A head is the method's ``main_head`` when its edge into the logits ranks highest
+    under that method's edge scores.
+
+    Args:
+        trained: the :class:`~captum_semiring.reproductions.tasks.TrainedClassifier`
+            of :func:`~captum_semiring.reproductions.tasks.models.default_model`.
+        n_sentences: use the first N label-1 validation sentences (default all).
+        n_steps: EAP-IG's points on the line.
+        seed: the seed of the corruptions.
+
+    Returns:
+        One row per method, corruption and head (:data:`FIG2_COLUMNS`), and a
+        summary.
+    """
+    model = trained.model.eval()
+    X, y = trained.data["val"]
+    ids = X[y == 1][:n_sentences]
+    labels = torch.ones(len(ids), dtype=torch.long)
+    repeat = repeat_positions(ids)
+    f = fig2_forward(model, labels)
+    with torch.no_grad():
+        clean = model.bert.embeddings(input_ids=ids)
+        # position 0's attention per head: the mechanism's own reference
+        attn = model.bert(ids, output_attentions=True).attentions[0][:, :, 0]
+    graph = circuits.trace(f, clean)
+    heads = [c for c in graph.components if c.kind == "head"]
+    if len({c.module for c in heads}) != 1:
+        raise ValueError("the fig2 model has one attention layer")
+    attention = model.bert.encoder.get_submodule(heads[0].module)
+    n_heads = len(heads)
+    rows: list[dict[str, Any]] = []
+
+    def add(method: str, corruption: str, scores: Any, tops: Any) -> None:
+        main = max(heads, key=lambda c: _head_into_logits(scores, c.name)).name
+        for c in heads:
+            q_top, k_top = tops(c)
+            rows.append(
+                {
+                    "method": method,
+                    "corruption": corruption,
+                    "head": c.name,
+                    "main_head": c.name == main,
+                    "n": len(ids),
+                    **recovery(q_top, k_top, repeat),
+                }
+            )
+
+    for method, sr in (
+        ("MaxProduct", MaxProduct("absolute")),
+        ("SumProduct", SumProduct()),
+    ):
+        add(
+            method,
+            "",
+            graph.edge_flows(sr),
+            lambda c, sr=sr: [
+                top_tokens(semiring_token_flows(graph, c.name, s, sr)) for s in "qk"
+            ],
+        )
+    for mode in FIG2_CORRUPTIONS:
+        bad_ids = corrupt_fig2(ids, mode, trained.vocab_size, seed=seed)
+        with torch.no_grad():
+            corrupted = model.bert.embeddings(input_ids=bad_ids)
+        for method, steps in (("EAP", None), ("EAP-IG", n_steps)):
+            if steps is None:
+                edge_scores = circuits.eap(f, clean, corrupted)
+            else:
+                edge_scores = circuits.eap_ig(f, clean, corrupted, steps)
+            tokens = eap_token_scores(f, clean, corrupted, attention, n_heads, steps)
+            add(
+                method,
+                mode,
+                edge_scores,
+                lambda c, t=tokens: [top_tokens(t[c.head, s]) for s in "qk"],
+            )
+    attention_peak = {
+        c.name: round(float((attn[:, c.head].argmax(-1) == repeat).float().mean()), 4)
+        for c in heads
+    }
+    main_rows = {
+        f"{r['method']}" + (f" ({r['corruption']})" if r["corruption"] else ""): {
+            k: r[k] for k in ("head", "q_first", "k_repeat", "both")
+        }
+        for r in rows
+        if r["main_head"]
+    }
+    summary = {
+        "model": "the fig2 model: 1-layer BERT on FirstTokenRepeatedOnce "
+        f"(validation accuracy {trained.val_accuracy})",
+        "sentences": len(ids),
+        "source": "the encoder's input (the embeddings module's output)",
+        "target": "the correct class's logit (class 1)",
+        "known_mechanism": "position 0's query read takes the first token; its key "
+        "read, the repeated token",
+        "corruptions": {
+            "repeat": "the repeat replaced by a token absent from the sentence",
+            "first+repeat": "the first token and its repeat replaced by two distinct "
+            "absent tokens",
+        },
+        "eap_ig_steps": n_steps,
+        "chance_k_repeat": round(1 / ids.shape[1], 4),
+        "attention_of_position_0_peaks_at_repeat": attention_peak,
+        "main_head": main_rows,
+        "note": "The classifier reads position 0 only, so only the first token's "
+        "query reaches the output: every method's q read has flow at token 0 alone, "
+        "by construction. EAP's per-token score is zero wherever the corruption "
+        "leaves the embedding unchanged.",
+    }
+    return rows, summary
+
+
+@dataclass(frozen=True)
+class Fig2CircuitScale:
+    n_sentences: int | None
+    n_steps: int
+
+
+FIG2_CIRCUIT_SCALES = {
+    "full": Fig2CircuitScale(None, 20),
+    "quick": Fig2CircuitScale(40, 3),
+}
+
+
+@register_reproduction(
+    "fig2-circuits",
+    "circuits: which token each head's query and key read gets its flow from on the "
+    "fig2 model, by MaxProduct, SumProduct, EAP and EAP-IG",
+)
+def reproduce_fig2_circuits(out_dir: Path, options: ReproduceOptions) -> list[Path]:
+    """Write ``fig2_circuits.csv`` and ``fig2_circuits_summary.json``."""
+    from .tasks.models import default_model
+
+    name, scale = pick_scale(options, FIG2_CIRCUIT_SCALES)
+    n = scale.n_sentences
+    if options.max_sentences is not None:
+        n = options.max_sentences if n is None else min(n, options.max_sentences)
+    start = time.perf_counter()
+    rows, summary = fig2_circuit_check(default_model(verbose=True), n, scale.n_steps)
+    summary["scale"] = name
+    summary["seconds"] = round(time.perf_counter() - start, 1)
+    csv_path = write_csv(out_dir / "fig2_circuits.csv", rows, FIG2_COLUMNS)
+    summary_path = write_json(out_dir / "fig2_circuits_summary.json", summary)
+    for method, r in summary["main_head"].items():
+        print(f"{method:24s} " + "  ".join(f"{k}: {v}" for k, v in r.items()))
+    return [csv_path, summary_path]
