@@ -130,6 +130,7 @@ def _run(model: Any, data: Any, out: Path, **kwargs: Any) -> Any:
         # parameters are shared by a batch: their flow must not mix its examples
         (("sum", "max", "entropy"), 1, ("by-module", "*.attention")),
     ],
+    ids=["sum-max-entropy-logsum", "count", "parameters"],
 )
 def test_padded_batch_of_16_equals_batches_of_one(
     mlm, tmp_path, semirings, top_k, parameters
