@@ -128,7 +128,7 @@ def _run(model: Any, data: Any, out: Path, **kwargs: Any) -> Any:
         (("sum", "max", "entropy", "logsum"), 2, None),
         (("count",), 1, None),
         # parameters are shared by a batch: their flow must not mix its examples
-        (("sum", "max", "entropy"), 1, ("by-module", "*.attention")),
+        (("sum", "max"), 1, ("by-module", "*.attention")),
     ],
     ids=["sum-max-entropy-logsum", "count", "parameters"],
 )
