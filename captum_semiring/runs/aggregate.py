@@ -337,7 +337,8 @@ def _parameter_figure(rows: list[dict[str, Any]]) -> Any:
         ]
         ax.barh(ys, means, xerr=spread, capsize=2, color="tab:blue", alpha=0.8)
         ax.set_yticks(ys, groups, fontsize=7)
-        ax.invert_yaxis()  # the first group on top, as in the CSV
         ax.set_title(f"{name}: parameter-group flow, mean, 95% CI", fontsize=9)
         ax.axvline(0.0, color="black", lw=0.5)
+    # the first group on top, as in the CSV; once, since the panels share the axis
+    axes[0].invert_yaxis()
     return fig
