@@ -200,8 +200,12 @@ def _read_chunk(path: Path, expected: Any) -> Any:
     return table
 
 
-def read_run(run_dir: str | os.PathLike[str]) -> Any:
+def read_run(run_dir: str | os.PathLike[str], skip: Sequence[str] = ()) -> Any:
     """The merged result of a finished run as a ``pyarrow.Table``.
+
+    Args:
+        run_dir: the run directory.
+        skip: columns to leave unread (``top_paths`` is most of a row).
 
     Raises:
         RunError: the run has not finished (no ``examples.parquet``).
@@ -220,7 +224,10 @@ def read_run(run_dir: str | os.PathLike[str]) -> Any:
         raise RunError(
             f"run_dir {str(run_dir)!r} has no {EXAMPLES}: the run has not finished"
         )
-    return pq.read_table(path)
+    if not skip:
+        return pq.read_table(path)
+    names = pq.read_schema(path).names
+    return pq.read_table(path, columns=[c for c in names if c not in skip])
 
 
 def _prepare(
