@@ -395,6 +395,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
             decompose=tuple(args.decompose or ()),
             threads=args.threads,
             device=args.device,
+            parameters=args.parameters,
         )
     except (RunError, SourceError) as err:
         raise CLIError(str(err)) from None
@@ -653,6 +654,12 @@ def _add_attribute(sub: Any) -> None:
     at.add_argument(
         "--no-branch-flow", action="store_true", help="skip the branch flow"
     )
+    at.add_argument(
+        "--parameters",
+        action="append",
+        metavar="PATTERN",
+        help="take the parameters as sources too: one group per PATTERN, matched (fnmatch, '*' spans dots) against parameter names and the module paths above them, e.g. 'bert.encoder.layer.*.attention' or '*.LayerNorm'; 'by-module' makes one group per module. Each example's group flow (each semiring's sum over the group) goes into the parameter_flow column, computed one example at a time (repeatable)",
+    )
     at.add_argument("--batch-size", type=int, default=16, metavar="N")
     at.add_argument(
         "--chunk-size",
@@ -681,7 +688,7 @@ def _add_attribute(sub: Any) -> None:
     ag = sub.add_parser(
         "aggregate",
         help="means with confidence intervals over a finished run",
-        description="Means with 95%% intervals of per-token values by token and position, and of branch flow per layer and branch; writes CSVs and plots.",
+        description="Means with 95%% intervals of per-token values by token and position, of branch flow per layer and branch, and of parameter-group flow (runs with --parameters); writes CSVs and plots.",
     )
     ag.add_argument("run_dir", metavar="RUN_DIR")
     ag.add_argument("--out", metavar="DIR", help="default: RUN_DIR/aggregate")

@@ -5,9 +5,11 @@ under ``torchrun``, resumably, into Parquet; then aggregate over the examples.
   DataLoaders;
 - :mod:`.schema`: the Parquet schema of the rows, documented;
 - :mod:`.runner`: :func:`attribute_dataset`, sharding, resuming, writing;
+- :mod:`.params`: parameters as sources, their flow per parameter group;
 - :mod:`.aggregate`: means with confidence intervals over the examples.
 """
 
+from .params import BY_MODULE, ParameterGroup, parameter_groups
 from .runner import (
     DistributedContext,
     RunError,
@@ -28,6 +30,9 @@ __all__ = [
     "SourceRow",
     "SourceError",
     "read_rows",
+    "BY_MODULE",
+    "ParameterGroup",
+    "parameter_groups",
     "SCHEMA_VERSION",
     "schema",
     "result_row",

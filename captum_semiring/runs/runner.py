@@ -46,6 +46,7 @@ from ..analysis.explain import (
     token_example,
 )
 from ..analysis.models import LoadedModel, first_line, from_module
+from .params import ParameterGroup, parameter_flow, parameter_groups
 from .schema import SCHEMA_VERSION, error_row, result_row, schema
 from .sources import Columns, SourceRow, parse_ids, parse_target, read_rows
 
@@ -145,6 +146,9 @@ class _Settings:
     ig_steps: int
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    # None, not [], without parameter sources: run.json files from before this
+    # setting existed lack it, and read as None, so those runs still resume
+    parameters: list[str] | None = None
 
 
 def _cores() -> int:
@@ -196,8 +200,12 @@ def _read_chunk(path: Path, expected: Any) -> Any:
     return table
 
 
-def read_run(run_dir: str | os.PathLike[str]) -> Any:
+def read_run(run_dir: str | os.PathLike[str], skip: Sequence[str] = ()) -> Any:
     """The merged result of a finished run as a ``pyarrow.Table``.
+
+    Args:
+        run_dir: the run directory.
+        skip: columns to leave unread (``top_paths`` is most of a row).
 
     Raises:
         RunError: the run has not finished (no ``examples.parquet``).
@@ -216,7 +224,10 @@ def read_run(run_dir: str | os.PathLike[str]) -> Any:
         raise RunError(
             f"run_dir {str(run_dir)!r} has no {EXAMPLES}: the run has not finished"
         )
-    return pq.read_table(path)
+    if not skip:
+        return pq.read_table(path)
+    names = pq.read_schema(path).names
+    return pq.read_table(path, columns=[c for c in names if c not in skip])
 
 
 def _prepare(
@@ -273,7 +284,11 @@ class _Run:
         self.ctx = ctx
         self.settings = settings
         self.chunk_size = chunk_size
-        self.schema = schema(settings.semirings, asdict(settings))
+        self.schema = schema(
+            settings.semirings,
+            asdict(settings),
+            parameter_flow=settings.parameters is not None,
+        )
         self.chunks = run_dir / "chunks"
         self.progress = run_dir / "progress"
         self.seq = 0
@@ -434,6 +449,7 @@ def attribute_dataset(
     device: str = "cpu",
     progress: bool = True,
     model_name: str | None = None,
+    parameters: Sequence[str] | None = None,
 ) -> RunSummary:
     """Explain every example of a dataset and write one Parquet row per example.
 
@@ -441,9 +457,14 @@ def attribute_dataset(
     (one recorded forward pass, one sweep per semiring): per token, each semiring's
     value on the attribution layer; the ``top_k`` best paths from the most important
     token, hop by hop; and the max-product branch flow at each encoder layer's input.
-    The columns are documented in :mod:`captum_semiring.runs.schema`. An example that
-    fails (too long, an unknown target token, a non-finite output, ...) becomes an
-    error row with its message; the run goes on.
+    With ``parameters``, the model's parameters are sources too: per example and per
+    parameter group, each semiring's ⊕ over the group's elements (eq. 3;
+    :mod:`captum_semiring.runs.params`). Parameters are shared by a batch's examples,
+    so that flow is recorded and swept one example at a time (a second forward pass
+    per example), whatever ``batch_size``. The columns are documented in
+    :mod:`captum_semiring.runs.schema`. An example that fails (too long, an unknown
+    target token, a non-finite output, ...) becomes an error row with its message;
+    the run goes on.
 
     Launched by ``torchrun --nproc-per-node N``, the same call shards the dataset over
     the ranks (see :mod:`captum_semiring.runs.runner`); a killed run resumes with the
@@ -472,6 +493,11 @@ def attribute_dataset(
         device: ``"cpu"``, or ``"cuda"`` (each rank uses ``cuda:LOCAL_RANK``, nccl).
         progress: show a tqdm bar on rank 0 (examples/s and ETA over all ranks).
         model_name: how ``run.json`` names the model (default: its description).
+        parameters: parameter groups to take as sources, each a pattern over
+            ``model.named_parameters()`` names and the module paths above them
+            (``fnmatch``; ``"bert.encoder.layer.*.attention"``, ``"*.LayerNorm"``) or
+            ``"by-module"`` for one group per module; see
+            :func:`~captum_semiring.runs.params.parameter_groups`. ``None``: none.
 
     Returns:
         A :class:`RunSummary`.
@@ -492,6 +518,12 @@ def attribute_dataset(
         ...     table = read_run(tmp)
         >>> summary.n_examples, summary.n_errors, table["error"][1].as_py()[:12]
         (2, 1, 'ExplainError')
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     _ = attribute_dataset(model, rows[:1], tmp, semirings=["sum"],
+        ...                           parameters=["2"], progress=False)
+        ...     flow = read_run(tmp)["parameter_flow"][0].as_py()
+        >>> [(g["group"], g["elements"]) for g in flow]
+        [('2', 26)]
     """
     start = time.perf_counter()
     unknown = [s for s in semirings if s not in PER_TOKEN_SEMIRINGS]
@@ -518,6 +550,12 @@ def attribute_dataset(
             local = int(os.environ.get("LOCAL_RANK", 0))
             loaded.model.to(f"cuda:{local}")
         encoder_layers = loaded.encoder_layers
+        groups: list[ParameterGroup] | None = None
+        if parameters is not None:
+            try:
+                groups = parameter_groups(loaded.model, parameters)
+            except ValueError as err:
+                raise RunError(str(err)) from None
         if not branch_flow:
             loaded.encoder_layers = []
         rows = read_rows(data, columns)
@@ -530,6 +568,7 @@ def attribute_dataset(
             columns=asdict(columns),
             n_examples=len(rows),
             ig_steps=ig_steps,
+            parameters=None if parameters is None else list(dict.fromkeys(parameters)),
         )
         run = _Run(Path(out_dir), ctx, settings, chunk_size)
         run.setup()
@@ -541,7 +580,7 @@ def attribute_dataset(
         pending_all = len(rows) - len(done)
         bar = _bar(progress and ctx.rank == 0, pending_all)
         try:
-            _work(run, loaded, todo, settings, batch_size, bar)
+            _work(run, loaded, todo, settings, batch_size, bar, groups)
             run.commit(run.pending)
             run.pending = []
             run.report(finished=True)
@@ -611,6 +650,7 @@ def _work(
     settings: _Settings,
     batch_size: int,
     bar: Any,
+    groups: list[ParameterGroup] | None = None,
 ) -> None:
     # PathCount counts the weight-0 paths that padding adds: no padding then
     same_length = "count" in settings.semirings or not model.hf
@@ -626,7 +666,7 @@ def _work(
             else:
                 ready.append((row, *prepared))
         for batch in _batches(ready, batch_size, same_length):
-            run.add(_explain(model, batch, settings))
+            run.add(_explain(model, batch, settings, groups))
             if bar is not None:
                 others = run.others()[0] - run.done_here if run.ctx.world > 1 else 0
                 _advance(bar, others + run.done_here + len(run.pending))
@@ -636,9 +676,11 @@ def _explain(
     model: LoadedModel,
     batch: list[tuple[SourceRow, Example, Target, int | str]],
     settings: _Settings,
+    groups: list[ParameterGroup] | None = None,
 ) -> list[dict[str, Any]]:
     """The rows of one batch; a batch that fails is split, so that only the example
-    at fault becomes an error row."""
+    at fault becomes an error row. With ``groups``, each good example's parameter
+    flow is added, from a recording of that example alone."""
     try:
         results = explain_batch(
             model,
@@ -653,17 +695,31 @@ def _explain(
     except Exception as err:
         if len(batch) > 1:
             half = len(batch) // 2
-            return _explain(model, batch[:half], settings) + _explain(
-                model, batch[half:], settings
+            return _explain(model, batch[:half], settings, groups) + _explain(
+                model, batch[half:], settings, groups
             )
         name = "ExplainError" if isinstance(err, ExplainError) else type(err).__name__
         return [error_row(batch[0][0], f"{name}: {first_line(err)}")]
     rows = []
-    for (row, *_), result in zip(batch, results, strict=True):
+    for (row, example, target, _), result in zip(batch, results, strict=True):
         if not math.isfinite(result.output):
             rows.append(
                 error_row(row, f"non-finite output {result.output} in the forward pass")
             )
-        else:
-            rows.append(result_row(row, result))
+            continue
+        flow = None
+        if groups is not None:
+            try:
+                flow = parameter_flow(
+                    model,
+                    example,
+                    target,
+                    groups,
+                    settings.semirings,
+                    tuple(settings.decompose),
+                )
+            except Exception as err:
+                rows.append(error_row(row, f"{type(err).__name__}: {first_line(err)}"))
+                continue
+        rows.append(result_row(row, result, flow))
     return rows

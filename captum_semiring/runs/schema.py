@@ -39,6 +39,15 @@ column                     type and meaning
                            value): ``layer``, ``branch``, ``top_branch`` (per token: its top
                            path's value if it enters this branch, else 0: the paper's
                            aggregation) and ``branch_max`` (per token, the branch's ⊕)
+``parameter_flow``         list<struct>: only in runs whose sources include parameters
+                           (``parameters=``, ``--parameters``), per parameter group in the
+                           order asked: ``group`` (the pattern, or the module path of a
+                           ``by-module`` group), ``elements`` (int64: its scalar count)
+                           and, per requested semiring ``NAME``, a float64 field ``NAME``:
+                           the semiring ⊕ over all the group's elements (eq. 3),
+                           finalized; for ``sum`` the sum of the output's gradient over
+                           the group. Computed one example at a time (see
+                           :mod:`captum_semiring.runs.params`)
 ``metadata``               string: the kept dataset columns, as JSON
 =========================  ==================================================================
 
@@ -65,7 +74,8 @@ __all__ = ["SCHEMA_VERSION", "FIXED_COLUMNS", "schema", "result_row", "error_row
 SCHEMA_VERSION = 1
 
 #: The columns every run has, in order; ``per_token_NAME`` columns follow
-#: ``most_important_token``.
+#: ``most_important_token``, and ``parameter_flow`` (runs with parameter sources)
+#: follows ``branch_flow``.
 FIXED_COLUMNS = (
     "index",
     "id",
@@ -84,12 +94,18 @@ FIXED_COLUMNS = (
 )
 
 
-def schema(semirings: Sequence[str], settings: dict[str, Any] | None = None) -> Any:
+def schema(
+    semirings: Sequence[str],
+    settings: dict[str, Any] | None = None,
+    parameter_flow: bool = False,
+) -> Any:
     """The ``pyarrow.Schema`` of a run that computes ``semirings`` per token.
 
     Args:
         semirings: the per-token semiring names.
         settings: the run's settings, stored as the schema's metadata.
+        parameter_flow: add the ``parameter_flow`` column (parameters are sources),
+            with one field per semiring.
 
     Returns:
         The schema.
@@ -98,6 +114,8 @@ def schema(semirings: Sequence[str], settings: dict[str, Any] | None = None) -> 
 
         >>> schema(["max", "entropy"]).names[10:13]
         ['most_important_token', 'per_token_max', 'per_token_entropy']
+        >>> schema(["sum"], parameter_flow=True).field("parameter_flow").type
+        ListType(list<item: struct<group: string, elements: int64, sum: double>>)
     """
     import pyarrow as pa
 
@@ -148,6 +166,15 @@ def schema(semirings: Sequence[str], settings: dict[str, Any] | None = None) -> 
         ("branch_flow", pa.list_(flow)),
         ("metadata", pa.string()),
     ]
+    if parameter_flow:
+        group = pa.struct(
+            [
+                ("group", pa.string()),
+                ("elements", pa.int64()),
+                *[(name, pa.float64()) for name in semirings],
+            ]
+        )
+        fields.insert(-1, ("parameter_flow", pa.list_(group)))
     meta = {"captum_semiring": json.dumps(settings or {}, sort_keys=True)}
     return pa.schema(fields, metadata=meta)
 
@@ -185,13 +212,20 @@ def _hops(path: Any) -> list[dict[str, Any]]:
     return hops
 
 
-def result_row(row: SourceRow, result: ExplainResult) -> dict[str, Any]:
+def result_row(
+    row: SourceRow,
+    result: ExplainResult,
+    parameter_flow: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The output row of one explained example.
 
     Args:
         row: the example as read.
         result: its :class:`~captum_semiring.analysis.explain.ExplainResult` (from
             :func:`~captum_semiring.analysis.explain.explain_batch`).
+        parameter_flow: its per-group parameter flow (from
+            :func:`~captum_semiring.runs.params.parameter_flow`), in a run with
+            parameter sources.
 
     Returns:
         A dict of the schema's columns.
@@ -235,6 +269,8 @@ def result_row(row: SourceRow, result: ExplainResult) -> dict[str, Any]:
     }
     for name, values in result.per_token.items():
         out[f"per_token_{name}"] = list(values)
+    if parameter_flow is not None:
+        out["parameter_flow"] = parameter_flow
     return out
 
 

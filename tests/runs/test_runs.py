@@ -123,18 +123,31 @@ def _run(model: Any, data: Any, out: Path, **kwargs: Any) -> Any:
 
 
 @pytest.mark.parametrize(
-    "semirings, top_k", [(("sum", "max", "entropy", "logsum"), 2), (("count",), 1)]
+    "semirings, top_k, parameters",
+    [
+        (("sum", "max", "entropy", "logsum"), 2, None),
+        (("count",), 1, None),
+        # parameters are shared by a batch: their flow must not mix its examples
+        (("sum", "max"), 1, ("by-module", "*.attention")),
+    ],
+    ids=["sum-max-entropy-logsum", "count", "parameters"],
 )
-def test_padded_batch_of_16_equals_batches_of_one(mlm, tmp_path, semirings, top_k):
+def test_padded_batch_of_16_equals_batches_of_one(
+    mlm, tmp_path, semirings, top_k, parameters
+):
     rows = _rows()
     lengths = {len(r["text"].split()) for r in rows}
     assert len(lengths) > 3  # the batch of 16 pads
-    kwargs = dict(semirings=semirings, top_k=top_k)
+    kwargs = dict(semirings=semirings, top_k=top_k, parameters=parameters)
     one = _run(mlm, rows, tmp_path / "b1", batch_size=1, **kwargs)
     sixteen = _run(mlm, rows, tmp_path / "b16", batch_size=16, **kwargs)
     assert one.num_rows == N_SENTENCES and one["error"].null_count == N_SENTENCES
     _same_rows(one, sixteen)
     assert all(len(p) == top_k for p in sixteen["top_paths"].to_pylist())
+    if parameters is not None:
+        flows = sixteen["parameter_flow"].to_pylist()
+        # the examples differ, so their flows must too (not one batch-wide value)
+        assert len({f[0]["sum"] for f in flows}) == N_SENTENCES
 
 
 def test_rows_match_direct_sweeps_and_autograd(mlm, tmp_path):
@@ -179,6 +192,169 @@ def test_rows_match_direct_sweeps_and_autograd(mlm, tmp_path):
             }
         layers = {f["layer"] for f in row["branch_flow"]}
         assert layers == {"bert.encoder.layer.0", "bert.encoder.layer.1"}
+
+
+# ------------------------------------------------------------------ parameters
+
+PARAMETER_GROUPS = ("bert.encoder.layer.*.attention", "*.LayerNorm", "by-module")
+
+
+def _reference_groups(model: nn.Module) -> dict[str, list[str]]:
+    """:data:`PARAMETER_GROUPS` spelled out by hand, not by the runner's matcher."""
+    names = [n for n, _ in model.named_parameters()]
+    groups = {
+        "bert.encoder.layer.*.attention": [
+            n
+            for n in names
+            if n.startswith("bert.encoder.layer.") and ".attention." in n
+        ],
+        "*.LayerNorm": [n for n in names if ".LayerNorm." in n],
+    }
+    for n in names:
+        groups.setdefault(n.rsplit(".", 1)[0], []).append(n)
+    return groups
+
+
+def _masked_output(mlm: Any, row: dict[str, Any]) -> tuple[Any, torch.Tensor]:
+    """The example's logits and logit(correct) - logit(wrong) at [MASK]."""
+    ids = torch.tensor([row["token_ids"]])
+    pos = row["tokens"].index("[MASK]")
+    tok = mlm.tokenizer
+    good, bad = (tok.convert_tokens_to_ids(w) for w in row["target"].split(","))
+    logits = mlm.model(input_ids=ids).logits
+    return logits, logits[0, pos, good] - logits[0, pos, bad]
+
+
+def test_parameter_flow_matches_autograd_and_per_element_sweeps(mlm, tmp_path):
+    """Per example and group: ``sum`` is the sum of ``torch.autograd.grad`` over the
+    group's parameters; ``max`` the largest per-element max-product value;
+    ``entropy`` the entropy of the mixture of the elements' path distributions, from
+    each element's own entropy and log Z (so ⊕ came before finalizing)."""
+    semirings = ("sum", "max", "entropy", "logsum")
+    table = _run(
+        mlm,
+        _rows(6),
+        tmp_path / "run",
+        semirings=semirings,
+        top_k=1,
+        batch_size=4,
+        parameters=PARAMETER_GROUPS,
+    )
+    params = dict(mlm.model.named_parameters())
+    groups = _reference_groups(mlm.model)
+    assert len(groups) > 20
+    for row in table.to_pylist():
+        flow = {g["group"]: g for g in row["parameter_flow"]}
+        assert list(flow) == list(groups)
+        _, out = _masked_output(mlm, row)
+        grads = torch.autograd.grad(out, list(params.values()), allow_unused=True)
+        grad = {
+            n: torch.zeros_like(p) if g is None else g
+            for (n, p), g in zip(params.items(), grads)
+        }
+        with cs.record(*params.values()) as graph:
+            _, out = _masked_output(mlm, row)
+        per_element = {
+            name: graph.backward(out, sr)
+            for name, sr in (
+                ("max", cs.MaxProduct()),
+                ("entropy", cs.Entropy()),
+                ("logsum", cs.LogSum()),
+            )
+        }
+        for group, names in groups.items():
+            got = flow[group]
+            assert got["elements"] == sum(params[n].numel() for n in names)
+            want = sum(float(grad[n].double().sum()) for n in names)
+            assert math.isclose(got["sum"], want, rel_tol=1e-4, abs_tol=1e-6), group
+            best = max(float(per_element["max"][params[n]].max()) for n in names)
+            assert math.isclose(got["max"], best, rel_tol=1e-5, abs_tol=1e-9), group
+            h = torch.cat(
+                [per_element["entropy"][params[n]].double().flatten() for n in names]
+            )
+            log_z = torch.cat(
+                [per_element["logsum"][params[n]].double().flatten() for n in names]
+            )
+            flows = log_z > -math.inf
+            share = torch.softmax(log_z[flows], 0)
+            mixture = float((share * (h[flows] - share.log())).sum())
+            assert math.isclose(got["entropy"], mixture, rel_tol=1e-4, abs_tol=1e-6), (
+                group
+            )
+            assert math.isclose(
+                got["logsum"], float(torch.logsumexp(log_z, 0)), rel_tol=1e-5
+            ), group
+
+
+def test_parameter_patterns_that_match_nothing_are_refused(mlm, tmp_path):
+    with pytest.raises(RunError, match="'encoder.layer.*.attention' matches no"):
+        _run(mlm, _rows(1), tmp_path / "run", parameters=["encoder.layer.*.attention"])
+    _run(mlm, _rows(1), tmp_path / "ok", semirings=("sum",), top_k=1)
+    with pytest.raises(RunError, match="other settings .*parameters"):
+        _run(
+            mlm,
+            _rows(1),
+            tmp_path / "ok",
+            semirings=("sum",),
+            top_k=1,
+            parameters=["*.LayerNorm"],
+        )
+
+
+def test_cli_parameter_flow_aggregate_means_match_a_direct_mean(
+    mlm_dir, data_file, tmp_path, capsys
+):
+    from captum_semiring.cli import main
+
+    run_dir = tmp_path / "run"
+    code = main(
+        [
+            "attribute",
+            str(data_file),
+            "--hf-model",
+            str(mlm_dir),
+            "--out",
+            str(run_dir),
+            "--semiring",
+            "sum",
+            "--semiring",
+            "max",
+            "--top-k",
+            "1",
+            "--parameters",
+            "*.attention.self.key",
+            "--parameters",
+            "*.attention.self.value",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert main(["aggregate", str(run_dir)]) == 0
+    table = read_run(run_dir)
+    assert table["error"].null_count == N_SENTENCES
+    import csv
+
+    aggregate = run_dir / "aggregate"
+    with open(aggregate / "aggregate_parameters.csv") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert (aggregate / "aggregate_parameters.png").stat().st_size > 1000
+    got = {(r["semiring"], r["group"]): r for r in csv_rows}
+    assert len(got) == 4
+    for name in ("sum", "max"):
+        for group in ("*.attention.self.key", "*.attention.self.value"):
+            values = [
+                g[name]
+                for flow in table["parameter_flow"].to_pylist()
+                for g in flow
+                if g["group"] == group
+            ]
+            mean = sum(values) / len(values)
+            sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+            row = got[(name, group)]
+            assert int(row["n"]) == N_SENTENCES
+            assert math.isclose(float(row["mean"]), mean, rel_tol=1e-6)
+            half = 1.96 * sd / math.sqrt(len(values))
+            assert math.isclose(float(row["ci_high"]), mean + half, rel_tol=1e-6)
+            assert math.isclose(float(row["ci_low"]), mean - half, rel_tol=1e-6)
 
 
 # ------------------------------------------------------------------ errors
