@@ -7,6 +7,9 @@ imports the modules of :data:`MODULES` on demand.
 - :mod:`.fig5`: sec. 5.3 / Fig. 5, gradient entropy vs MDL (``reproduce fig5``);
 - :mod:`.appb`: App. B.1 / Fig. 6, the sanity checks (``reproduce appB``);
 - :mod:`.ablation`: gradients vs ablation (``reproduce ablation``);
+- :mod:`.circuits`: circuits by semiring paths against EAP and EAP-IG, on a trained
+  induction model, the fig2 model and MiniLM (``reproduce induction``,
+  ``fig2-circuits``, ``minilm-circuits``);
 - :mod:`.tasks`: the synthetic datasets, the agreement sentences, the App. B data and
   the models trained on them.
 
@@ -14,7 +17,7 @@ Examples::
 
     >>> from captum_semiring.reproductions import available
     >>> sorted(available())
-    ['ablation', 'appB', 'fig2', 'fig4', 'fig5']
+    ['ablation', 'appB', 'fig2', 'fig2-circuits', 'fig4', 'fig5', 'induction', 'minilm-circuits']
 """
 
 from .registry import (
