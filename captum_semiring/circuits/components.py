@@ -133,6 +133,18 @@ class Branch:
     key: int | None = None
     values: int | None = None
 
+    def split_steps(self, steps: list[PlanStep]) -> tuple[list[PlanStep], ...]:
+        """An attention's interior steps (of :func:`plan` ``steps``): before the
+        score product, before the value product, from the score product up to the
+        value product, and after the value product."""
+        inside = sorted(self.records)
+        return (
+            [steps[i] for i in inside if i < self.score],
+            [steps[i] for i in inside if i < self.value],
+            [steps[i] for i in inside if self.score <= i < self.value],
+            [steps[i] for i in inside if i > self.value],
+        )
+
     def leaf_of(self, s: Structure, record: int, node: int | None) -> set[int]:
         """The input leaves by which ``record`` reads ``node``."""
         return {leaf for leaf, n in s.graph.records[record].inputs if n == node}
@@ -342,23 +354,29 @@ def merge_gated(
         merged.append(union)
 
 
-def head_mask(
-    shape: tuple[int, ...], heads: int, batch: int, h: int, module: str = ""
-) -> Tensor:
-    """True on head ``h``'s elements of an attention tensor laid out as
-    ``(batch, heads, ...)`` or ``(batch * heads, ...)``."""
+def head_axis(shape: tuple[int, ...], heads: int, batch: int, module: str = "") -> int:
+    """The axis that holds the heads of an attention tensor: 1 for ``(batch, heads,
+    ...)``, 0 for ``(batch * heads, ...)`` (head ``i % heads`` there)."""
     if len(shape) == 4 and shape[1] == heads:
-        mask = torch.zeros(shape, dtype=torch.bool)
-        mask[:, h] = True
-        return mask
+        return 1
     if shape and shape[0] == batch * heads:
-        rows = torch.arange(shape[0]) % heads == h
-        return rows.reshape(-1, *[1] * (len(shape) - 1)).expand(shape)
+        return 0
     raise RecordingError(
         f"cannot find the {heads} heads in an attention tensor of shape {shape} in "
         f"module '{module}'; circuits need the heads on the first axis (batch * "
         "heads) or the second"
     )
+
+
+def head_mask(
+    shape: tuple[int, ...], heads: int, batch: int, h: int, module: str = ""
+) -> Tensor:
+    """True on head ``h``'s elements of an attention tensor (:func:`head_axis`)."""
+    axis = head_axis(shape, heads, batch, module)
+    rows = torch.arange(shape[axis]) % heads == h
+    view = [1] * len(shape)
+    view[axis] = shape[axis]
+    return rows.reshape(view).expand(shape)
 
 
 def _restricted(step: PlanStep, leaves: set[int]) -> PlanStep:
@@ -401,9 +419,7 @@ def components_of(
             c.write = Write([Seed(n) for n in branch.outputs], [], branch.outputs)
             found.append(c)
             continue
-        before_score = [steps[i] for i in inside if i < branch.score]
-        before_value = [steps[i] for i in inside if i < branch.value]
-        after_value = [steps[i] for i in inside if i > branch.value]
+        before_score, before_value, _, after_value = branch.split_steps(steps)
         score_step, value_step = steps[branch.score], steps[branch.value]
         nodes = graph.nodes
         for h in range(branch.heads):

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from .._record import RecordingError
@@ -57,13 +56,6 @@ def write_differences(clean: ComponentGraph, other: ComponentGraph) -> dict[str,
     return clean.write_values(sr, diff)
 
 
-def _scores(cg: ComponentGraph, writes: dict[str, Env], method: str) -> EdgeScores:
-    sr = SumProduct()
-    values = [cg.combine(sr, writes, reads, by) for reads, by in cg.read_sweeps(sr)]
-    raw = values[0] if len(values) == 1 else torch.stack(values, -1)
-    return EdgeScores(cg.edges, raw, sr, method)
-
-
 def eap(
     forward_func: Callable[..., Tensor],
     inputs: Tensor,
@@ -100,7 +92,10 @@ def eap(
     clean = trace(forward_func, inputs, additional_forward_args)
     other = trace(forward_func, corrupted, additional_forward_args)
     check_same_graph(clean, other, "corrupted")
-    return _scores(clean, write_differences(clean, other), "eap")
+    sr = SumProduct()
+    return EdgeScores(
+        clean.edges, clean.flows(sr, write_differences(clean, other)), sr, "eap"
+    )
 
 
 def eap_ig(
@@ -143,7 +138,7 @@ def eap_ig(
         check_same_graph(clean, cg, "interpolated")
         # the write differences live on the clean recording's nodes, which are the
         # same nodes in every recording of this computation
-        scores = _scores(cg, diff, "eap-ig").values
-        total = scores if total is None else total + scores
+        flows = cg.flows(SumProduct(), diff)
+        total = flows if total is None else total + flows
     assert total is not None
     return EdgeScores(clean.edges, total / n_steps, SumProduct(), "eap-ig")

@@ -22,6 +22,7 @@ from .components import (
     Structure,
     components_of,
     find_branches,
+    head_axis,
 )
 
 Env = dict[int, Tensor]
@@ -84,16 +85,15 @@ class EdgeScores:
 
     def __repr__(self) -> str:
         lines = [f"EdgeScores({self.method}, {len(self.edges)} edges)"]
-        totals = self.totals().tolist()
+        totals = self.as_dict()
         for edge in self.top(10):
-            lines.append(f"  {str(edge):60s} {totals[self.edges.index(edge)]: .4g}")
+            lines.append(f"  {str(edge):60s} {totals[edge]: .4g}")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        totals = self.totals().tolist()
+        totals = self.as_dict()
         rows = "".join(
-            f"<tr><td>{html.escape(str(e))}</td>"
-            f"<td>{totals[self.edges.index(e)]:.4g}</td></tr>"
+            f"<tr><td>{html.escape(str(e))}</td><td>{totals[e]:.4g}</td></tr>"
             for e in self.top(20)
         )
         return (
@@ -124,6 +124,8 @@ class ComponentGraph:
     Args:
         graph: a recording whose sources are the model's input (its embeddings).
         output: the recorded output, one scalar per example.
+        inputs: the source tensors, for :meth:`top_paths` (:func:`trace` passes
+            them).
 
     Examples::
 
@@ -146,16 +148,16 @@ class ComponentGraph:
         torch.Size([29, 2])
     """
 
-    def __init__(self, graph: Graph, output: Tensor) -> None:
+    def __init__(
+        self, graph: Graph, output: Tensor, inputs: Sequence[Tensor] = ()
+    ) -> None:
         if output.dim() > 1:
             raise ValueError(
                 "output must hold one scalar per example, shape () or (batch,); got "
                 f"shape {tuple(output.shape)}"
             )
         self.graph, self.output = graph, output
-        self.inputs: tuple[Tensor, ...] = tuple(
-            k for k, _ in graph.source_order if isinstance(k, Tensor)
-        )
+        self.inputs = tuple(inputs)
         self.batch = output.shape[0] if output.dim() == 1 else 0
         self.structure = Structure(graph)
         self.branches: list[Branch] = find_branches(self.structure, max(self.batch, 1))
@@ -284,11 +286,16 @@ class ComponentGraph:
         """
         sr = get_semiring(semiring)
         writes = self.write_values(sr, _engine.forward(self.graph, sr).env)
+        return EdgeScores(self.edges, self.flows(sr, writes), sr, sr.name)
+
+    def flows(self, sr: Semiring, writes: dict[str, Env]) -> Tensor:
+        """Raw flow per edge and example ``(edges, S[, batch])`` of the given write
+        values (a forward sweep's, or activation differences) and this recording's
+        backward sweep."""
         parts = [
             self.combine(sr, writes, reads, by) for reads, by in self.read_sweeps(sr)
         ]
-        values = parts[0] if len(parts) == 1 else torch.stack(parts, -1)
-        return EdgeScores(self.edges, values, sr, sr.name)
+        return parts[0] if len(parts) == 1 else torch.stack(parts, -1)
 
     def read_flow(
         self, component: str, slot: str, semiring: Semiring | str = "max"
@@ -318,11 +325,8 @@ class ComponentGraph:
         (node,) = read.inputs
         backward = _engine.backward(self.graph, self.output, sr).env
         forward = _engine.forward(self.graph, sr).env
-        b = self.read_values(sr, backward)[component, slot].get(node)
-        if b is None:
-            meta = self.graph.nodes[node]
-            return sr.zeros(meta.shape, torch.empty((), dtype=meta.dtype))
-        return sr.times(self._value(sr, forward, node), b)
+        reads = self.read_values(sr, backward)[component, slot]
+        return sr.times(self._value(sr, forward, node), self._value(sr, reads, node))
 
     def read_sweeps(
         self, sr: Semiring
@@ -390,9 +394,8 @@ class ComponentGraph:
 
     def _head_of(self, branch: Branch, node: int, index: tuple[int, ...]) -> int:
         shape = self.graph.nodes[node].shape
-        if len(shape) == 4 and shape[1] == branch.heads:
-            return index[1]
-        return index[0] % branch.heads
+        axis = head_axis(shape, branch.heads, max(self.batch, 1), branch.module)
+        return index[axis] % branch.heads
 
     def top_paths(self, k: int) -> list[Path]:
         """The ``k`` best paths from any source element to the output by the TopK
@@ -460,6 +463,4 @@ def trace(
         out = forward_func(*xs, *additional_forward_args)
     if not isinstance(out, Tensor):
         raise TypeError(f"forward_func must return a tensor, got {type(out).__name__}")
-    cg = ComponentGraph(graph, out)
-    cg.inputs = xs
-    return cg
+    return ComponentGraph(graph, out, xs)

@@ -88,14 +88,13 @@ class Patcher:
         self,
         keep: set[Edge] | None,
         replacement: Writes | None,
-        sources: tuple[Tensor, ...] | None = None,
     ) -> Writes:
         """The run in which every edge outside ``keep`` (all edges when None) carries
         ``replacement``'s write instead of this run's."""
         cg = self.cg
-        if sources is None:
-            sources = tuple(self._saved(n) for n in self._source_nodes())
-        parts: dict[str, Values] = {"embed": dict(zip(self._source_nodes(), sources))}
+        parts: dict[str, Values] = {
+            "embed": {n: self._saved(n) for n in self._source_nodes()}
+        }
         base: dict[str, Values] = {}
         memo: dict[Any, Values] = {}
         done_branches: set[int] = set()
@@ -183,12 +182,7 @@ class Patcher:
         inputs: dict[tuple[str, str], Values],
     ) -> tuple[dict[str, Values], Values]:
         batch = max(self.cg.batch, 1)
-        inside = [self.steps[i] for i in sorted(branch.records)]
-        score, value = branch.score, branch.value
-        before_score = [st for st in inside if self._index(st) < score]
-        before_value = [st for st in inside if self._index(st) < value]
-        between = [st for st in inside if score <= self._index(st) < value]
-        after = [st for st in inside if self._index(st) > value]
+        before_score, before_value, between, after = branch.split_steps(self.steps)
 
         def head_part(t: Tensor, h: int) -> Tensor:
             mask = head_mask(tuple(t.shape), branch.heads, batch, h, branch.module)
@@ -212,7 +206,7 @@ class Patcher:
                     assembled[node] + piece if node in assembled else piece
                 )
         # the weights from the assembled query and key, then the value product
-        env = replay(between + [self.steps[value]], assembled)
+        env = replay(between + [self.steps[branch.value]], assembled)
         z = env[branch.mixed]
         base_env = replay(after, {branch.mixed: torch.zeros_like(z)})
         base = {n: base_env[n] for n in branch.outputs}

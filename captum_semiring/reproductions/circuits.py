@@ -193,8 +193,11 @@ def _write(
     summary: dict[str, Any],
     known: set[circuits.Edge],
     title: str,
+    per_method: str,
     marks: Sequence[int] = (),
 ) -> list[Path]:
+    """Write the curves, the circuits, the plot and the summary; print
+    ``summary[per_method]``, one line per method."""
     from ..visualization import figure_to_png
 
     curves = write_csv(
@@ -208,6 +211,8 @@ def _write(
     png = out_dir / f"{stem}_faithfulness.png"
     png.write_bytes(figure_to_png(plot_curves(cmp, title, marks)))
     summary_path = write_json(out_dir / f"{stem}_summary.json", summary)
+    for method, r in summary[per_method].items():
+        print(f"{method:22s} " + "  ".join(f"{k}: {v}" for k, v in r.items()))
     return [curves, chosen, png, summary_path]
 
 
@@ -340,18 +345,16 @@ def reproduce_induction(out_dir: Path, options: ReproduceOptions) -> list[Path]:
     cmp, summary, full = induction_comparison(scale)
     summary["scale"] = name
     summary["seconds"]["total"] = round(time.perf_counter() - start, 1)
-    paths = _write(
+    return _write(
         out_dir,
         "induction",
         cmp,
         summary,
         full,
         f"Induction circuit ({len(cmp.graph.edges)} edges): faithfulness by method",
+        "recovery",
         marks=(4, 7),
     )
-    for method, r in summary["recovery"].items():
-        print(f"{method:22s} " + "  ".join(f"{k}: {v}" for k, v in r.items()))
-    return paths
 
 
 # ------------------------------------------------------------------ MiniLM
@@ -503,17 +506,15 @@ def reproduce_minilm_circuits(out_dir: Path, options: ReproduceOptions) -> list[
     cmp, summary = minilm_comparison(scale)
     summary["scale"] = name
     summary["seconds"]["total"] = round(time.perf_counter() - start, 1)
-    paths = _write(
+    return _write(
         out_dir,
         "minilm_circuits",
         cmp,
         summary,
         set(),
         f"MiniLM sentence similarity ({len(cmp.graph.edges)} edges): faithfulness by method",
+        "circuits",
     )
-    for method, r in summary["circuits"].items():
-        print(f"{method:22s} " + "  ".join(f"{k}: {v}" for k, v in r.items()))
-    return paths
 
 
 # ------------------------------------------------------------------ fig2 model
