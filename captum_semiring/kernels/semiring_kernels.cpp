@@ -73,10 +73,12 @@ void max_times(const T* pos, const T* neg, const T* w, T* hi, T* lo, int64_t B,
                int64_t M, int64_t N, int64_t P, int64_t w_batched, int threads) {
     const int64_t row_blocks = (M + kRows - 1) / kRows;
     const int64_t col_tiles = (P + kCols - 1) / kCols;
+    // Row blocks innermost: one column strip of w serves all rows while it is in
+    // cache (w of a 384 x 1536 linear does not fit in L2).
 #pragma omp parallel for collapse(3) schedule(static) num_threads(threads)
     for (int64_t b = 0; b < B; ++b)
-        for (int64_t rb = 0; rb < row_blocks; ++rb)
-            for (int64_t ct = 0; ct < col_tiles; ++ct) {
+        for (int64_t ct = 0; ct < col_tiles; ++ct)
+            for (int64_t rb = 0; rb < row_blocks; ++rb) {
                 Tile t{b, rb * kRows, ct * kCols, 0, 0};
                 t.rows = M - t.m0 < kRows ? M - t.m0 : kRows;
                 t.cols = P - t.p0 < kCols ? P - t.p0 : kCols;
