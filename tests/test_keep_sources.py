@@ -26,7 +26,11 @@ def bert():
     mask[1, 5:] = 0  # a padded example
     layer = model.embeddings
     with cs.record(layer, cs.layer_input(model.encoder.layer[1])) as graph:
-        out = model(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0, :3].sum(-1)
+        out = (
+            model(input_ids=ids, attention_mask=mask)
+            .last_hidden_state[:, 0, :3]
+            .sum(-1)
+        )
     return graph, out, layer, model
 
 

@@ -148,6 +148,40 @@ def test_native_kernels_step_aside_for_non_finite_weights(monkeypatch):
     assert not torch.isnan(hi[:, 1]).any()
 
 
+def _eager(monkeypatch, fn):
+    with monkeypatch.context() as m:
+        use_backend(m, "eager")
+        return fn()
+
+
+@pytest.mark.parametrize("where", ["weight nan", "weight inf", "value nan"])
+@pytest.mark.parametrize("batched", [False, True])
+def test_native_kernels_find_every_non_finite_operand(monkeypatch, where, batched):
+    """The kernels check their operands as they read them, each weight once (in its
+    batch's first row block): a bad entry in any tile, and in any batch of a batched
+    weight, sends the call to torch, whose numbers it then equals."""
+    generator = torch.Generator().manual_seed(3)
+    b = 2 if batched else 1
+    pos = torch.randn(b, 9, 21, generator=generator)
+    neg = pos - torch.rand(b, 9, 21, generator=generator)
+    w = torch.randn(b, 21, 37, generator=generator)  # 3 column tiles, 3 row blocks
+    lists = torch.randn(2, 2, b, 9, 21, generator=generator).abs()
+    lists = torch.cat((lists[0].sort(0, descending=True).values, -lists[1]))
+    if where == "value nan":
+        pos[-1, 7, 3] = neg[-1, 7, 3] = torch.nan
+    else:
+        w[-1, 3, 35] = torch.nan if where == "weight nan" else torch.inf
+    use_backend(monkeypatch, "native")
+    got = kernels.max_times(pos, neg, w)
+    want = _eager(monkeypatch, lambda: kernels.max_times(pos, neg, w))
+    for g, e in zip(got, want, strict=True):
+        assert torch.equal(g.nan_to_num(1234.5), e.nan_to_num(1234.5))
+    if where != "value nan":  # NaN values mark "no path" in TopK
+        got_k = kernels.top_k_times(lists, w, 2)
+        want_k = _eager(monkeypatch, lambda: kernels.top_k_times(lists, w, 2))
+        assert torch.equal(got_k.nan_to_num(1234.5), want_k.nan_to_num(1234.5))
+
+
 def test_native_library_is_cached(monkeypatch, tmp_path):
     """A fresh cache builds the library once; a second process reuses it."""
     monkeypatch.setenv("CAPTUM_SEMIRING_CACHE", str(tmp_path))

@@ -167,7 +167,7 @@ def max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     (m, n), p = pos.shape[-2:], w.shape[-1]
     batch = torch.broadcast_shapes(pos.shape[:-2], w.shape[:-2])
     size = m * n * p * math.prod(batch)
-    use_native = _native_fits(w, pos, neg)
+    use_native = native.available(w, pos, neg)  # the kernel checks the values
     if use_native or _compiles(size):
         # One layout for every call: 3-d operands, a 2-d w as (1, n, p) with the
         # batch folded into the rows.
@@ -179,11 +179,9 @@ def max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
                 _batched(neg, batch, m, n),
                 _batched(w, batch, n, p),
             )
-        out: tuple[Tensor, Tensor] | None = (
-            native.max_times(*(a.contiguous() for a in args))
-            if use_native
-            else _try_compiled("max_times", _max_times, size, *args)
-        )
+        out = native.max_times(*(a.contiguous() for a in args)) if use_native else None
+        if out is None and _compiles(size):  # None from native: non-finite operands
+            out = _try_compiled("max_times", _max_times, size, *args)
         if out is not None:
             return out[0].reshape(*batch, m, p), out[1].reshape(*batch, m, p)
     return _chunked(_max_times, pos, neg, w)
@@ -376,7 +374,7 @@ def top_k_times(values: Tensor, w: Tensor, k: int) -> Tensor:
     can contribute: find those, then merge their lists.
     """
     (m, n), p = values.shape[-2:], w.shape[-1]
-    if k <= native.MAX_K and _native_fits(w, values, nan_is_no_path=True):
+    if k <= native.MAX_K and native.available(w, values):  # it checks the weights
         batch = torch.broadcast_shapes(values.shape[1:-2], w.shape[:-2])
         if w.dim() == 2:  # the batch folded into the rows
             flat, w3 = values.reshape(2 * k, 1, -1, n), w.unsqueeze(0)
@@ -385,7 +383,8 @@ def top_k_times(values: Tensor, w: Tensor, k: int) -> Tensor:
             w3 = _batched(w, batch, n, p)
         # (native.top_k_times lays the values out itself)
         out = native.top_k_times(flat, w3.contiguous(), k)
-        return out.reshape(2 * k, *batch, m, p)
+        if out is not None:
+            return out.reshape(2 * k, *batch, m, p)
     pos, neg = values[:k], values[k:]
     wt = w.mT
     hi = _best_inputs(pos[0], neg[0], wt, k, largest=True)

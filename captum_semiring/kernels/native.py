@@ -120,8 +120,9 @@ def _load() -> ctypes.CDLL | None:
         for name, argtypes in _SIGNATURES.items():
             for suffix in ("f32", "f64"):
                 getattr(lib, f"{name}_{suffix}").argtypes = argtypes
-        for suffix in ("f32", "f64"):
-            getattr(lib, f"any_bad_{suffix}").restype = ctypes.c_int
+        for name in ("any_bad", "max_times", "top_k_times"):  # these return a flag
+            for suffix in ("f32", "f64"):
+                getattr(lib, f"{name}_{suffix}").restype = ctypes.c_int
         _library = lib
     return _library
 
@@ -161,12 +162,14 @@ def _threads(size: int) -> int:
     return torch.get_num_threads() if size >= PARALLEL_THRESHOLD else 1
 
 
-def max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-    """Max-times of ``pos, neg`` (B, M, N) with ``w`` (1 or B, N, P); contiguous."""
+def max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Max-times of ``pos, neg`` (B, M, N) with ``w`` (1 or B, N, P); contiguous.
+    None where a value is NaN or a weight is not finite (the kernel checks them as it
+    reads them): its loops would drop what torch's reductions keep."""
     (b, m, n), p = pos.shape, w.shape[-1]
     hi = pos.new_empty((b, m, p))
     lo = pos.new_empty((b, m, p))
-    _entry("max_times", pos.dtype)(
+    bad = _entry("max_times", pos.dtype)(
         _ptr(pos),
         _ptr(neg),
         _ptr(w),
@@ -179,18 +182,19 @@ def max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
         int(w.shape[0] != 1),
         _threads(b * m * n * p),
     )
-    return hi, lo
+    return None if bad else (hi, lo)
 
 
-def top_k_times(values: Tensor, w: Tensor, k: int) -> Tensor:
+def top_k_times(values: Tensor, w: Tensor, k: int) -> Tensor | None:
     """Top-k-times of ``values`` (2k, B, M, N) with ``w`` (1 or B, N, P), contiguous;
-    the kernel reads each input's 2k values side by side."""
+    the kernel reads each input's 2k values side by side. None where a weight is not
+    finite (checked as it is read)."""
     assert k <= MAX_K, k
     _, b, m, n = values.shape
     p = w.shape[-1]
     lists = values.permute(1, 2, 3, 0).contiguous()  # each input's 2k values together
     out = values.new_empty((2 * k, b, m, p))
-    _entry("top_k_times", values.dtype)(
+    bad = _entry("top_k_times", values.dtype)(
         _ptr(lists),
         _ptr(w),
         _ptr(out),
@@ -202,7 +206,7 @@ def top_k_times(values: Tensor, w: Tensor, k: int) -> Tensor:
         int(w.shape[0] != 1),
         _threads(b * m * n * p),
     )
-    return out
+    return None if bad else out
 
 
 def layer_norm_times(kind: str, s: Tensor, *values: Tensor) -> tuple[Tensor, ...]:

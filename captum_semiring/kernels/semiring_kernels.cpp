@@ -31,12 +31,18 @@ struct Tile {
     int64_t b, m0, p0, rows, cols;
 };
 
+// Whether x is infinite or NaN (x - x is NaN exactly then).
+template <typename T>
+inline bool non_finite(T x) { return !(x - x == T(0)); }
+
 // Max-times for one tile: hi = max_n max(w*pos, w*neg), lo = min_n min(...).
 // For a path pos >= neg, so max(w*pos, w*neg) is w*pos for w >= 0 and w*neg
 // otherwise: no sign test. A dead input (pos = -inf: no path) is skipped.
+// Returns whether a NaN value or (with check_w) a non-finite weight was read:
+// checked here, a separate pass over w would cost a quarter of a sweep.
 template <typename T, int64_t R, int64_t C>
-void max_tile(const T* pos, const T* neg, const T* w, T* hi, T* lo, int64_t N,
-              int64_t P, int64_t M, const Tile& t) {
+bool max_tile(const T* pos, const T* neg, const T* w, T* hi, T* lo, int64_t N,
+              int64_t P, int64_t M, const Tile& t, bool check_w) {
     const int64_t rows = R > 0 ? R : t.rows, cols = C > 0 ? C : t.cols;
     T acc_hi[kRows][kCols], acc_lo[kRows][kCols];
     for (int64_t i = 0; i < rows; ++i)
@@ -46,6 +52,20 @@ void max_tile(const T* pos, const T* neg, const T* w, T* hi, T* lo, int64_t N,
         }
     const T* prow = pos + (t.b * M + t.m0) * N;
     const T* nrow = neg + (t.b * M + t.m0) * N;
+    // The checks run before the tile's loop (the strip is then in cache): inside
+    // it they would halve its speed.
+    int bad = 0;
+    if (check_w)
+        for (int64_t n = 0; n < N; ++n) {
+            const T* wr = w + n * P + t.p0;
+#pragma omp simd reduction(| : bad)
+            for (int64_t j = 0; j < cols; ++j) bad |= non_finite(wr[j]);
+        }
+    if (t.p0 == 0) {  // each row's values once, in its first column tile
+#pragma omp simd reduction(| : bad)
+        for (int64_t i = 0; i < rows * N; ++i)
+            bad |= (prow[i] != prow[i]) | (nrow[i] != nrow[i]);
+    }
     for (int64_t n = 0; n < N; ++n) {
         const T* wr = w + n * P + t.p0;
         for (int64_t i = 0; i < rows; ++i) {
@@ -66,16 +86,19 @@ void max_tile(const T* pos, const T* neg, const T* w, T* hi, T* lo, int64_t N,
             hi[at] = acc_hi[i][j];
             lo[at] = acc_lo[i][j];
         }
+    return bad != 0;
 }
 
 template <typename T>
-void max_times(const T* pos, const T* neg, const T* w, T* hi, T* lo, int64_t B,
-               int64_t M, int64_t N, int64_t P, int64_t w_batched, int threads) {
+int max_times(const T* pos, const T* neg, const T* w, T* hi, T* lo, int64_t B,
+              int64_t M, int64_t N, int64_t P, int64_t w_batched, int threads) {
     const int64_t row_blocks = (M + kRows - 1) / kRows;
     const int64_t col_tiles = (P + kCols - 1) / kCols;
+    int bad = 0;
     // Row blocks innermost: one column strip of w serves all rows while it is in
     // cache (w of a 384 x 1536 linear does not fit in L2).
-#pragma omp parallel for collapse(3) schedule(static) num_threads(threads)
+#pragma omp parallel for collapse(3) schedule(static) num_threads(threads) \
+    reduction(| : bad)
     for (int64_t b = 0; b < B; ++b)
         for (int64_t ct = 0; ct < col_tiles; ++ct)
             for (int64_t rb = 0; rb < row_blocks; ++rb) {
@@ -83,11 +106,15 @@ void max_times(const T* pos, const T* neg, const T* w, T* hi, T* lo, int64_t B,
                 t.rows = M - t.m0 < kRows ? M - t.m0 : kRows;
                 t.cols = P - t.p0 < kCols ? P - t.p0 : kCols;
                 const T* wb = w + (w_batched ? b * N * P : 0);
+                // Each weight is checked once: in the first row block of its batch.
+                const bool check_w = rb == 0 && (w_batched || b == 0);
                 if (t.rows == kRows && t.cols == kCols)
-                    max_tile<T, kRows, kCols>(pos, neg, wb, hi, lo, N, P, M, t);
+                    bad |= max_tile<T, kRows, kCols>(pos, neg, wb, hi, lo, N, P, M, t,
+                                                     check_w);
                 else
-                    max_tile<T, 0, 0>(pos, neg, wb, hi, lo, N, P, M, t);
+                    bad |= max_tile<T, 0, 0>(pos, neg, wb, hi, lo, N, P, M, t, check_w);
             }
+    return bad;
 }
 
 // Insert c into the descending list best[0..k) if it beats the last.
@@ -163,9 +190,11 @@ struct TopKScratch {
 // head (a branch-free insertion network); pass 2 takes the inputs above it, and
 // enough of those equal to it (equal heads are interchangeable), and merges
 // their whole lists.
+// Returns whether (with check_w) a non-finite weight was read.
 template <typename T, typename W>
-void top_k_tile(const T* lists, int64_t k, int64_t N, const W& weights, int64_t p0,
-                int64_t cols, T* out, int64_t out_plane, TopKScratch<T>& scratch) {
+bool top_k_tile(const T* lists, int64_t k, int64_t N, const W& weights, int64_t p0,
+                int64_t cols, T* out, int64_t out_plane, TopKScratch<T>& scratch,
+                bool check_w) {
     const T inf = std::numeric_limits<T>::infinity();
     const T nan = std::numeric_limits<T>::quiet_NaN();
     const int64_t stride = 2 * k;
@@ -174,10 +203,17 @@ void top_k_tile(const T* lists, int64_t k, int64_t N, const W& weights, int64_t 
     T* lo = scratch.lo.data();
     for (int64_t i = 0; i < k * width; ++i) hi[i] = -inf, lo[i] = inf;
     alignas(64) T wv[kBlock], up[kBlock], down[kBlock];
+    int bad = 0;
     for (int64_t n = 0; n < N; ++n) {
         const T a = lists[n * stride], c = lists[n * stride + k];
-        if (std::isnan(a) && std::isnan(c)) continue;
+        const bool dead = std::isnan(a) && std::isnan(c);
+        if (dead && !check_w) continue;
         weights.row(n, p0, cols, width, wv);
+        if (check_w) {
+#pragma omp simd reduction(| : bad)
+            for (int64_t j = 0; j < width; ++j) bad |= non_finite(wv[j]);
+            if (dead) continue;
+        }
         int enters = 0;
         const T *h_last = hi + (k - 1) * width, *l_last = lo + (k - 1) * width;
 #pragma omp simd reduction(| : enters)
@@ -272,15 +308,16 @@ void top_k_tile(const T* lists, int64_t k, int64_t N, const W& weights, int64_t 
             for (int64_t r = 0; r < k; ++r)
                 dst[r * out_plane] = std::isinf(best[r]) ? nan : best[r];
         }
+    return bad != 0;
 }
 
 // Top-k-times of lists (B, M, N, 2k) with w (Bw, N, P); out (2k, B, M, P).
 template <typename T>
-void top_k_times(const T* lists, const T* w, T* out, int64_t k, int64_t B,
-                 int64_t M, int64_t N, int64_t P, int64_t w_batched,
-                 int threads) {
+int top_k_times(const T* lists, const T* w, T* out, int64_t k, int64_t B,
+                int64_t M, int64_t N, int64_t P, int64_t w_batched, int threads) {
     const int64_t out_plane = B * M * P, col_tiles = (P + kBlock - 1) / kBlock;
-#pragma omp parallel num_threads(threads)
+    int bad = 0;
+#pragma omp parallel num_threads(threads) reduction(| : bad)
     {
         TopKScratch<T> scratch(k);
 #pragma omp for collapse(3) schedule(static)
@@ -289,11 +326,13 @@ void top_k_times(const T* lists, const T* w, T* out, int64_t k, int64_t B,
                 for (int64_t ct = 0; ct < col_tiles; ++ct) {
                     const int64_t p0 = ct * kBlock;
                     const DenseWeights<T> weights{w + (w_batched ? b * N * P : 0), P};
-                    top_k_tile(lists + (b * M + m) * N * 2 * k, k, N, weights, p0,
-                               std::min(P - p0, kBlock), out + (b * M + m) * P,
-                               out_plane, scratch);
+                    const bool check_w = m == 0 && (w_batched || b == 0);
+                    bad |= top_k_tile(lists + (b * M + m) * N * 2 * k, k, N, weights,
+                                      p0, std::min(P - p0, kBlock),
+                                      out + (b * M + m) * P, out_plane, scratch, check_w);
                 }
     }
+    return bad;
 }
 
 inline float log_of(float x) { return logf(x); }
@@ -383,7 +422,8 @@ void ln_top_k(const T* lists, const T* s, T* out, int64_t k, int64_t rows,
                 const int64_t p0 = ct * kBlock;
                 const LayerNormWeights<T> weights{s + r * n, T(-1) / T(n)};
                 top_k_tile(lists + r * n * 2 * k, k, n, weights, p0,
-                           std::min(n - p0, kBlock), out + r * n, rows * n, scratch);
+                           std::min(n - p0, kBlock), out + r * n, rows * n, scratch,
+                           false);
             }
     }
 }
@@ -398,7 +438,7 @@ bool any_bad(const T* x, int64_t count, bool nan_only) {
         for (int64_t i = 0; i < count; ++i) bad |= x[i] != x[i];
     } else {
 #pragma omp simd reduction(| : bad)
-        for (int64_t i = 0; i < count; ++i) bad |= !(x[i] - x[i] == T(0));
+        for (int64_t i = 0; i < count; ++i) bad |= non_finite(x[i]);
     }
     return bad != 0;
 }
@@ -418,28 +458,28 @@ void magnitude_log(const T* w, T* magnitude, T* m_log, int64_t count, int thread
 
 extern "C" {
 
-void max_times_f32(const float* pos, const float* neg, const float* w, float* hi,
+int max_times_f32(const float* pos, const float* neg, const float* w, float* hi,
                    float* lo, int64_t B, int64_t M, int64_t N, int64_t P,
                    int64_t w_batched, int threads) {
-    max_times(pos, neg, w, hi, lo, B, M, N, P, w_batched, threads);
+    return max_times(pos, neg, w, hi, lo, B, M, N, P, w_batched, threads);
 }
 
-void max_times_f64(const double* pos, const double* neg, const double* w,
+int max_times_f64(const double* pos, const double* neg, const double* w,
                    double* hi, double* lo, int64_t B, int64_t M, int64_t N,
                    int64_t P, int64_t w_batched, int threads) {
-    max_times(pos, neg, w, hi, lo, B, M, N, P, w_batched, threads);
+    return max_times(pos, neg, w, hi, lo, B, M, N, P, w_batched, threads);
 }
 
-void top_k_times_f32(const float* values, const float* w, float* out, int64_t k,
+int top_k_times_f32(const float* values, const float* w, float* out, int64_t k,
                      int64_t B, int64_t M, int64_t N, int64_t P,
                      int64_t w_batched, int threads) {
-    top_k_times(values, w, out, k, B, M, N, P, w_batched, threads);
+    return top_k_times(values, w, out, k, B, M, N, P, w_batched, threads);
 }
 
-void top_k_times_f64(const double* values, const double* w, double* out,
+int top_k_times_f64(const double* values, const double* w, double* out,
                      int64_t k, int64_t B, int64_t M, int64_t N, int64_t P,
                      int64_t w_batched, int threads) {
-    top_k_times(values, w, out, k, B, M, N, P, w_batched, threads);
+    return top_k_times(values, w, out, k, B, M, N, P, w_batched, threads);
 }
 
 void layer_norm_max_f32(const float* pos, const float* neg, const float* s,
