@@ -64,12 +64,13 @@ def _path_lists(k: int, shape: tuple[int, ...], generator: torch.Generator):
 
 
 @pytest.mark.parametrize("backend", ["native", "compiled"])
-@pytest.mark.parametrize("n", [3, 40])  # fewer inputs than k, and more
-def test_fast_top_k_times_matches_eager(monkeypatch, n, backend):
+# fewer inputs than k, and more; outputs in one vector, and over two column tiles
+@pytest.mark.parametrize("n, p", [(3, 7), (40, 7), (70, 300)])
+def test_fast_top_k_times_matches_eager(monkeypatch, n, p, backend):
     k = 5
     generator = torch.Generator().manual_seed(n)
     values = _path_lists(k, (2, 6, n), generator)
-    w = torch.randn(2, n, 7, generator=generator).round(decimals=1)
+    w = torch.randn(2, n, p, generator=generator).round(decimals=1)
     w[0, 0] = 0.0  # a zero weight
     use_backend(monkeypatch, "eager")
     eager = kernels.top_k_times(values, w, k)
@@ -80,8 +81,8 @@ def test_fast_top_k_times_matches_eager(monkeypatch, n, backend):
     # a negative path times 0 gives -0.0, which TopK keeps on the negative side.)
     w = torch.where(w == 0, 0.5, w)
     got = kernels.top_k_times(values, w, k)
-    cand = values.unsqueeze(-1) * w.unsqueeze(0).unsqueeze(-3)  # (2k, 2, 6, n, 7)
-    cand = cand.movedim(-2, 1).flatten(0, 1)  # (2k·n, 2, 6, 7)
+    cand = values.unsqueeze(-1) * w.unsqueeze(0).unsqueeze(-3)  # (2k, 2, 6, n, p)
+    cand = cand.movedim(-2, 1).flatten(0, 1)  # (2k·n, 2, 6, p)
     hi = torch.nan_to_num(cand, nan=-torch.inf).topk(k, 0).values
     lo = torch.nan_to_num(cand, nan=torch.inf).topk(k, 0, largest=False).values
     want = torch.cat((hi.where(hi >= 0, torch.nan), lo.where(lo < 0, torch.nan)))
