@@ -644,6 +644,18 @@ class Entropy(_LogMagnitude):
         expectation = torch.where(total > 0, weighted / total, 0.0)
         return self._pack(top + torch.log(total), expectation)
 
+    def segment_sum(self, x: Tensor, index: Tensor, size: int) -> Tensor:
+        # As LogSum's, in O(n): the buckets' max log Z by a scatter, then sums.
+        log_z, expectation = x[0], x[1]
+        top = log_z.new_full((size,), -math.inf)
+        top = top.scatter_reduce(0, index, log_z, "amax", include_self=True)
+        top = torch.where(torch.isinf(top), 0.0, top)
+        weight = torch.exp(log_z - top[index])
+        total = log_z.new_zeros(size).index_add_(0, index, weight)
+        weighted = log_z.new_zeros(size).index_add_(0, index, weight * expectation)
+        expectation = torch.where(total > 0, weighted / total, 0.0)
+        return self._pack(top + torch.log(total), expectation)
+
     def layer_norm_matmul(self, x: Tensor, normalized: Tensor) -> Tensor:
         scaled, top = self._row_scaled(x[0])
         total, weighted = kernels.layer_norm_times(
