@@ -70,8 +70,11 @@ SEMIRINGS: dict[str, Any] = {
     "logsum": cs.LogSum(),
     "max": cs.MaxProduct(),
     "max+path": cs.MaxProduct(),
+    "max+path/ckpt": cs.MaxProduct(),  # keep="checkpoints": paths swept again
     "topk5": cs.TopK(5),
 }
+#: The runs that recover a path, with what their sweep keeps.
+PATH_KEEP = {"max+path": "all", "max+path/ckpt": "checkpoints"}
 DEVICE = torch.device("cpu")
 TARGET_SECONDS, TARGET_GIB = 10.0, 4.0
 
@@ -267,10 +270,10 @@ def _runners(
             with cs.record(source) as graph:
                 out = _call(model, inputs)
             # as the attribution classes do: every value only where paths need it
-            keep = "all" if semiring == "max+path" else "sources"
+            keep = PATH_KEEP.get(semiring, "sources")
             res = graph.backward(out, SEMIRINGS[semiring], keep=keep)
             res[source]  # finalize
-            if semiring == "max+path":
+            if semiring in PATH_KEEP:
                 res.path(source, _best_element(res, source, tokens=layer is not None))
 
         return run
@@ -721,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
         save()
     if args.zoo:
         print("zoo (float32, padded batch of 2):", flush=True)
-        zoo_semirings = [s for s in args.semirings if s != "max+path"]
+        zoo_semirings = [s for s in args.semirings if s not in PATH_KEEP]
         results["zoo"] = bench_zoo(zoo_semirings, args.repeats)
         save()
     if args.scaling:

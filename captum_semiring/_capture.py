@@ -11,7 +11,7 @@ import contextlib
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -89,7 +89,7 @@ class Graph(Recording):
         self,
         output: Tensor | int,
         semiring: Semiring | str = "sum",
-        keep: Literal["all", "sources"] = "all",
+        keep: engine.Keep = "all",
     ) -> SemiringResult:
         """Sweep from ``output`` (one scalar per example) back to every node.
 
@@ -102,7 +102,10 @@ class Graph(Recording):
                 tensors given to :func:`record`) and frees each other value as soon
                 as the sweep is past it, so that the sweep holds about one layer's
                 values at a time; ``path()``, ``branch_flow()`` and other tensors'
-                values then raise.
+                values then raise. ``"checkpoints"`` frees them too, but keeps the
+                live values at about ``sqrt(ops)`` places, from which any other
+                value is swept again when asked for: paths and branch flow then
+                cost about one more sweep, in about the memory of ``"sources"``.
 
         Returns:
             A :class:`~captum_semiring.SemiringResult`.

@@ -8,6 +8,7 @@ on first use) and the sweep plan.
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -100,16 +101,23 @@ def plan(graph: Recording) -> list[PlanStep]:
     return cache.plan
 
 
+#: What a backward sweep keeps: every value, the sources' only, or the sources' and
+#: checkpoints from which any other value is recomputed when asked for.
+Keep = Literal["all", "sources", "checkpoints"]
+
+
 @torch.no_grad()
 def backward(
     graph: Recording,
     output: Tensor | int,
     semiring: Semiring | str,
-    keep: Literal["all", "sources"] = "all",
+    keep: Keep = "all",
 ) -> Sweep:
     sr = get_semiring(semiring)
-    if keep not in ("all", "sources"):
-        raise ValueError(f"keep must be 'all' or 'sources', got {keep!r}")
+    if keep not in ("all", "sources", "checkpoints"):
+        raise ValueError(
+            f"keep must be 'all', 'sources' or 'checkpoints', got {keep!r}"
+        )
     node: int | None = None
     if isinstance(output, int) and not isinstance(output, bool):
         node = graph.node_of(output)  # a node index (of a loaded recording, say)
@@ -134,11 +142,14 @@ def backward(
                 "`with cs.record(...)` block, so no path leads to it"
             ) from None
     graph.check_unchanged()
-    kept = None
-    if keep == "sources":
+    kept, checkpoints = None, None
+    if keep != "all":
         kept = frozenset(n for nodes in graph.sources.values() for n in nodes)
-    env = reverse(graph, sr, {node: sr.ones(output.shape, output.detach())}, kept)
-    return Sweep(graph, sr, env, node, output, kept)
+    if keep == "checkpoints":
+        checkpoints = Checkpoints(plan(graph))
+    seed = {node: sr.ones(output.shape, output.detach())}
+    env = reverse(graph, sr, seed, kept, checkpoints=checkpoints)
+    return Sweep(graph, sr, env, node, output, kept, checkpoints)
 
 
 @torch.no_grad()
@@ -148,17 +159,24 @@ def reverse(
     env: dict[int, Tensor],
     kept: frozenset[int] | None = None,
     steps: list[PlanStep] | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> dict[int, Tensor]:
     """The reverse sweep from seed values ``env`` (node to value), filled in place.
 
     With ``kept``, every other node's value is dropped once the sweep has passed its
     producer (all its consumers come before, in reverse order), so only about one
     layer's values are alive at a time. ``steps`` (a subsequence of :func:`plan`,
-    default all of it) restricts the sweep to those records and input leaves."""
+    default all of it) restricts the sweep to those records and input leaves.
+    ``checkpoints`` (over all of :func:`plan`) saves the live values as it passes
+    its boundaries."""
     nodes = graph.nodes
+    steps = plan(graph) if steps is None else steps
     # Ops none of whose outputs reach the output (dead branches, or ops recorded
     # after it) have no value: they are skipped before their local maps are built.
-    for record, ins, outs in reversed(plan(graph) if steps is None else steps):
+    for i in range(len(steps) - 1, -1, -1):
+        if checkpoints is not None:
+            checkpoints.save(i + 1, env)
+        record, ins, outs = steps[i]
         live = {p: env[n] for p, n in outs.items() if n in env}
         if not live:
             continue
@@ -209,6 +227,45 @@ def propagate(
     return env
 
 
+class Checkpoints:
+    """The live values of a reverse sweep at every ``every``-th step of ``steps``
+    (shallow copies of its values: a sweep never changes a value in place), from
+    which one segment of steps is swept again when a dropped value is asked for.
+
+    A path visits segments in order, so it costs about one more sweep, while the
+    sweep holds about one layer's values plus one snapshot per segment (on a
+    transformer, the residual stream at ``sqrt(records)`` places)."""
+
+    def __init__(self, steps: list[PlanStep]) -> None:
+        self.steps = steps
+        self.every = max(1, math.isqrt(len(steps)))
+        self.saved: dict[int, dict[int, Tensor]] = {}
+        self._step_of: dict[int, int] | None = None
+        self._segment: tuple[int, dict[int, Tensor]] | None = None
+
+    def save(self, boundary: int, env: dict[int, Tensor]) -> None:
+        """At ``boundary``, the sweep has done every step from there on."""
+        if boundary % self.every == 0 or boundary == len(self.steps):
+            self.saved[boundary] = dict(env)
+
+    def value(self, graph: Recording, sr: Semiring, node: int) -> Tensor | None:
+        """The node's value, from its producer's segment swept again (the last one
+        is cached); None for a node no step produced or no path reaches."""
+        if self._step_of is None:
+            self._step_of = {id(r): i for i, (r, _, _) in enumerate(self.steps)}
+        producer = graph.nodes[node].producer
+        step = None if producer is None else self._step_of.get(id(producer))
+        if step is None:
+            return None
+        start = step // self.every * self.every
+        if self._segment is None or self._segment[0] != start:
+            end = min(start + self.every, len(self.steps))
+            env = dict(self.saved[end])
+            reverse(graph, sr, env, steps=self.steps[start:end])
+            self._segment = (start, env)
+        return self._segment[1].get(node)
+
+
 class Sweep:
     """The raw outcome of one sweep: the semiring value of every node reached.
 
@@ -218,8 +275,10 @@ class Sweep:
         env: node index to its value ``(S, *shape)``; absent nodes hold the zero.
         root: the output node (backward sweeps), else None.
         output: the output tensor (backward sweeps), else None.
-        kept: the nodes whose values a ``keep="sources"`` sweep kept, else None
-            (every value kept).
+        kept: the nodes whose values a ``keep="sources"`` or ``"checkpoints"``
+            sweep kept, else None (every value kept).
+        checkpoints: a ``keep="checkpoints"`` sweep's :class:`Checkpoints`, else
+            None.
     """
 
     def __init__(
@@ -230,6 +289,7 @@ class Sweep:
         root: int | None,
         output: Tensor | None,
         kept: frozenset[int] | None = None,
+        checkpoints: Checkpoints | None = None,
     ) -> None:
         self.graph, self.semiring, self.env, self.root, self.output = (
             graph,
@@ -238,22 +298,31 @@ class Sweep:
             root,
             output,
         )
-        self.kept = kept
+        self.kept, self.checkpoints = kept, checkpoints
 
     def require_every_value(self, what: str) -> None:
-        """Raise unless every node's value was kept: ``what`` needs them."""
-        if self.kept is not None:
+        """Raise unless every node's value can be had: ``what`` needs them."""
+        if self.kept is not None and self.checkpoints is None:
             raise ValueError(
                 f"{what} needs the values of tensors inside the model, and this sweep "
-                "kept only its sources (keep='sources'); sweep with keep='all'"
+                "kept only its sources (keep='sources'); sweep with keep='all' or "
+                "keep='checkpoints'"
             )
+
+    def value(self, node: int) -> Tensor | None:
+        """A node's raw value, None where nothing flows (recomputed from the
+        checkpoints where the sweep dropped it)."""
+        value = self.env.get(node)
+        if value is None and self.checkpoints is not None and node not in self.kept:  # type: ignore[operator]
+            value = self.checkpoints.value(self.graph, self.semiring, node)
+        return value
 
     def values(self, item: Any) -> Tensor:
         """Raw semiring values ``(S, *shape)``; the semiring zero where nothing flows."""
         node = self.graph.node_of(item)
         if self.kept is not None and node not in self.kept:
             self.require_every_value("this tensor's value")
-        value = self.env.get(node)
+        value = self.value(node)
         if value is None:
             meta = self.graph.nodes[node]
             value = self.semiring.zeros(meta.shape, torch.empty((), dtype=meta.dtype))

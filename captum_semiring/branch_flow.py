@@ -212,7 +212,7 @@ def branch_flow(result: Sweep, item: Any, by: str = "module") -> BranchFlow:
     for record, leaf in graph.consumers.get(node, ()):
         outs = dict(record.outputs)
         for (map_leaf, position), local in local_maps(graph, record).items():
-            value = result.env.get(outs[position])
+            value = result.value(outs[position])
             if map_leaf != leaf or value is None:
                 continue
             label = record.module if by == "module" else record.op_name

@@ -393,15 +393,16 @@ def trace_path(
             out_nodes = dict(record.outputs)
             for (map_leaf, position), local in local_maps(graph, record).items():
                 target = out_nodes[position]
-                if map_leaf != leaf or target not in result.env:
+                like = result.value(target) if map_leaf == leaf else None
+                if like is None:
                     continue
-                like = result.env[target]
                 out_index, edge_weights = local.edges_from(flat, like)
-                edges.append((record, target, out_index, edge_weights))
+                edges.append((record, target, like, out_index, edge_weights))
         weights = [w for *_, w in edges]
-        candidates = [result.env[t].reshape(sr.size, -1)[:, i] for _, t, i, _ in edges]
+        candidates = [v.reshape(sr.size, -1)[:, i] for _, _, v, i, _ in edges]
         if node == result.root:
-            like = result.env[node]
+            like = result.value(node)
+            assert like is not None  # the seed
             weights.append(like.new_ones(1))
             candidates.append(sr.ones((1,), like))
         if not weights:
@@ -416,7 +417,7 @@ def trace_path(
         choice, state, value = best
         if not path.hops:
             path.value = value
-        for record, target, out_index, w in edges:
+        for record, target, _, out_index, w in edges:
             if choice < w.numel():
                 out_flat = int(out_index[choice])
                 out_shape = graph.nodes[target].shape

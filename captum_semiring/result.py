@@ -41,7 +41,13 @@ class SemiringResult(Sweep):
 
     def __init__(self, sweep: Sweep) -> None:
         super().__init__(
-            sweep.graph, sweep.semiring, sweep.env, sweep.root, sweep.output, sweep.kept
+            sweep.graph,
+            sweep.semiring,
+            sweep.env,
+            sweep.root,
+            sweep.output,
+            sweep.kept,
+            sweep.checkpoints,
         )
 
     def __getitem__(self, item: Any) -> Tensor:

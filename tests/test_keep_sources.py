@@ -85,3 +85,47 @@ def test_what_needs_freed_values_raises(bert):
         g2.backward(y, "sum", keep="sources")[hidden[0]]
     with pytest.raises(ValueError, match="keep must be"):
         graph.backward(out, "max", keep="some")
+
+
+# --- keep="checkpoints": dropped values swept again from snapshots -----------------
+@pytest.mark.parametrize("semiring", [cs.MaxProduct("absolute"), cs.TopK(3)], ids=str)
+def test_checkpoints_give_the_paths_and_branch_flow_of_every_value(bert, semiring):
+    """Paths (every rank, from elements in both examples), branch flow and an inner
+    tensor's value from a checkpointed sweep equal those of a sweep that kept every
+    value, exactly: the segments are swept again with the same steps."""
+    graph, out, layer, model = bert
+    every = graph.backward(out, semiring)
+    checked = graph.backward(out, semiring, keep="checkpoints")
+    inner = cs.layer_input(model.encoder.layer[1])
+    assert torch.equal(checked[layer], every[layer])
+    assert torch.equal(checked[inner], every[inner])
+    ranks = range(getattr(semiring, "k", 1))
+    for index in [(0, 1, 2), (1, 4, 0), (1, 6, 5)]:  # (1, 6): a padded position
+        for rank in ranks:
+            want = every.path(layer, index, rank=rank).to_dict()
+            assert checked.path(layer, index, rank=rank).to_dict() == want
+    for by in ("module", "op"):
+        a, b = checked.branch_flow(inner, by=by), every.branch_flow(inner, by=by)
+        assert a.labels == b.labels and torch.equal(a.values, b.values)
+
+
+def test_checkpoints_hold_few_values(bert, monkeypatch):
+    """After a checkpointed sweep, alive are the sources' values and the snapshots'
+    (a few per segment), far fewer than a sweep makes."""
+    graph, out, layer, _ = bert
+    from captum_semiring import _engine
+
+    made: list[weakref.ref] = []
+    accumulate = _engine._accumulate
+
+    def spy(sr, env, node, value, dtype):
+        accumulate(sr, env, node, value, dtype)
+        made.append(weakref.ref(env[node]))
+
+    monkeypatch.setattr(_engine, "_accumulate", spy)
+    res = graph.backward(out, "max", keep="checkpoints")
+    gc.collect()
+    alive = sum(r() is not None for r in made)
+    segments = len(res.checkpoints.saved)  # 13 on this toy, with 2.7 values each
+    assert alive <= len(graph.sources) + 4 * segments, f"{alive} of {len(made)}"
+    assert res.path(layer, (0, 1, 2)).hops  # and the path is still there

@@ -6,13 +6,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from torch import Tensor
 
 from .. import _captum_compat as compat
 from .._captum_compat import TargetType, TensorOrTupleOfTensorsGeneric
 from .._capture import record
+from .._engine import Keep
 from ..result import SemiringResult
 from ..semirings import Semiring, get_semiring
 from ._common import (
@@ -163,11 +164,12 @@ def sweep(
     semiring: Semiring,
     target: TargetType,
     additional_forward_args: Any,
-    keep: Literal["all", "sources"] = "sources",
+    keep: Keep = "sources",
 ) -> SemiringResult:
     """Record ``forward_func(*forward_inputs, *additional_forward_args)`` with
     ``sources`` tracked, select ``target`` and sweep back with ``semiring``,
-    keeping only the sources' values unless ``keep="all"`` (paths, branch flow)."""
+    keeping only the sources' values unless ``keep`` says otherwise (paths, branch
+    flow: ``"all"`` or ``"checkpoints"``)."""
     with record(*sources) as graph:
         output = compat.run_forward(
             forward_func, forward_inputs, None, additional_forward_args

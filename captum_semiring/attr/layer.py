@@ -15,6 +15,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from .. import _captum_compat as compat
 from .._captum_compat import BaselineType, TargetType
 from .._capture import recording_kernels
+from .._engine import Keep
 from .._hooks import removable_handles
 from ..branch_flow import keep_top_branch
 from ..paths import module_label
@@ -309,7 +310,7 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
         target: TargetType,
         args: Any,
         to_input: bool,
-        keep: Literal["all", "sources"] = "sources",
+        keep: Keep = "sources",
     ) -> SemiringResult:
         """Record with each layer's activations replaced by ``sources`` and sweep."""
         ran: set[int] = set()
@@ -644,8 +645,16 @@ class SemiringLayerAttribution(compat.LayerAttribution, compat.GradientAttributi
             )
         sources = tuple(a.clone() for a in activations)
         source = sources[0]
+        # The flow reads only the values next to the layer: from checkpoints, the
+        # first segments are swept again, in about the memory of attribute().
         result = self._sweep(
-            sr, [sources], xs, target, args, attribute_to_layer_input, keep="all"
+            sr,
+            [sources],
+            xs,
+            target,
+            args,
+            attribute_to_layer_input,
+            keep="checkpoints",
         )
         flow = result.branch_flow(source)
         batch, positions = source.shape[:2]

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from .. import _captum_compat as compat
 from .._captum_compat import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
+from .._engine import Keep
 from ..paths import Path
 from ..semirings import Entropy, MaxProduct, Semiring, TopK, get_semiring
 from ._common import (
@@ -336,6 +337,7 @@ class TopGradientPath(SemiringAttribution):
         additional_forward_args: object | None = None,
         index: _PathIndex | list[_PathIndex] | None = None,
         k: int = 1,
+        keep: Keep = "all",
     ) -> Path | list[Path] | list[Any]:
         r"""The top path (or the ``k`` best) from chosen input elements, at ``inputs``.
 
@@ -353,6 +355,12 @@ class TopGradientPath(SemiringAttribution):
                         :class:`~captum_semiring.TopK` ``(k)`` and returns the ``k``
                         paths of largest magnitude :math:`|g(p)|`, signed, best first
                         (fewer where fewer paths exist). Default: 1.
+            keep (str, optional): ``"all"`` keeps every value of the sweep, which
+                        the paths read. ``"checkpoints"`` keeps about as little as
+                        :meth:`attribute` does and sweeps the values a path reads
+                        again, from checkpoints: the same paths, for about one more
+                        sweep per path (see :meth:`Graph.backward
+                        <captum_semiring.Graph.backward>`). Default: ``"all"``.
 
         Returns:
             For one index, a :class:`~captum_semiring.Path` (``k=1``) or a list of
@@ -378,8 +386,10 @@ class TopGradientPath(SemiringAttribution):
         semiring = self.semiring if k == 1 else TopK(k)
         sources = tuple(x.detach() for x in xs)
         args = compat.format_additional_forward_args(additional_forward_args)
+        if keep not in ("all", "checkpoints"):
+            raise ValueError(f"keep must be 'all' or 'checkpoints', got {keep!r}")
         result = sweep(
-            self.forward_func, sources, sources, semiring, target, args, keep="all"
+            self.forward_func, sources, sources, semiring, target, args, keep=keep
         )
 
         def paths_from(position: int, element: tuple[int, ...]) -> Path | list[Path]:

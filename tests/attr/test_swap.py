@@ -253,6 +253,22 @@ def test_paths_k_best_and_default_index(titanic):
         assert magnitudes == sorted(magnitudes, reverse=True)
 
 
+def test_paths_from_checkpoints_are_the_same(titanic):
+    """keep="checkpoints" sweeps the values again instead of keeping them: the same
+    paths, hop by hop, for the best and the k best."""
+    model, x = titanic
+    tgp = cs.TopGradientPath(model)
+    for k in (1, 3):
+        every = tgp.paths(x, target=1, k=k)
+        checked = tgp.paths(x, target=1, k=k, keep="checkpoints")
+        flat = (lambda ps: ps) if k == 1 else (lambda ps: [p for g in ps for p in g])
+        assert [p.to_dict() for p in flat(checked)] == [
+            p.to_dict() for p in flat(every)
+        ]
+    with pytest.raises(ValueError, match="keep must be"):
+        tgp.paths(x, target=1, keep="sources")
+
+
 def test_paths_when_every_path_is_negative():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1)).double()
