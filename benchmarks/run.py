@@ -13,7 +13,10 @@ Sections (each row goes to benchmarks/results.json, and a table is printed):
 - **Speed.** Each cost is (recorded forward + sweep + finalize) over (forward +
   torch.autograd.grad to the same source): medians over repeats after a warm-up, the
   two runs interleaved so that load from elsewhere hits both alike. Compilation
-  happens in the warm-up and is reported separately (``*_warmup_s``).
+  happens in the warm-up and is reported separately (``*_warmup_s``). The sweeps
+  keep only the sources' values, as ``attribute`` does; ``max+path`` also traces the
+  best element's top path from a sweep that kept every value, ``max+path/ckpt`` the
+  same path from a ``keep="checkpoints"`` sweep.
 - **Memory.** The peak memory of the same two runs, as a ratio (``*_mem_ratio``). On
   CUDA: ``torch.cuda.max_memory_allocated`` above what was allocated before. On CPU
   no allocator keeps a peak, so we read the kernel's high-water mark of resident
