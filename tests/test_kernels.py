@@ -64,12 +64,18 @@ def _path_lists(k: int, shape: tuple[int, ...], generator: torch.Generator):
 
 
 @pytest.mark.parametrize("backend", ["native", "compiled"])
-# fewer inputs than k, and more; outputs in one vector, and over two column tiles
-@pytest.mark.parametrize("n, p", [(3, 7), (40, 7), (70, 300)])
-def test_fast_top_k_times_matches_eager(monkeypatch, n, p, backend):
+# fewer inputs than k, and more; outputs in one vector, and over two column tiles;
+# and mostly zero-valued paths (a causal model's positions that the target misses),
+# whose heads all tie with the k-th best
+@pytest.mark.parametrize(
+    "n, p, zeros", [(3, 7, 0), (40, 7, 0), (70, 300, 0), (60, 40, 0.9)]
+)
+def test_fast_top_k_times_matches_eager(monkeypatch, n, p, zeros, backend):
     k = 5
     generator = torch.Generator().manual_seed(n)
     values = _path_lists(k, (2, 6, n), generator)
+    zeroed = torch.rand(2, 6, n, generator=generator) < zeros
+    values = torch.where(zeroed & ~values.isnan(), 0.0, values)
     w = torch.randn(2, n, p, generator=generator).round(decimals=1)
     w[0, 0] = 0.0  # a zero weight
     use_backend(monkeypatch, "eager")

@@ -195,8 +195,8 @@ struct TopKScratch {
 // Pass 1 splits the inputs into G = 2k groups (n mod G) and keeps each group's
 // best head per output, as max-times does: those are G distinct heads, so the
 // k-th best of them bounds the k-th best head from below. Pass 2 merges the list of
-// every input whose head reaches the bound, or the k-th best path found so far
-// once that is higher (on MiniLM about 6 of 384 inputs per output and side; 8.4
+// every input whose head reaches the bound, or beats the k-th best path found
+// so far once that is higher (on MiniLM about 6 of 384 inputs per output and side; 8.4
 // with k groups, 5.4 with 4k). Each pass costs about one max-times, the merges
 // about as much again. Returns whether (with check_w) a non-finite weight was
 // read.
@@ -259,8 +259,12 @@ bool top_k_tile(const T* lists, int64_t k, int64_t N, const W& weights, int64_t 
             r_lo[j] = r_lo[j] < gl[j] ? r_lo[j] : gl[j];
         }
     }
-    std::copy(r_hi + (k - 1) * width, r_hi + k * width, f_hi);
-    std::copy(r_lo + (k - 1) * width, r_lo + k * width, f_lo);
+    // Pass 2 compares strictly, so that heads tied with the k-th best path (zeros,
+    // often) are skipped; the bound moves one step out to keep the heads at it.
+    for (int64_t j = 0; j < cols; ++j) {
+        f_hi[j] = std::nextafter(r_hi[(k - 1) * width + j], -inf);
+        f_lo[j] = std::nextafter(r_lo[(k - 1) * width + j], inf);
+    }
     for (int64_t j = cols; j < width; ++j) f_hi[j] = inf, f_lo[j] = -inf;
     T *b_hi = scratch.best_hi.data(), *b_lo = scratch.best_lo.data();
     std::fill(b_hi, b_hi + width * k, -inf);
@@ -275,8 +279,8 @@ bool top_k_tile(const T* lists, int64_t k, int64_t N, const W& weights, int64_t 
         for (int64_t j = 0; j < width; ++j) {
             up[j] = wv[j] >= 0 ? wv[j] * a : wv[j] * c;
             down[j] = wv[j] >= 0 ? wv[j] * c : wv[j] * a;
-            hit[j] = static_cast<uint8_t>((up[j] >= f_hi[j]) |
-                                          ((down[j] <= f_lo[j]) << 1));
+            hit[j] = static_cast<uint8_t>((up[j] > f_hi[j]) |
+                                          ((down[j] < f_lo[j]) << 1));
         }
         // The bytes packed into one bit per output and side, 64 outputs at a time,
         // so that the loops below run once per hit, with no branch per output.
@@ -303,7 +307,7 @@ bool top_k_tile(const T* lists, int64_t k, int64_t N, const W& weights, int64_t 
                                       : insert_asc(best, k, cand)))
                             break;
                     }
-                    // A head below the k-th best path cannot enter any more.
+                    // A head not above the k-th best path cannot enter any more.
                     if (largest)
                         f_hi[j] = best[k - 1] > f_hi[j] ? best[k - 1] : f_hi[j];
                     else
