@@ -746,8 +746,8 @@ class TopK(Semiring):
 
     def plus(self, a: Tensor, b: Tensor) -> Tensor:
         (a_pos, a_neg), (b_pos, b_neg) = self._split(a), self._split(b)
-        pos = self._keep(torch.cat((a_pos, b_pos)), descending=True)
-        neg = self._keep(torch.cat((a_neg, b_neg)), descending=False)
+        pos = kernels.merge_best(a_pos, b_pos, self.k, largest=True)
+        neg = kernels.merge_best(a_neg, b_neg, self.k, largest=False)
         return torch.cat((pos, neg))
 
     def times(self, a: Tensor, b: Tensor) -> Tensor:

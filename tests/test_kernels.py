@@ -258,3 +258,23 @@ def test_without_a_compiler_the_torch_kernels_take_over(monkeypatch, tmp_path):
     assert not native.available(pos)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["native", "eager"])
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_merge_best_is_keep_best_of_both_lists(monkeypatch, backend, k, dtype):
+    """TopK's ⊕ of two sorted path lists, against the k best of their union:
+    missing paths (NaN), ties, zeros, both directions, elements not a multiple of
+    the kernel's vector."""
+    generator = torch.Generator().manual_seed(k)
+    use_backend(monkeypatch, backend)
+    lists = _path_lists(k, (2, 3, 37), generator).to(dtype)
+    a_pos, a_neg = lists[:k], lists[k:]
+    lists = _path_lists(k, (2, 3, 37), generator).to(dtype)
+    b_pos, b_neg = lists[:k], lists[k:]
+    b_pos[:, 0, 0] = 0.0  # zero-valued paths
+    for a, b, largest in ((a_pos, b_pos, True), (a_neg, b_neg, False)):
+        got = kernels.merge_best(a, b, k, largest)
+        want = kernels.keep_best(torch.cat((a, b)), k, largest)
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)

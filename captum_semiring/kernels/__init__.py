@@ -290,6 +290,18 @@ def keep_best(candidates: Tensor, k: int, largest: bool) -> Tensor:
     return torch.where(torch.isinf(best), math.nan, best)
 
 
+def merge_best(a: Tensor, b: Tensor, k: int, largest: bool) -> Tensor:
+    """:func:`keep_best` of two sorted path lists ``a, b`` (k, ...) stacked, in one
+    native pass where it can run (TopK's ⊕)."""
+    if (
+        a.shape == b.shape
+        and a.shape[0] == k <= native.MAX_K
+        and native.available(a, b)
+    ):
+        return native.merge_best(a, b, largest)
+    return keep_best(torch.cat((a, b)), k, largest)
+
+
 def best_of_others(x: Tensor, largest: bool) -> Tensor:
     """For each ``i`` along the last axis, the largest (or smallest) of the others:
     the row's best, or its runner-up at the best. An empty set gives -inf (inf)."""

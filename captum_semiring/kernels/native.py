@@ -51,6 +51,7 @@ _SIGNATURES = {
     "layer_norm_sum": [_P] * 5 + [_I] * 2 + [_THREADS],
     "layer_norm_top_k": [_P] * 3 + [_I] * 3 + [_THREADS],
     "magnitude_log": [_P] * 3 + [_I, _THREADS],
+    "merge_best": [_P] * 3 + [_I] * 3 + [_THREADS],  # the last size: largest
     "any_bad": [_P, _I, ctypes.c_int],  # the last: NaN only
 }
 
@@ -235,6 +236,17 @@ def layer_norm_top_k(values: Tensor, s: Tensor, k: int) -> Tensor:
     out = values.new_empty(values.shape)
     _entry("layer_norm_top_k", s.dtype)(
         _ptr(lists), _ptr(s), _ptr(out), k, rows, n, _threads(rows * n * n)
+    )
+    return out
+
+
+def merge_best(a: Tensor, b: Tensor, largest: bool) -> Tensor:
+    """Per element, the best ``k`` of two sorted path lists ``a, b`` (k, ...)."""
+    a, b = a.contiguous(), b.contiguous()
+    out = torch.empty_like(a)
+    k, count = a.shape[0], a[0].numel()
+    _entry("merge_best", a.dtype)(
+        _ptr(a), _ptr(b), _ptr(out), k, count, int(largest), _threads(16 * k * count)
     )
     return out
 

@@ -138,6 +138,7 @@ inline bool insert_asc(T* best, int64_t k, T c) {
 
 // Weights of a top-k tile: a dense matrix w (N, P) ...
 constexpr int64_t kBlock = 256;  // top-k: output columns per tile, a row of w
+constexpr int64_t kMaxK = 64;     // the most paths a list keeps (native.MAX_K)
 
 // Weights of a top-k tile: a dense matrix w (N, P) ...
 template <typename T>
@@ -442,6 +443,47 @@ void ln_top_k(const T* lists, const T* s, T* out, int64_t k, int64_t rows,
     }
 }
 
+// TopK's plus: per element, the k best of two sorted path lists a and b (k,
+// count), into out (k, count); descending (largest) or ascending, NaN (no path)
+// last, and last too any infinity, as keep_best in kernels/__init__.py. The k best
+// of two sorted lists are max(a_r, b_{k-1-r}); an odd-even transposition network
+// sorts them, all branch-free across elements.
+template <typename T>
+void merge_best(const T* a, const T* b, T* out, int64_t k, int64_t count,
+                bool largest, int threads) {
+    const T worst = largest ? -std::numeric_limits<T>::infinity()
+                            : std::numeric_limits<T>::infinity();
+    const T nan = std::numeric_limits<T>::quiet_NaN();
+    constexpr int64_t kLanes = 16;
+    const int64_t blocks = (count + kLanes - 1) / kLanes;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+        const int64_t j0 = blk * kLanes, lanes = std::min(kLanes, count - j0);
+        alignas(64) T v[kMaxK][kLanes];
+        for (int64_t r = 0; r < k; ++r) {
+            const T *x = a + r * count + j0, *y = b + (k - 1 - r) * count + j0;
+#pragma omp simd
+            for (int64_t j = 0; j < kLanes; ++j) {
+                const T p = j < lanes && !std::isnan(x[j]) ? x[j] : worst;
+                const T q = j < lanes && !std::isnan(y[j]) ? y[j] : worst;
+                v[r][j] = largest ? (p > q ? p : q) : (p < q ? p : q);
+            }
+        }
+        for (int64_t round = 0; round < k; ++round)
+            for (int64_t r = round % 2; r + 1 < k; r += 2)
+#pragma omp simd
+                for (int64_t j = 0; j < kLanes; ++j) {
+                    const T p = v[r][j], q = v[r + 1][j];
+                    const bool keep = largest ? p >= q : p <= q;
+                    v[r][j] = keep ? p : q;
+                    v[r + 1][j] = keep ? q : p;
+                }
+        for (int64_t r = 0; r < k; ++r)
+            for (int64_t j = 0; j < lanes; ++j)
+                out[r * count + j0 + j] = std::isinf(v[r][j]) ? nan : v[r][j];
+    }
+}
+
 // Whether any of x[0..count) is NaN, or also infinite unless nan_only (x - x is
 // NaN exactly for those).
 template <typename T>
@@ -527,6 +569,16 @@ void layer_norm_top_k_f32(const float* values, const float* s, float* out,
 void layer_norm_top_k_f64(const double* values, const double* s, double* out,
                           int64_t k, int64_t rows, int64_t n, int threads) {
     ln_top_k(values, s, out, k, rows, n, threads);
+}
+
+void merge_best_f32(const float* a, const float* b, float* out, int64_t k,
+                    int64_t count, int64_t largest, int threads) {
+    merge_best(a, b, out, k, count, largest != 0, threads);
+}
+
+void merge_best_f64(const double* a, const double* b, double* out, int64_t k,
+                    int64_t count, int64_t largest, int threads) {
+    merge_best(a, b, out, k, count, largest != 0, threads);
 }
 
 int any_bad_f32(const float* x, int64_t count, int nan_only) {
