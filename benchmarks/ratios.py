@@ -10,22 +10,15 @@ the other checkout first on ``PYTHONPATH`` it imports that one's package.
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from typing import Any
 
-from run import MODELS, SEMIRINGS, _load, _runners
+from run import MODELS, SEMIRINGS, _load, _median_time, _runners
 
 
-def _median(fn: Any, repeats: int = 7) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _median(fn: Any) -> float:
+    fn()  # warm-up
+    return _median_time(fn, 7)
 
 
 def main(argv: list[str]) -> int:

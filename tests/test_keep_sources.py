@@ -44,10 +44,9 @@ def test_sources_get_the_same_values(bert, semiring):
     assert len(sources.env) < len(every.env) / 10
 
 
-def test_freed_values_are_dropped(bert, monkeypatch):
-    """With the result still held, of all the values the sweep made only the
-    sources' are alive: a weak reference to every other one is dead."""
-    graph, out, layer, _ = bert
+def _sweep_and_count(graph, out, keep, monkeypatch):
+    """A MaxProduct sweep, and how many of the values it made are still alive (by
+    weak references) while its result is held, of how many."""
     from captum_semiring import _engine
 
     made: list[weakref.ref] = []
@@ -58,10 +57,17 @@ def test_freed_values_are_dropped(bert, monkeypatch):
         made.append(weakref.ref(env[node]))
 
     monkeypatch.setattr(_engine, "_accumulate", spy)
-    res = graph.backward(out, "max", keep="sources")
+    res = graph.backward(out, "max", keep=keep)
     gc.collect()
-    alive = sum(r() is not None for r in made)
-    assert alive <= len(graph.sources), f"{alive} of {len(made)} values alive"
+    return res, sum(r() is not None for r in made), len(made)
+
+
+def test_freed_values_are_dropped(bert, monkeypatch):
+    """With the result still held, of all the values the sweep made only the
+    sources' are alive: a weak reference to every other one is dead."""
+    graph, out, layer, _ = bert
+    res, alive, made = _sweep_and_count(graph, out, "sources", monkeypatch)
+    assert alive <= len(graph.sources), f"{alive} of {made} values alive"
     assert res[layer].abs().sum() > 0
 
 
@@ -113,19 +119,7 @@ def test_checkpoints_hold_few_values(bert, monkeypatch):
     """After a checkpointed sweep, alive are the sources' values and the snapshots'
     (a few per segment), far fewer than a sweep makes."""
     graph, out, layer, _ = bert
-    from captum_semiring import _engine
-
-    made: list[weakref.ref] = []
-    accumulate = _engine._accumulate
-
-    def spy(sr, env, node, value, dtype):
-        accumulate(sr, env, node, value, dtype)
-        made.append(weakref.ref(env[node]))
-
-    monkeypatch.setattr(_engine, "_accumulate", spy)
-    res = graph.backward(out, "max", keep="checkpoints")
-    gc.collect()
-    alive = sum(r() is not None for r in made)
+    res, alive, made = _sweep_and_count(graph, out, "checkpoints", monkeypatch)
     segments = len(res.checkpoints.saved)  # 13 on this toy, with 2.7 values each
-    assert alive <= len(graph.sources) + 4 * segments, f"{alive} of {len(made)}"
+    assert alive <= len(graph.sources) + 4 * segments, f"{alive} of {made}"
     assert res.path(layer, (0, 1, 2)).hops  # and the path is still there
