@@ -106,6 +106,8 @@ class Graph(Recording):
                 live values at about ``sqrt(ops)`` places, from which any other
                 value is swept again when asked for: paths and branch flow then
                 cost about one more sweep, in about the memory of ``"sources"``.
+                Neither caches the local derivatives it builds, so a later sweep
+                of this graph builds them again.
 
         Returns:
             A :class:`~captum_semiring.SemiringResult`.

@@ -52,9 +52,9 @@ class RuleError(RuntimeError):
     """A rule failed while building the local derivatives of one recorded call."""
 
 
-def local_maps(recording: Recording, record: OpRecord) -> Maps:
+def local_maps(recording: Recording, record: OpRecord, cache_new: bool = True) -> Maps:
     """The rule's maps for ``record``, keyed by (input leaf, output position);
-    built on first use and cached."""
+    built on first use and cached (unless not ``cache_new``)."""
     cache = _cache(recording).maps
     maps = cache.get(id(record))
     if maps is None:
@@ -77,7 +77,8 @@ def local_maps(recording: Recording, record: OpRecord) -> Maps:
                 f"{record.func._overloadname!r}) in module '{record.module}' failed: "
                 f"{type(err).__name__}: {err}"
             ) from err
-        cache[id(record)] = maps
+        if cache_new:
+            cache[id(record)] = maps
     return maps
 
 
@@ -148,7 +149,10 @@ def backward(
     if keep == "checkpoints":
         checkpoints = Checkpoints(plan(graph))
     seed = {node: sr.ones(output.shape, output.detach())}
-    env = reverse(graph, sr, seed, kept, checkpoints=checkpoints)
+    # A sweep that frees values drops the maps it builds too (they hold derived
+    # tensors, as much as a fifth of the peak); a later sweep builds them again.
+    cache_maps = keep == "all"
+    env = reverse(graph, sr, seed, kept, checkpoints=checkpoints, cache_maps=cache_maps)
     return Sweep(graph, sr, env, node, output, kept, checkpoints)
 
 
@@ -160,6 +164,7 @@ def reverse(
     kept: frozenset[int] | None = None,
     steps: list[PlanStep] | None = None,
     checkpoints: Checkpoints | None = None,
+    cache_maps: bool = True,
 ) -> dict[int, Tensor]:
     """The reverse sweep from seed values ``env`` (node to value), filled in place.
 
@@ -168,7 +173,7 @@ def reverse(
     layer's values are alive at a time. ``steps`` (a subsequence of :func:`plan`,
     default all of it) restricts the sweep to those records and input leaves.
     ``checkpoints`` (over all of :func:`plan`) saves the live values as it passes
-    its boundaries."""
+    its boundaries. Without ``cache_maps``, local maps it builds are not cached."""
     nodes = graph.nodes
     steps = plan(graph) if steps is None else steps
     # Ops none of whose outputs reach the output (dead branches, or ops recorded
@@ -180,7 +185,7 @@ def reverse(
         live = {p: env[n] for p, n in outs.items() if n in env}
         if not live:
             continue
-        for (leaf, position), local in local_maps(graph, record).items():
+        for (leaf, position), local in local_maps(graph, record, cache_maps).items():
             value = live.get(position)
             node = ins.get(leaf)
             if value is not None and node is not None:
@@ -261,7 +266,7 @@ class Checkpoints:
         if self._segment is None or self._segment[0] != start:
             end = min(start + self.every, len(self.steps))
             env = dict(self.saved[end])
-            reverse(graph, sr, env, steps=self.steps[start:end])
+            reverse(graph, sr, env, steps=self.steps[start:end], cache_maps=False)
             self._segment = (start, env)
         return self._segment[1].get(node)
 
