@@ -123,3 +123,27 @@ def test_checkpoints_hold_few_values(bert, monkeypatch):
     segments = len(res.checkpoints.saved)  # 13 on this toy, with 2.7 values each
     assert alive <= len(graph.sources) + 4 * segments, f"{alive} of {made}"
     assert res.path(layer, (0, 1, 2)).hops  # and the path is still there
+
+
+def test_sweeps_that_free_values_do_not_cache_their_maps():
+    """keep='sources' and 'checkpoints' drop the local maps they build (derived
+    tensors, up to a fifth of the peak); sweeping the graph again builds them again,
+    to the same numbers. keep='all' caches them."""
+    from captum_semiring import _engine
+
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 6), torch.nn.GELU(), torch.nn.Linear(6, 1)
+    )
+    x = torch.randn(3, 4)
+    with cs.record(x) as graph:
+        out = net(x).sum(-1)
+    first = graph.backward(out, "max", keep="sources")[x]
+    assert not _engine._cache(graph).maps
+    checked = graph.backward(out, "max", keep="checkpoints")
+    checked.path(x, (0, 1))
+    assert torch.equal(checked[x], first)
+    swept_again = graph.backward(out, "max", keep="sources")[x]
+    assert torch.equal(swept_again, first)
+    graph.backward(out, "max", keep="all")
+    assert len(_engine._cache(graph).maps) == len(graph.records)
