@@ -136,7 +136,6 @@ inline bool insert_asc(T* best, int64_t k, T c) {
     return true;
 }
 
-// Weights of a top-k tile: a dense matrix w (N, P) ...
 constexpr int64_t kBlock = 256;  // top-k: output columns per tile, a row of w
 constexpr int64_t kMaxK = 64;     // the most paths a list keeps (native.MAX_K)
 
@@ -180,7 +179,7 @@ struct TopKScratch {
     std::vector<T> group_hi, group_lo;  // (group, column): each group's best head
     std::vector<T> rank_hi, rank_lo;    // (rank, column): the best group heads
     std::vector<T> best_hi, best_lo;    // (column, rank): the best paths so far
-    std::vector<T> floor_hi, floor_lo;  // (column): what a head must reach
+    std::vector<T> floor_hi, floor_lo;  // (column): what a head must beat
     explicit TopKScratch(int64_t k)
         : group_hi(kGroups * k * kBlock), group_lo(kGroups * k * kBlock),
           rank_hi(k * kBlock), rank_lo(k * kBlock), best_hi(kBlock * k),
@@ -195,12 +194,12 @@ struct TopKScratch {
 //
 // Pass 1 splits the inputs into G = 2k groups (n mod G) and keeps each group's
 // best head per output, as max-times does: those are G distinct heads, so the
-// k-th best of them bounds the k-th best head from below. Pass 2 merges the list of
-// every input whose head reaches the bound, or beats the k-th best path found
-// so far once that is higher (on MiniLM about 6 of 384 inputs per output and side; 8.4
-// with k groups, 5.4 with 4k). Each pass costs about one max-times, the merges
-// about as much again. Returns whether (with check_w) a non-finite weight was
-// read.
+// k-th best of them bounds the k-th best head from below. Pass 2 merges the list
+// of every input whose head reaches that bound, or, once it is higher, beats the
+// k-th best path found so far: on MiniLM about 6 of 384 inputs per output and
+// side (8.4 with k groups, 5.4 with 4k). Each pass costs about one max-times,
+// the merges about as much again. Returns whether (with check_w) a non-finite
+// weight was read.
 template <typename T, typename W>
 bool top_k_tile(const T* lists, int64_t k, int64_t N, const W& weights, int64_t p0,
                 int64_t cols, T* out, int64_t out_plane, TopKScratch<T>& scratch,
@@ -344,7 +343,8 @@ int top_k_times(const T* lists, const T* w, T* out, int64_t k, int64_t B,
                     const bool check_w = m == 0 && (w_batched || b == 0);
                     bad |= top_k_tile(lists + (b * M + m) * N * 2 * k, k, N, weights,
                                       p0, std::min(P - p0, kBlock),
-                                      out + (b * M + m) * P, out_plane, scratch, check_w);
+                                      out + (b * M + m) * P, out_plane, scratch,
+                                      check_w);
                 }
     }
     return bad;
