@@ -123,20 +123,26 @@ def test_fast_max_times_matches_eager_on_every_layout(
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_max_times_against_every_product(monkeypatch, backend, dtype):
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "batched transposed"])
+def test_max_times_against_every_product(monkeypatch, backend, dtype, layout):
     """Each output's most positive and most negative ``x_ij · w_jk`` over the
     pairs' both members, by brute force; tile edges (m, p not multiples of the
-    native tiles) and a row without any path included."""
+    native tiles) and a row without any path included. The weight also arrives as
+    a transposed view (GPT-2's Conv1D), which the native kernel reads in place."""
     generator = torch.Generator().manual_seed(1)
     pos = torch.randn(2, 7, 37, generator=generator, dtype=dtype)
     neg = pos - torch.rand(2, 7, 37, generator=generator, dtype=dtype)
     w = torch.randn(37, 19, generator=generator, dtype=dtype)
+    if layout == "transposed":
+        w = w.T.contiguous().T
+    elif layout == "batched transposed":
+        w = torch.stack((w, -w)).mT.contiguous().mT
     pos[0, 3], neg[0, 3] = -torch.inf, torch.inf  # no path into any input
     pos[1, 2, :5], neg[1, 2, :5] = -torch.inf, torch.inf
     use_backend(monkeypatch, backend)
     hi, lo = kernels.max_times(pos, neg, w)
     live = ~torch.isinf(pos).unsqueeze(-1)
-    both = torch.stack((pos, neg)).unsqueeze(-1) * w  # (2, 2, 7, 37, 19)
+    both = torch.stack((pos, neg)).unsqueeze(-1) * w.unsqueeze(-3)  # (2, 2, 7, 37, 19)
     want_hi = torch.where(live, both.amax(0), -torch.inf).amax(-2)
     want_lo = torch.where(live, both.amin(0), torch.inf).amin(-2)
     assert torch.equal(hi, want_hi) and torch.equal(lo, want_lo)

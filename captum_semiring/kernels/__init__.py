@@ -179,7 +179,12 @@ def max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
                 _batched(neg, batch, m, n),
                 _batched(w, batch, n, p),
             )
-        out = native.max_times(*(a.contiguous() for a in args)) if use_native else None
+        pos3, neg3, w3 = args  # a transposed w is read as it is stored
+        out = (
+            native.max_times(pos3.contiguous(), neg3.contiguous(), w3)
+            if use_native
+            else None
+        )
         if out is None and _compiles(size):  # None from native: non-finite operands
             out = _try_compiled("max_times", _max_times, size, *args)
         if out is not None:

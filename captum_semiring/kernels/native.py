@@ -45,7 +45,7 @@ _P, _I, _THREADS = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 #: Each entry point's arguments (pointers, then sizes, then a thread count); every
 #: one exists for float32 (``_f32``) and float64 (``_f64``).
 _SIGNATURES = {
-    "max_times": [_P] * 5 + [_I] * 5 + [_THREADS],
+    "max_times": [_P] * 5 + [_I] * 6 + [_THREADS],
     "top_k_times": [_P] * 3 + [_I] * 6 + [_THREADS],
     "layer_norm_max": [_P] * 5 + [_I] * 2 + [_THREADS],
     "layer_norm_sum": [_P] * 5 + [_I] * 2 + [_THREADS],
@@ -164,10 +164,13 @@ def _threads(size: int) -> int:
 
 
 def max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor] | None:
-    """Max-times of ``pos, neg`` (B, M, N) with ``w`` (1 or B, N, P); contiguous.
-    None where a value is NaN or a weight is not finite (the kernel checks them as it
-    reads them): its loops would drop what torch's reductions keep."""
+    """Max-times of ``pos, neg`` (B, M, N) with ``w`` (1 or B, N, P); ``pos, neg``
+    contiguous, ``w`` contiguous or the transpose of a contiguous tensor. None where a
+    value is NaN or a weight is not finite (the kernel checks them as it reads them):
+    its loops would drop what torch's reductions keep."""
     (b, m, n), p = pos.shape, w.shape[-1]
+    transposed = not w.is_contiguous() and w.mT.is_contiguous()
+    w = w.mT if transposed else w.contiguous()  # the buffer as it is stored
     hi = pos.new_empty((b, m, p))
     lo = pos.new_empty((b, m, p))
     bad = _entry("max_times", pos.dtype)(
@@ -181,6 +184,7 @@ def max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor] | No
         n,
         p,
         int(w.shape[0] != 1),
+        int(transposed),
         _threads(b * m * n * p),
     )
     return None if bad else (hi, lo)

@@ -40,9 +40,10 @@ inline bool non_finite(T x) { return !(x - x == T(0)); }
 // otherwise: no sign test. A dead input (pos = -inf: no path) is skipped.
 // Returns whether a NaN value or (with check_w) a non-finite weight was read:
 // checked here, a separate pass over w would cost a quarter of a sweep.
+// The tile's weights are ws[n * ldw + j]: its column strip of w.
 template <typename T, int64_t R, int64_t C>
-bool max_tile(const T* pos, const T* neg, const T* w, T* hi, T* lo, int64_t N,
-              int64_t P, int64_t M, const Tile& t, bool check_w) {
+bool max_tile(const T* pos, const T* neg, const T* ws, int64_t ldw, T* hi, T* lo,
+              int64_t N, int64_t P, int64_t M, const Tile& t, bool check_w) {
     const int64_t rows = R > 0 ? R : t.rows, cols = C > 0 ? C : t.cols;
     T acc_hi[kRows][kCols], acc_lo[kRows][kCols];
     for (int64_t i = 0; i < rows; ++i)
@@ -57,7 +58,7 @@ bool max_tile(const T* pos, const T* neg, const T* w, T* hi, T* lo, int64_t N,
     int bad = 0;
     if (check_w)
         for (int64_t n = 0; n < N; ++n) {
-            const T* wr = w + n * P + t.p0;
+            const T* wr = ws + n * ldw;
 #pragma omp simd reduction(| : bad)
             for (int64_t j = 0; j < cols; ++j) bad |= non_finite(wr[j]);
         }
@@ -67,7 +68,7 @@ bool max_tile(const T* pos, const T* neg, const T* w, T* hi, T* lo, int64_t N,
             bad |= (prow[i] != prow[i]) | (nrow[i] != nrow[i]);
     }
     for (int64_t n = 0; n < N; ++n) {
-        const T* wr = w + n * P + t.p0;
+        const T* wr = ws + n * ldw;
         for (int64_t i = 0; i < rows; ++i) {
             const T a = prow[i * N + n], c = nrow[i * N + n];
             if (a == -std::numeric_limits<T>::infinity()) continue;
@@ -89,12 +90,49 @@ bool max_tile(const T* pos, const T* neg, const T* w, T* hi, T* lo, int64_t N,
     return bad != 0;
 }
 
+// One tile of max_times, by its shape.
+template <typename T>
+bool max_tile_any(const T* pos, const T* neg, const T* ws, int64_t ldw, T* hi, T* lo,
+                  int64_t N, int64_t P, int64_t M, const Tile& t, bool check_w) {
+    if (t.rows == kRows && t.cols == kCols)
+        return max_tile<T, kRows, kCols>(pos, neg, ws, ldw, hi, lo, N, P, M, t, check_w);
+    return max_tile<T, 0, 0>(pos, neg, ws, ldw, hi, lo, N, P, M, t, check_w);
+}
+
+// w is (Bw, N, P), or with w_transposed stored as (Bw, P, N) (a transposed view,
+// as GPT-2's Conv1D weights arrive): then each task gathers one column strip into
+// a buffer once and serves every row block from it, instead of the caller copying
+// the whole weight.
 template <typename T>
 int max_times(const T* pos, const T* neg, const T* w, T* hi, T* lo, int64_t B,
-              int64_t M, int64_t N, int64_t P, int64_t w_batched, int threads) {
+              int64_t M, int64_t N, int64_t P, int64_t w_batched, int64_t w_transposed,
+              int threads) {
     const int64_t row_blocks = (M + kRows - 1) / kRows;
     const int64_t col_tiles = (P + kCols - 1) / kCols;
     int bad = 0;
+    if (w_transposed) {
+#pragma omp parallel num_threads(threads) reduction(| : bad)
+        {
+            std::vector<T> strip(N * kCols);
+#pragma omp for collapse(2) schedule(static)
+            for (int64_t b = 0; b < B; ++b)
+                for (int64_t ct = 0; ct < col_tiles; ++ct) {
+                    const int64_t p0 = ct * kCols, cols = std::min(kCols, P - p0);
+                    const T* wb = w + (w_batched ? b * N * P : 0);
+                    for (int64_t j = 0; j < cols; ++j) {
+                        const T* column = wb + (p0 + j) * N;
+                        for (int64_t n = 0; n < N; ++n) strip[n * kCols + j] = column[n];
+                    }
+                    for (int64_t rb = 0; rb < row_blocks; ++rb) {
+                        Tile t{b, rb * kRows, p0, std::min(kRows, M - rb * kRows), cols};
+                        const bool check_w = rb == 0 && (w_batched || b == 0);
+                        bad |= max_tile_any(pos, neg, strip.data(), kCols, hi, lo, N, P,
+                                            M, t, check_w);
+                    }
+                }
+        }
+        return bad;
+    }
     // Row blocks innermost: one column strip of w serves all rows while it is in
     // cache (w of a 384 x 1536 linear does not fit in L2).
 #pragma omp parallel for collapse(3) schedule(static) num_threads(threads) \
@@ -108,11 +146,7 @@ int max_times(const T* pos, const T* neg, const T* w, T* hi, T* lo, int64_t B,
                 const T* wb = w + (w_batched ? b * N * P : 0);
                 // Each weight is checked once: in the first row block of its batch.
                 const bool check_w = rb == 0 && (w_batched || b == 0);
-                if (t.rows == kRows && t.cols == kCols)
-                    bad |= max_tile<T, kRows, kCols>(pos, neg, wb, hi, lo, N, P, M, t,
-                                                     check_w);
-                else
-                    bad |= max_tile<T, 0, 0>(pos, neg, wb, hi, lo, N, P, M, t, check_w);
+                bad |= max_tile_any(pos, neg, wb + t.p0, P, hi, lo, N, P, M, t, check_w);
             }
     return bad;
 }
@@ -515,15 +549,15 @@ void magnitude_log(const T* w, T* magnitude, T* m_log, int64_t count, int thread
 extern "C" {
 
 int max_times_f32(const float* pos, const float* neg, const float* w, float* hi,
-                   float* lo, int64_t B, int64_t M, int64_t N, int64_t P,
-                   int64_t w_batched, int threads) {
-    return max_times(pos, neg, w, hi, lo, B, M, N, P, w_batched, threads);
+                  float* lo, int64_t B, int64_t M, int64_t N, int64_t P,
+                  int64_t w_batched, int64_t w_transposed, int threads) {
+    return max_times(pos, neg, w, hi, lo, B, M, N, P, w_batched, w_transposed, threads);
 }
 
 int max_times_f64(const double* pos, const double* neg, const double* w,
-                   double* hi, double* lo, int64_t B, int64_t M, int64_t N,
-                   int64_t P, int64_t w_batched, int threads) {
-    return max_times(pos, neg, w, hi, lo, B, M, N, P, w_batched, threads);
+                  double* hi, double* lo, int64_t B, int64_t M, int64_t N, int64_t P,
+                  int64_t w_batched, int64_t w_transposed, int threads) {
+    return max_times(pos, neg, w, hi, lo, B, M, N, P, w_batched, w_transposed, threads);
 }
 
 int top_k_times_f32(const float* values, const float* w, float* out, int64_t k,
