@@ -340,11 +340,15 @@ def memory_child(name: str, semirings: list[str]) -> None:
 
 
 def _peaks_in_child(name: str, semirings: list[str]) -> dict[str, Any]:
+    return _child("--device", str(DEVICE), "--memory-child", name, *semirings)
+
+
+def _child(*args: str) -> dict[str, Any]:
+    """This script run in a fresh process with ``args``: its last line, as JSON."""
     import subprocess
 
-    command = [sys.executable, __file__, "--device", str(DEVICE), "--memory-child"]
     child = subprocess.run(
-        [*command, name, *semirings], capture_output=True, text=True, check=True
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=True
     )
     return json.loads(child.stdout.strip().splitlines()[-1])
 
@@ -365,17 +369,9 @@ def first_call_child(name: str, semiring: str) -> None:
 def bench_first_call(name: str, semirings: list[str]) -> dict[str, Any]:
     """Each semiring's first call in a fresh Python process (compiled kernels load or
     compile then) against a warm call; the target is at most 2 s more."""
-    import subprocess
-
     row: dict[str, Any] = {}
     for semiring in semirings:
-        child = subprocess.run(
-            [sys.executable, __file__, "--first-call-child", name, semiring],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        times = json.loads(child.stdout.strip().splitlines()[-1])
+        times = _child("--first-call-child", name, semiring)
         extra = times["first_s"] - times["warm_s"]
         row[semiring] = {**times, "extra_s": extra}
         print(

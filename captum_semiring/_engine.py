@@ -12,7 +12,7 @@ import math
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -115,7 +115,7 @@ def backward(
     keep: Keep = "all",
 ) -> Sweep:
     sr = get_semiring(semiring)
-    if keep not in ("all", "sources", "checkpoints"):
+    if keep not in get_args(Keep):
         raise ValueError(
             f"keep must be 'all', 'sources' or 'checkpoints', got {keep!r}"
         )

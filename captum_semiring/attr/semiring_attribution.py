@@ -12,7 +12,6 @@ from torch import Tensor
 
 from .. import _captum_compat as compat
 from .._captum_compat import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
-from .._engine import Keep
 from ..paths import Path
 from ..semirings import Entropy, MaxProduct, Semiring, TopK, get_semiring
 from ._common import (
@@ -337,7 +336,7 @@ class TopGradientPath(SemiringAttribution):
         additional_forward_args: object | None = None,
         index: _PathIndex | list[_PathIndex] | None = None,
         k: int = 1,
-        keep: Keep = "all",
+        keep: Literal["all", "checkpoints"] = "all",
     ) -> Path | list[Path] | list[Any]:
         r"""The top path (or the ``k`` best) from chosen input elements, at ``inputs``.
 

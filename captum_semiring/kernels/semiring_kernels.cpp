@@ -178,7 +178,6 @@ template <typename T>
 struct DenseWeights {
     const T* w;
     int64_t P;
-    T at(int64_t n, int64_t p) const { return w[n * P + p]; }
     // Columns p0 .. p0 + width of row n, 0 past the last: contiguous reads, so
     // the prefetcher follows (a column tile of a wide w would miss on every row).
     void row(int64_t n, int64_t p0, int64_t cols, int64_t width, T* out) const {
@@ -196,7 +195,6 @@ template <typename T>
 struct LayerNormWeights {
     const T* s;  // the row's normalized values (n,)
     T minus_inv_n;
-    T at(int64_t n, int64_t p) const { return ln_entry(s, p, n, s[n], minus_inv_n); }
     void row(int64_t n, int64_t p0, int64_t cols, int64_t width, T* out) const {
         const T sn = s[n];
 #pragma omp simd
