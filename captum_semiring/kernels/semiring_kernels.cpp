@@ -204,25 +204,29 @@ struct LayerNormWeights {
 };
 
 constexpr int64_t kGroups = 2;  // top-k pass 1: groups of inputs per path kept
+constexpr int64_t kTopKRows = 4;  // top-k: rows per tile, one w row read serves all
 
-// Per-thread scratch of a top-k tile, sized for k once.
+// Per-thread scratch of a top-k tile, sized for k once, per row of the tile.
 template <typename T>
 struct TopKScratch {
-    std::vector<T> group_hi, group_lo;  // (group, column): each group's best head
+    std::vector<T> group_hi, group_lo;  // (row, group, column): each group's best head
     std::vector<T> rank_hi, rank_lo;    // (rank, column): the best group heads
-    std::vector<T> best_hi, best_lo;    // (column, rank): the best paths so far
-    std::vector<T> floor_hi, floor_lo;  // (column): what a head must beat
+    std::vector<T> best_hi, best_lo;    // (row, column, rank): the best paths so far
+    std::vector<T> floor_hi, floor_lo;  // (row, column): what a head must beat
     explicit TopKScratch(int64_t k)
-        : group_hi(kGroups * k * kBlock), group_lo(kGroups * k * kBlock),
-          rank_hi(k * kBlock), rank_lo(k * kBlock), best_hi(kBlock * k),
-          best_lo(kBlock * k), floor_hi(kBlock), floor_lo(kBlock) {}
+        : group_hi(kTopKRows * kGroups * k * kBlock),
+          group_lo(kTopKRows * kGroups * k * kBlock), rank_hi(k * kBlock),
+          rank_lo(k * kBlock), best_hi(kTopKRows * kBlock * k),
+          best_lo(kTopKRows * kBlock * k), floor_hi(kTopKRows * kBlock),
+          floor_lo(kTopKRows * kBlock) {}
 };
 
-// Top-k-times for the outputs p0 .. p0 + cols of one row. ``lists`` holds the
-// row's inputs, each as 2k values: its k largest non-negative path values
-// (descending, NaN = none), then its k most negative (ascending). Each list
-// times one weight stays sorted, so an input whose first entry ("head") extends
-// worse than an output's k-th best path so far cannot contribute to it.
+// Top-k-times for the outputs p0 .. p0 + cols of ``rows`` rows that share their
+// weights (one w row read serves them all). ``lists`` holds each row's inputs
+// (rows ``row_stride`` apart), each input as 2k values: its k largest non-negative
+// path values (descending, NaN = none), then its k most negative (ascending).
+// Each list times one weight stays sorted, so an input whose first entry ("head")
+// extends worse than an output's k-th best path so far cannot contribute to it.
 //
 // Pass 1 splits the inputs into G = 2k groups (n mod G) and keeps each group's
 // best head per output, as max-times does: those are G distinct heads, so the
@@ -230,130 +234,155 @@ struct TopKScratch {
 // of every input whose head reaches that bound, or, once it is higher, beats the
 // k-th best path found so far: on MiniLM about 6 of 384 inputs per output and
 // side (8.4 with k groups, 5.4 with 4k). Each pass costs about one max-times,
-// the merges about as much again. Returns whether (with check_w) a non-finite
-// weight was read.
+// the merges about as much again. Row r's outputs go to out + r * P (planes
+// out_plane apart). Returns whether (with check_w) a non-finite weight was read.
 template <typename T, typename W>
-bool top_k_tile(const T* lists, int64_t k, int64_t N, const W& weights, int64_t p0,
-                int64_t cols, T* out, int64_t out_plane, TopKScratch<T>& scratch,
-                bool check_w) {
+bool top_k_tile(const T* lists, int64_t row_stride, int64_t rows, int64_t k,
+                int64_t N, const W& weights, int64_t p0, int64_t cols, T* out,
+                int64_t P, int64_t out_plane, TopKScratch<T>& scratch, bool check_w) {
     const T inf = std::numeric_limits<T>::infinity();
     const T nan = std::numeric_limits<T>::quiet_NaN();
     const int64_t stride = 2 * k;
     const int64_t width = (cols + 15) / 16 * 16;  // whole vectors; 0 past cols
+    const int64_t groups = kGroups * k, group_plane = groups * width;
     T *g_hi = scratch.group_hi.data(), *g_lo = scratch.group_lo.data();
     T *f_hi = scratch.floor_hi.data(), *f_lo = scratch.floor_lo.data();
-    const int64_t groups = kGroups * k;
-    std::fill(g_hi, g_hi + groups * width, -inf);
-    std::fill(g_lo, g_lo + groups * width, inf);
-    alignas(64) T wv[kBlock], up[kBlock], down[kBlock];
+    std::fill(g_hi, g_hi + rows * group_plane, -inf);
+    std::fill(g_lo, g_lo + rows * group_plane, inf);
+    // Whether an input has a path in no row: its weight row is not needed.
+    auto dead = [&](int64_t r, int64_t n) {
+        const T* list = lists + r * row_stride + n * stride;
+        return std::isnan(list[0]) && std::isnan(list[k]);
+    };
+    auto dead_in_all = [&](int64_t n) {
+        for (int64_t r = 0; r < rows; ++r)
+            if (!dead(r, n)) return false;
+        return true;
+    };
+    alignas(64) T wv[kBlock];
     int bad = 0;
     for (int64_t n = 0; n < N; ++n) {
-        const T a = lists[n * stride], c = lists[n * stride + k];
-        const bool dead = std::isnan(a) && std::isnan(c);
-        if (dead && !check_w) continue;
+        const bool unused = dead_in_all(n);
+        if (unused && !check_w) continue;
         weights.row(n, p0, cols, width, wv);
         if (check_w) {
 #pragma omp simd reduction(| : bad)
             for (int64_t j = 0; j < width; ++j) bad |= non_finite(wv[j]);
-            if (dead) continue;
+            if (unused) continue;
         }
-        T *h = g_hi + (n % groups) * width, *l = g_lo + (n % groups) * width;
-#pragma omp simd
-        for (int64_t j = 0; j < width; ++j) {
-            const T u = wv[j] >= 0 ? wv[j] * a : wv[j] * c;
-            const T d = wv[j] >= 0 ? wv[j] * c : wv[j] * a;
-            // NaN (no path) compares false: it never becomes a group's best
-            h[j] = u > h[j] ? u : h[j];
-            l[j] = d < l[j] ? d : l[j];
-        }
-    }
-    // The k best group heads of each output, by an insertion network across the
-    // outputs (rank r becomes the middle of old r - 1, new, old r); an empty
-    // group (-inf) leaves the floor at -inf, so every input may enter.
-    T *r_hi = scratch.rank_hi.data(), *r_lo = scratch.rank_lo.data();
-    std::fill(r_hi, r_hi + k * width, -inf);
-    std::fill(r_lo, r_lo + k * width, inf);
-    for (int64_t g = 0; g < groups; ++g) {
-        const T *gh = g_hi + g * width, *gl = g_lo + g * width;
-        for (int64_t r = k - 1; r > 0; --r) {
-            T *h = r_hi + r * width, *l = r_lo + r * width;
+        for (int64_t r = 0; r < rows; ++r) {
+            const T a = lists[r * row_stride + n * stride];
+            const T c = lists[r * row_stride + n * stride + k];
+            T* h = g_hi + r * group_plane + (n % groups) * width;
+            T* l = g_lo + r * group_plane + (n % groups) * width;
 #pragma omp simd
             for (int64_t j = 0; j < width; ++j) {
-                const T h_in = gh[j] < h[j - width] ? gh[j] : h[j - width];
-                const T l_in = gl[j] > l[j - width] ? gl[j] : l[j - width];
-                h[j] = h[j] > h_in ? h[j] : h_in;
-                l[j] = l[j] < l_in ? l[j] : l_in;
+                const T u = wv[j] >= 0 ? wv[j] * a : wv[j] * c;
+                const T d = wv[j] >= 0 ? wv[j] * c : wv[j] * a;
+                // NaN (no path) compares false: it never becomes a group's best
+                h[j] = u > h[j] ? u : h[j];
+                l[j] = d < l[j] ? d : l[j];
             }
         }
+    }
+    // Each row's k best group heads per output, by an insertion network across
+    // the outputs (rank r becomes the middle of old r - 1, new, old r); an empty
+    // group (-inf) leaves the floor at -inf, so every input may enter.
+    T *r_hi = scratch.rank_hi.data(), *r_lo = scratch.rank_lo.data();
+    for (int64_t row = 0; row < rows; ++row) {
+        std::fill(r_hi, r_hi + k * width, -inf);
+        std::fill(r_lo, r_lo + k * width, inf);
+        for (int64_t g = 0; g < groups; ++g) {
+            const T* gh = g_hi + row * group_plane + g * width;
+            const T* gl = g_lo + row * group_plane + g * width;
+            for (int64_t r = k - 1; r > 0; --r) {
+                T *h = r_hi + r * width, *l = r_lo + r * width;
 #pragma omp simd
-        for (int64_t j = 0; j < width; ++j) {
-            r_hi[j] = r_hi[j] > gh[j] ? r_hi[j] : gh[j];
-            r_lo[j] = r_lo[j] < gl[j] ? r_lo[j] : gl[j];
+                for (int64_t j = 0; j < width; ++j) {
+                    const T h_in = gh[j] < h[j - width] ? gh[j] : h[j - width];
+                    const T l_in = gl[j] > l[j - width] ? gl[j] : l[j - width];
+                    h[j] = h[j] > h_in ? h[j] : h_in;
+                    l[j] = l[j] < l_in ? l[j] : l_in;
+                }
+            }
+#pragma omp simd
+            for (int64_t j = 0; j < width; ++j) {
+                r_hi[j] = r_hi[j] > gh[j] ? r_hi[j] : gh[j];
+                r_lo[j] = r_lo[j] < gl[j] ? r_lo[j] : gl[j];
+            }
         }
+        // Pass 2 compares strictly, so that heads tied with the k-th best path
+        // (zeros, often) are skipped; the bound moves one step out to keep the
+        // heads at it.
+        T *fh = f_hi + row * width, *fl = f_lo + row * width;
+        for (int64_t j = 0; j < cols; ++j) {
+            fh[j] = std::nextafter(r_hi[(k - 1) * width + j], -inf);
+            fl[j] = std::nextafter(r_lo[(k - 1) * width + j], inf);
+        }
+        for (int64_t j = cols; j < width; ++j) fh[j] = inf, fl[j] = -inf;
     }
-    // Pass 2 compares strictly, so that heads tied with the k-th best path (zeros,
-    // often) are skipped; the bound moves one step out to keep the heads at it.
-    for (int64_t j = 0; j < cols; ++j) {
-        f_hi[j] = std::nextafter(r_hi[(k - 1) * width + j], -inf);
-        f_lo[j] = std::nextafter(r_lo[(k - 1) * width + j], inf);
-    }
-    for (int64_t j = cols; j < width; ++j) f_hi[j] = inf, f_lo[j] = -inf;
     T *b_hi = scratch.best_hi.data(), *b_lo = scratch.best_lo.data();
-    std::fill(b_hi, b_hi + width * k, -inf);
-    std::fill(b_lo, b_lo + width * k, inf);
+    std::fill(b_hi, b_hi + rows * width * k, -inf);
+    std::fill(b_lo, b_lo + rows * width * k, inf);
     // One byte per output: bit 0 for the non-negative list, bit 1 for the other.
     alignas(64) uint8_t hit[kBlock];
     for (int64_t n = 0; n < N; ++n) {
-        const T a = lists[n * stride], c = lists[n * stride + k];
-        if (std::isnan(a) && std::isnan(c)) continue;
+        if (dead_in_all(n)) continue;
         weights.row(n, p0, cols, width, wv);
+        for (int64_t row = 0; row < rows; ++row) {
+            const T* list = lists + row * row_stride + n * stride;
+            const T a = list[0], c = list[k];
+            T *fh = f_hi + row * width, *fl = f_lo + row * width;
 #pragma omp simd
-        for (int64_t j = 0; j < width; ++j) {
-            up[j] = wv[j] >= 0 ? wv[j] * a : wv[j] * c;
-            down[j] = wv[j] >= 0 ? wv[j] * c : wv[j] * a;
-            hit[j] = static_cast<uint8_t>((up[j] > f_hi[j]) |
-                                          ((down[j] < f_lo[j]) << 1));
-        }
-        // The bytes packed into one bit per output and side, 64 outputs at a time,
-        // so that the loops below run once per hit, with no branch per output.
-        for (int64_t base = 0; base < width; base += 64) {
-            uint64_t mask[2] = {0, 0};
-            for (int64_t q = 0; q < 64 && base + q < width; q += 8) {
-                uint64_t bytes;
-                std::memcpy(&bytes, hit + base + q, 8);
-                for (int side = 0; side < 2; ++side)
-                    mask[side] |= ((((bytes >> side) & 0x0101010101010101ULL) *
-                                    0x0102040810204080ULL) >> 56) << q;
+            for (int64_t j = 0; j < width; ++j) {
+                const T up = wv[j] >= 0 ? wv[j] * a : wv[j] * c;
+                const T down = wv[j] >= 0 ? wv[j] * c : wv[j] * a;
+                hit[j] = static_cast<uint8_t>((up > fh[j]) | ((down < fl[j]) << 1));
             }
-            for (int side = 0; side < 2; ++side)
-                for (uint64_t m = mask[side]; m != 0; m &= m - 1) {
-                    const int64_t j = base + __builtin_ctzll(m);
-                    const bool largest = side == 0;
-                    const T wn = wv[j];
-                    // Positive weights extend the same-sign list, negative the other.
-                    const T* src = lists + n * stride + ((wn >= 0) == largest ? 0 : k);
-                    T* best = (largest ? b_hi : b_lo) + j * k;
-                    for (int64_t r = 0; r < k; ++r) {
-                        const T cand = wn * src[r];
-                        if (!(largest ? insert_desc(best, k, cand)
-                                      : insert_asc(best, k, cand)))
-                            break;
-                    }
-                    // A head not above the k-th best path cannot enter any more.
-                    if (largest)
-                        f_hi[j] = best[k - 1] > f_hi[j] ? best[k - 1] : f_hi[j];
-                    else
-                        f_lo[j] = best[k - 1] < f_lo[j] ? best[k - 1] : f_lo[j];
+            // The bytes packed into one bit per output and side, 64 outputs at a
+            // time, so that the loops below run once per hit, with no branch per
+            // output.
+            for (int64_t base = 0; base < width; base += 64) {
+                uint64_t mask[2] = {0, 0};
+                for (int64_t q = 0; q < 64 && base + q < width; q += 8) {
+                    uint64_t bytes;
+                    std::memcpy(&bytes, hit + base + q, 8);
+                    for (int side = 0; side < 2; ++side)
+                        mask[side] |= ((((bytes >> side) & 0x0101010101010101ULL) *
+                                        0x0102040810204080ULL) >> 56) << q;
                 }
+                for (int side = 0; side < 2; ++side)
+                    for (uint64_t m = mask[side]; m != 0; m &= m - 1) {
+                        const int64_t j = base + __builtin_ctzll(m);
+                        const bool largest = side == 0;
+                        const T wn = wv[j];
+                        // Positive weights extend the same-sign list, negative
+                        // the other.
+                        const T* src = list + ((wn >= 0) == largest ? 0 : k);
+                        T* best = (largest ? b_hi : b_lo) + (row * width + j) * k;
+                        for (int64_t r = 0; r < k; ++r) {
+                            const T cand = wn * src[r];
+                            if (!(largest ? insert_desc(best, k, cand)
+                                          : insert_asc(best, k, cand)))
+                                break;
+                        }
+                        // A head not above the k-th best path cannot enter any more.
+                        if (largest)
+                            fh[j] = best[k - 1] > fh[j] ? best[k - 1] : fh[j];
+                        else
+                            fl[j] = best[k - 1] < fl[j] ? best[k - 1] : fl[j];
+                    }
+            }
         }
     }
-    for (int64_t j = 0; j < cols; ++j)
-        for (int side = 0; side < 2; ++side) {
-            const T* best = (side == 0 ? b_hi : b_lo) + j * k;
-            T* dst = out + (side == 0 ? 0 : k) * out_plane + p0 + j;
-            for (int64_t r = 0; r < k; ++r)
-                dst[r * out_plane] = std::isinf(best[r]) ? nan : best[r];
-        }
+    for (int64_t row = 0; row < rows; ++row)
+        for (int64_t j = 0; j < cols; ++j)
+            for (int side = 0; side < 2; ++side) {
+                const T* best = (side == 0 ? b_hi : b_lo) + (row * width + j) * k;
+                T* dst = out + row * P + (side == 0 ? 0 : k) * out_plane + p0 + j;
+                for (int64_t r = 0; r < k; ++r)
+                    dst[r * out_plane] = std::isinf(best[r]) ? nan : best[r];
+            }
     return bad != 0;
 }
 
@@ -362,21 +391,22 @@ template <typename T>
 int top_k_times(const T* lists, const T* w, T* out, int64_t k, int64_t B,
                 int64_t M, int64_t N, int64_t P, int64_t w_batched, int threads) {
     const int64_t out_plane = B * M * P, col_tiles = (P + kBlock - 1) / kBlock;
+    const int64_t row_blocks = (M + kTopKRows - 1) / kTopKRows;
     int bad = 0;
 #pragma omp parallel num_threads(threads) reduction(| : bad)
     {
         TopKScratch<T> scratch(k);
 #pragma omp for collapse(3) schedule(static)
         for (int64_t b = 0; b < B; ++b)
-            for (int64_t m = 0; m < M; ++m)
-                for (int64_t ct = 0; ct < col_tiles; ++ct) {
-                    const int64_t p0 = ct * kBlock;
+            for (int64_t ct = 0; ct < col_tiles; ++ct)
+                for (int64_t rb = 0; rb < row_blocks; ++rb) {
+                    const int64_t p0 = ct * kBlock, m = rb * kTopKRows;
                     const DenseWeights<T> weights{w + (w_batched ? b * N * P : 0), P};
                     const bool check_w = m == 0 && (w_batched || b == 0);
-                    bad |= top_k_tile(lists + (b * M + m) * N * 2 * k, k, N, weights,
-                                      p0, std::min(P - p0, kBlock),
-                                      out + (b * M + m) * P, out_plane, scratch,
-                                      check_w);
+                    bad |= top_k_tile(lists + (b * M + m) * N * 2 * k, N * 2 * k,
+                                      std::min(kTopKRows, M - m), k, N, weights, p0,
+                                      std::min(P - p0, kBlock), out + (b * M + m) * P,
+                                      P, out_plane, scratch, check_w);
                 }
     }
     return bad;
@@ -468,9 +498,9 @@ void ln_top_k(const T* lists, const T* s, T* out, int64_t k, int64_t rows,
             for (int64_t ct = 0; ct < col_tiles; ++ct) {
                 const int64_t p0 = ct * kBlock;
                 const LayerNormWeights<T> weights{s + r * n, T(-1) / T(n)};
-                top_k_tile(lists + r * n * 2 * k, k, n, weights, p0,
-                           std::min(n - p0, kBlock), out + r * n, rows * n, scratch,
-                           false);
+                top_k_tile(lists + r * n * 2 * k, 0, 1, k, n, weights, p0,
+                           std::min(n - p0, kBlock), out + r * n, n, rows * n,
+                           scratch, false);
             }
     }
 }
