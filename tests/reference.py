@@ -80,7 +80,10 @@ class ReferenceGraph:
 
     # ----- edges ------------------------------------------------------------
     def _add_record(self, record: Any) -> None:
-        out_nodes = dict(record.outputs)
+        # An output with no elements has no edges (batch norm's saved statistics).
+        out_nodes = {p: n for p, n in record.outputs if record.output(p).numel()}
+        if not out_nodes:
+            return
         with torch.no_grad():
             base = record.rerun({})
         for p in out_nodes:  # the saved arguments must still reproduce the output

@@ -643,3 +643,27 @@ def test_as_strided_reads_the_storage_of_a_view():
 def test_transposed_and_3d_convolutions_match_the_reference(conv, shapes) -> None:
     sources = [seeded_randn(*shape, seed=i) for i, shape in enumerate(shapes)]
     check_every_semiring(conv, *sources)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_in_eval_is_one_op_that_matches_the_reference(affine) -> None:
+    """Eval-mode batch norm is recorded as one op (torch's decomposition records
+    about ten): every semiring by brute force, and sum against autograd, with the
+    weight and bias as sources too."""
+    mean = seeded_randn(3, seed=5).detach()
+    var = seeded_randn(3, seed=6).detach().abs() + 0.5
+    x = seeded_randn(2, 3, 2, 2, seed=0)
+    if affine:
+        sources = [x, seeded_randn(3, seed=1), seeded_randn(3, seed=2)]
+    else:
+        sources = [x]
+
+    def norm(x, *affine):
+        return F.batch_norm(x, mean, var, *affine, eps=1e-3)
+
+    with cs.record(*sources) as graph:
+        norm(*sources)
+    assert [str(r.func) for r in graph.records] == [
+        "aten._native_batch_norm_legit_no_training.default"
+    ]
+    check_every_semiring(norm, *sources)

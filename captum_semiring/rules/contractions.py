@@ -123,9 +123,13 @@ def convolution_as_matmul(
     cols = F.unfold(input, (kh, kw), dilation=dilation, padding=padding, stride=stride)
     oh = (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     ow = (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    cols = cols.reshape(n, groups, -1, oh * ow)
-    kernel = weight.reshape(groups, out_channels // groups, -1)
-    out = torch.matmul(kernel, cols).reshape(n, out_channels, oh, ow)
+    if groups == 1:  # bmm itself: matmul's decomposition dispatches many more ops
+        kernel = weight.reshape(1, out_channels, -1).expand(n, -1, -1)
+        out = torch.bmm(kernel, cols).reshape(n, out_channels, oh, ow)
+    else:
+        cols = cols.reshape(n, groups, -1, oh * ow)
+        kernel = weight.reshape(groups, out_channels // groups, -1)
+        out = torch.matmul(kernel, cols).reshape(n, out_channels, oh, ow)
     if bias is not None:
         out = out + bias.reshape(1, -1, 1, 1)
     return out

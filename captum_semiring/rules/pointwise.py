@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch._decomp import decomposition_table
 
 from .._record import OpRecord
 from ..semirings import Semiring
-from . import register_decomposition, register_rule
+from . import UnsupportedOpError, register_decomposition, register_rule
 from ._maps import Elementwise
 
 aten = torch.ops.aten
@@ -238,3 +239,65 @@ def prims_where(pred: Tensor, a: Any, b: Any) -> Tensor:
     like = a if isinstance(a, Tensor) else b
     a, b = (torch.as_tensor(v, dtype=like.dtype, device=like.device) for v in (a, b))
     return torch.where(pred, a, b)
+
+
+@register_decomposition(aten.native_batch_norm.default)
+def batch_norm(
+    input: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> Any:
+    """Batch norm in eval mode is one recorded op, pointwise per channel (its rule
+    below; torch's decomposition would record about ten); training mode, whose
+    statistics read the whole batch, goes through torch's decomposition."""
+    if training or running_mean is None or running_var is None:
+        return decomposition_table[aten.native_batch_norm.default](
+            input, weight, bias, running_mean, running_var, training, momentum, eps
+        )
+    return aten._native_batch_norm_legit_no_training.default(
+        input, weight, bias, running_mean, running_var, momentum, eps
+    )
+
+
+@register_rule(aten._native_batch_norm_legit_no_training.default)
+def batch_norm_eval_rule(call: OpRecord) -> dict[tuple[int, int], Elementwise]:
+    """``y = (x - mean) r w + b`` per channel (axis 1), ``r = (var + eps)^-1/2``."""
+    x = call.arg("input").detach()
+    shape, out_shape = [1] * x.dim(), tuple(x.shape)
+    shape[1] = x.shape[1]
+
+    def channel(name: str) -> Tensor | None:
+        t = call.arg(name)
+        return None if t is None else t.detach().to(x.dtype).reshape(shape)
+
+    w, mean, var = channel("weight"), channel("running_mean"), channel("running_var")
+    assert mean is not None and var is not None  # the schema requires both
+    r = torch.rsqrt(var + call.arg("eps"))
+    gain = r if w is None else r * w
+    centred = x - mean
+    partials = {"input": gain, "weight": centred * r, "bias": None}
+    positions = {call.position(name): name for name in partials}
+    maps: dict[tuple[int, int], Elementwise] = {}
+    for i, _ in call.inputs:
+        name = positions.get(i)
+        if name is None:  # autograd refuses this too
+            raise UnsupportedOpError(
+                f"{call.func} reads tracked running statistics; batch norm is "
+                "differentiable in its input, weight and bias only"
+            )
+        weight = partials[name]
+        if weight is not None:
+            weight = weight.expand(out_shape)
+        if name == "input":
+            maps[(i, 0)] = Pointwise(weight, out_shape, out_shape, out_shape)
+        else:  # one per channel, to every output of its channel
+            in_shape = tuple(call.leaves[i].shape)
+            maps[(i, 0)] = Elementwise(
+                weight, in_shape, out_shape, out_shape, in_view=tuple(shape)
+            )
+    return maps
