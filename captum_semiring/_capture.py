@@ -8,6 +8,8 @@ arguments so that its rule can compute local derivatives later, during a sweep.
 from __future__ import annotations
 
 import contextlib
+import inspect
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -505,6 +507,24 @@ class _Recorder(TorchDispatchMode):
                 graph._stale[other_id] = f"{func} in module '{self.module}'"
 
 
+class _UnguardedRecorder(_Recorder):
+    """The recorder without torch's guard that keeps torch.compile out of a mode's
+    handler, for processes that have not imported ``torch._dynamo``: nothing can be
+    compiling there, and the guard's first call would import it (1 to 2 s, the
+    whole first-call cost on a plain ``nn.Module``)."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False
+
+    __torch_dispatch__ = inspect.unwrap(_Recorder.__torch_dispatch__)
+
+
+def _recorder(graph: Graph) -> _Recorder:
+    guarded = "torch._dynamo" in sys.modules  # transformers, torch.compile import it
+    return (_Recorder if guarded else _UnguardedRecorder)(graph)
+
+
 def _add_module_hooks(graph: Graph, handles: HandleSet) -> None:
     """Global forward hooks that keep ``graph._module_stack`` at the running module;
     each is in ``handles`` as soon as it is installed."""
@@ -603,7 +623,7 @@ def record(*sources: Source, decompose: Iterable[Any] = ()) -> Iterator[Graph]:
         try:
             _mark_sources(graph, sources, handles, restore_grad)
             _add_module_hooks(graph, handles)
-            with recording_kernels(), _Recorder(graph):
+            with recording_kernels(), _recorder(graph):
                 yield graph
             _check_functions(graph)  # while the sources still require grad
         finally:

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from . import kernels
+from ._shapes import broadcast_shapes
 
 Dims = int | Sequence[int]
 
@@ -164,7 +165,7 @@ class Semiring:
         leading axes. The default broadcasts in chunks of rows.
         """
         n, p = x.shape[-1], w.shape[-1]
-        batch = math.prod(torch.broadcast_shapes(x.shape[1:-2], w.shape[:-2]))
+        batch = math.prod(broadcast_shapes(x.shape[1:-2], w.shape[:-2]))
         chunks = [
             self.sum(self.scale(x[..., rows, :, None], w[..., None, :, :]), -2)
             for rows in kernels.row_chunks(x.shape[-2], self.size * batch * n * p)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -477,3 +479,24 @@ def test_an_interrupt_during_set_up_leaves_nothing_behind(monkeypatch, owner, na
     assert _state() == before
     assert not x.requires_grad
     assert not net._forward_hooks
+
+
+def test_a_first_recording_imports_neither_dynamo_nor_sympy():
+    """A fresh process's first recording and sweep of a plain module stay fast: the
+    dispatch mode's torch.compile guard imports ``torch._dynamo`` on its first call,
+    and ``torch.broadcast_shapes`` imports sympy (each a second or two)."""
+    script = (
+        "import sys, torch, captum_semiring as cs\n"
+        "net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh(),"
+        " torch.nn.Linear(4, 2))\n"
+        "x = torch.randn(3, 4)\n"
+        "with cs.record(x) as graph:\n"
+        "    out = torch.softmax(net(x), -1)[:, 0]\n"
+        "for semiring in ('sum', 'max', 'entropy', 'logsum', cs.TopK(3)):\n"
+        "    graph.backward(out, semiring)[x]\n"
+        "print(sorted(m for m in ('torch._dynamo', 'sympy') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout

@@ -23,6 +23,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "captum_semiring"
 
 # Lowest first. A unit is a top-level module or subpackage of captum_semiring.
 LAYERS = [
+    {"_shapes"},
     {"kernels", "_hooks"},
     {"semirings"},
     {"_record"},

@@ -52,6 +52,7 @@ from .. import (
     record,
 )
 from .._captum_compat import progress
+from .._shapes import unravel_index
 from .branch_flow import TRANSFORMER_BRANCHES, transformer_branch
 from .models import LoadedModel, first_line
 from .stats import spearman
@@ -832,11 +833,7 @@ def _top_paths(
         value = float(raw[rank, elem])
         if value == 0 or not math.isfinite(value):
             continue
-        sub = (
-            list(torch.unravel_index(torch.tensor(elem), rest_shape))
-            if rest_shape
-            else []
-        )
+        sub = list(unravel_index(elem, rest_shape)) if rest_shape else []
         element = (row, t_star, *[int(s) for s in sub])
         path = result.path(layer, element, rank=rank)
         paths.append(

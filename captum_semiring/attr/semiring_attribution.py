@@ -12,6 +12,7 @@ from torch import Tensor
 
 from .. import _captum_compat as compat
 from .._captum_compat import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
+from .._shapes import unravel_index
 from ..paths import Path
 from ..semirings import Entropy, MaxProduct, Semiring, TopK, get_semiring
 from ._common import (
@@ -452,10 +453,7 @@ class TopGradientPath(SemiringAttribution):
             flat = int(score.argmax())
             value = float(score[flat])
             if value > -math.inf and (best is None or value > best[0]):
-                element = tuple(
-                    int(i)
-                    for i in torch.unravel_index(torch.tensor(flat), source.shape[1:])
-                )
+                element = unravel_index(flat, source.shape[1:])
                 best = (value, position, (example, *element))
         if best is None:
             raise ValueError(

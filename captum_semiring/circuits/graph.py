@@ -12,6 +12,7 @@ from torch import Tensor
 
 from .. import _engine
 from .._capture import Graph, record
+from .._shapes import unravel_index
 from ..paths import Path
 from ..semirings import Semiring, TopK, get_semiring
 from .components import (
@@ -408,8 +409,8 @@ class ComponentGraph:
             best = torch.topk(flat, min(k, flat.numel()))
             for score, j in zip(best.values.tolist(), best.indices.tolist()):
                 rank, element = divmod(j, flat.numel() // k)
-                index = torch.unravel_index(torch.tensor(element), values.shape[1:])
-                found.append((score, i, tuple(int(t) for t in index), rank))
+                index = unravel_index(element, values.shape[1:])
+                found.append((score, i, index, rank))
         found.sort(key=lambda f: -f[0])
         return [
             result.path(self.inputs[i], index, rank=rank)

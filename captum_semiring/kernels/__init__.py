@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._shapes import broadcast_shapes
 from . import native
 
 #: Elements of the broadcast product per eager chunk.
@@ -98,7 +99,7 @@ def _chunked(
     fn: Callable[..., tuple[Tensor, Tensor]], pos: Tensor, neg: Tensor, w: Tensor
 ) -> tuple[Tensor, Tensor]:
     n, p = pos.shape[-1], w.shape[-1]
-    batch = math.prod(torch.broadcast_shapes(pos.shape[:-2], w.shape[:-2]))
+    batch = math.prod(broadcast_shapes(pos.shape[:-2], w.shape[:-2]))
     chunks = row_chunks(pos.shape[-2], batch * n * p)
     if len(chunks) == 1:
         return fn(pos, neg, w)
@@ -165,7 +166,7 @@ def magnitude_log(w: Tensor) -> tuple[Tensor, Tensor]:
 def max_times(pos: Tensor, neg: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     """The max-product contraction of a (pos, neg) pair with a real matrix ``w``."""
     (m, n), p = pos.shape[-2:], w.shape[-1]
-    batch = torch.broadcast_shapes(pos.shape[:-2], w.shape[:-2])
+    batch = broadcast_shapes(pos.shape[:-2], w.shape[:-2])
     size = m * n * p * math.prod(batch)
     use_native = native.available(w, pos, neg)  # the kernel checks the values
     if use_native or _compiles(size):
@@ -350,7 +351,7 @@ def _head_keys_ranked(a: Tensor, b: Tensor, wt: Tensor, sign: Tensor) -> Tensor:
 def _best_inputs(a: Tensor, b: Tensor, wt: Tensor, k: int, largest: bool) -> Tensor:
     """For each output, the ``k`` inputs ``j`` whose best path extends best."""
     (m, n), p = a.shape[-2:], wt.shape[-2]
-    batch = torch.broadcast_shapes(a.shape[:-2], wt.shape[:-2])
+    batch = broadcast_shapes(a.shape[:-2], wt.shape[:-2])
     size = m * n * p * math.prod(batch)
     # Few versions of the compiled kernel: 3-d operands, the direction a tensor.
     a, b = _batched(a, batch, m, n), _batched(b, batch, m, n)
@@ -392,7 +393,7 @@ def top_k_times(values: Tensor, w: Tensor, k: int) -> Tensor:
     """
     (m, n), p = values.shape[-2:], w.shape[-1]
     if k <= native.MAX_K and native.available(w, values):  # it checks the weights
-        batch = torch.broadcast_shapes(values.shape[1:-2], w.shape[:-2])
+        batch = broadcast_shapes(values.shape[1:-2], w.shape[:-2])
         if w.dim() == 2:  # the batch folded into the rows
             flat, w3 = values.reshape(2 * k, 1, -1, n), w.unsqueeze(0)
         else:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .._record import OpRecord
+from .._shapes import broadcast_shapes
 from . import register_decomposition, register_rule
 from ._maps import Elementwise, MatMul
 
@@ -32,15 +33,6 @@ _OPERANDS = {
 _WITH_BIAS = {aten.addmm.default, aten.baddbmm.default, aten.addmv.default}
 
 
-def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
-    """Broadcast batch shapes (``torch.broadcast_shapes`` costs far more per call)."""
-    if a == b:
-        return a
-    n = max(len(a), len(b))
-    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
-    return tuple(y if x == 1 else x for x, y in zip(a, b, strict=True))
-
-
 @register_rule(*_OPERANDS)
 def matmul_rule(call: OpRecord) -> dict:
     """``out = beta * self + alpha * (left @ right)``; vectors are viewed as a row
@@ -49,7 +41,7 @@ def matmul_rule(call: OpRecord) -> dict:
     a, b = call.leaves[left], call.leaves[right]
     a_view = tuple(a.shape) if a.dim() >= 2 else (1, a.shape[0])
     b_view = tuple(b.shape) if b.dim() >= 2 else (b.shape[0], 1)
-    out_view = (*_broadcast(a_view[:-2], b_view[:-2]), a_view[-2], b_view[-1])
+    out_view = (*broadcast_shapes(a_view[:-2], b_view[:-2]), a_view[-2], b_view[-1])
     out_shape = tuple(call.output(0).shape)
     alpha = call.arg("alpha", 1)
     tracked = {i for i, _ in call.inputs}

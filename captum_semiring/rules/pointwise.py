@@ -278,9 +278,11 @@ def batch_norm_eval_rule(call: OpRecord) -> dict[tuple[int, int], Elementwise]:
     w, mean, var = channel("weight"), channel("running_mean"), channel("running_var")
     assert mean is not None and var is not None  # the schema requires both
     r = torch.rsqrt(var + call.arg("eps"))
-    gain = r if w is None else r * w
-    centred = x - mean
-    partials = {"input": gain, "weight": centred * r, "bias": None}
+    partials = {
+        "input": lambda: r if w is None else r * w,
+        "weight": lambda: (x - mean) * r,
+        "bias": lambda: None,
+    }
     positions = {call.position(name): name for name in partials}
     maps: dict[tuple[int, int], Elementwise] = {}
     for i, _ in call.inputs:
@@ -290,7 +292,7 @@ def batch_norm_eval_rule(call: OpRecord) -> dict[tuple[int, int], Elementwise]:
                 f"{call.func} reads tracked running statistics; batch norm is "
                 "differentiable in its input, weight and bias only"
             )
-        weight = partials[name]
+        weight = partials[name]()
         if weight is not None:
             weight = weight.expand(out_shape)
         if name == "input":
