@@ -250,13 +250,11 @@ bool top_k_tile(const T* lists, int64_t row_stride, int64_t rows, int64_t k,
     std::fill(g_hi, g_hi + rows * group_plane, -inf);
     std::fill(g_lo, g_lo + rows * group_plane, inf);
     // Whether an input has a path in no row: its weight row is not needed.
-    auto dead = [&](int64_t r, int64_t n) {
-        const T* list = lists + r * row_stride + n * stride;
-        return std::isnan(list[0]) && std::isnan(list[k]);
-    };
     auto dead_in_all = [&](int64_t n) {
-        for (int64_t r = 0; r < rows; ++r)
-            if (!dead(r, n)) return false;
+        for (int64_t r = 0; r < rows; ++r) {
+            const T* list = lists + r * row_stride + n * stride;
+            if (!std::isnan(list[0]) || !std::isnan(list[k])) return false;
+        }
         return true;
     };
     alignas(64) T wv[kBlock];
