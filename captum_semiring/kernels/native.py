@@ -31,7 +31,7 @@ FLAGS = [
     "-fopenmp",
     "-fno-math-errno",
     # no FP traps: lets GCC if-convert and vectorize loops with selects and calls
-    # (the libmvec log); results, infinities and NaNs are as before
+    # (the libmvec log, whose last bit can differ); infinities and NaNs as before
     "-fno-trapping-math",
     "-shared",
     "-fPIC",
