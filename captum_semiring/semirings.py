@@ -771,11 +771,14 @@ class TopK(Semiring):
     def sum(self, x: Tensor, dim: Dims) -> Tensor:
         dims = sorted(d % x.dim() for d in _dims(dim))
         moved = x.movedim(dims, list(range(1, len(dims) + 1)))
-        pos, neg = self._split(moved)
+        # Each reduced element holds a sorted list: (2k, n, ...) with n their count.
+        reduced = math.prod(moved.shape[1 : len(dims) + 1])
+        lists = moved.reshape(self.size, reduced, *moved.shape[len(dims) + 1 :])
+        pos, neg = self._split(lists)
         return torch.cat(
             (
-                self._keep(pos.flatten(0, len(dims)), descending=True),
-                self._keep(neg.flatten(0, len(dims)), descending=False),
+                kernels.best_of_lists(pos, self.k, largest=True),
+                kernels.best_of_lists(neg, self.k, largest=False),
             )
         )
 

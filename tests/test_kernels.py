@@ -14,10 +14,11 @@ BACKENDS = ["native", "compiled", "eager"]
 
 def use_backend(monkeypatch, backend: str) -> None:
     """Route the kernels to one backend: native; compiled (native off, every size
-    compiled); or eager (both off)."""
+    compiled); or eager (both off). Size thresholds are off."""
     monkeypatch.setenv("CAPTUM_SEMIRING_NATIVE", "1" if backend == "native" else "0")
     monkeypatch.setenv("CAPTUM_SEMIRING_COMPILE", "1" if backend == "compiled" else "0")
     monkeypatch.setattr(kernels, "COMPILE_THRESHOLD", 0)
+    monkeypatch.setattr(kernels, "TREE_MERGE_MIN", 0)
     if backend == "native" and not native.available(torch.zeros(1)):
         pytest.skip("no C++ compiler for the native kernels")
 
@@ -285,4 +286,21 @@ def test_merge_best_is_keep_best_of_both_lists(monkeypatch, backend, k, dtype):
     for a, b, largest in ((a_pos, b_pos, True), (a_neg, b_neg, False)):
         got = kernels.merge_best(a, b, k, largest)
         want = kernels.keep_best(torch.cat((a, b)), k, largest)
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("backend", ["native", "eager"])
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 9])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_best_of_lists_is_keep_best_of_all_lists(monkeypatch, backend, k, n, dtype):
+    """TopK's ⊕ over an axis of ``n`` sorted path lists (a tree of merges, odd
+    counts leaving one list over), against the k best of all their paths."""
+    generator = torch.Generator().manual_seed(10 * k + n)
+    use_backend(monkeypatch, backend)
+    values = _path_lists(k, (n, 2, 37), generator).to(dtype)
+    values[:k, 0, 0, 0] = 0.0  # zero-valued paths
+    for lists, largest in ((values[:k], True), (values[k:], False)):
+        got = kernels.best_of_lists(lists, k, largest)
+        want = kernels.keep_best(lists.flatten(0, 1), k, largest)
         torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)

@@ -308,6 +308,31 @@ def merge_best(a: Tensor, b: Tensor, k: int, largest: bool) -> Tensor:
     return keep_best(torch.cat((a, b)), k, largest)
 
 
+# Below this many lists per pass, a merge pass costs more than it saves.
+TREE_MERGE_MIN = 1024
+
+
+def best_of_lists(lists: Tensor, k: int, largest: bool) -> Tensor:
+    """:func:`keep_best` of ``n`` sorted path lists ``lists`` (k, n, ...): a tree of
+    native merges, each pass halving ``n``, where they can run (linear in ``n``, where
+    a top-k over all ``k n`` candidates is several times slower); else one top-k."""
+    if (
+        lists.shape[1] < 2
+        or lists[0, 0].numel() < TREE_MERGE_MIN
+        or lists.shape[0] != k
+        or k > native.MAX_K
+        or not native.available(lists)
+    ):
+        return keep_best(lists.flatten(0, 1), k, largest)
+    while lists.shape[1] > 1:
+        pairs = lists.shape[1] // 2
+        merged = native.merge_best(
+            lists[:, : 2 * pairs : 2], lists[:, 1 : 2 * pairs : 2], largest
+        )
+        lists = torch.cat((merged, lists[:, 2 * pairs :]), dim=1)
+    return lists[:, 0]
+
+
 def best_of_others(x: Tensor, largest: bool) -> Tensor:
     """For each ``i`` along the last axis, the largest (or smallest) of the others:
     the row's best, or its runner-up at the best. An empty set gives -inf (inf)."""
