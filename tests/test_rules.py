@@ -645,6 +645,27 @@ def test_transposed_and_3d_convolutions_match_the_reference(conv, shapes) -> Non
     check_every_semiring(conv, *sources)
 
 
+@pytest.mark.parametrize(
+    "fn, shapes",
+    [
+        # kernel 2x3, stride (2, 1), padding (1, 2), dilation (1, 2)
+        (
+            lambda x, w: F.conv2d(x, w, stride=(2, 1), padding=(1, 2), dilation=(1, 2)),
+            [(2, 2, 4, 3), (2, 2, 2, 3)],
+        ),
+        # unbatched, stride larger than the kernel
+        (lambda x, w: F.conv2d(x, w, stride=3), [(1, 5, 4), (2, 1, 2, 2)]),
+        (lambda x: F.avg_pool2d(x, 2, stride=1, padding=1), [(1, 2, 3, 3)]),
+    ],
+)
+def test_im2col_scatters_exactly_in_every_semiring(fn, shapes) -> None:
+    """im2col's backward in a non-linear semiring places each kernel offset's
+    columns in a padded image: strides, dilation, padding, non-square kernels,
+    unbatched input, and windows that overlap or skip pixels."""
+    sources = [seeded_randn(*shape, seed=i) for i, shape in enumerate(shapes)]
+    check_every_semiring(fn, *sources)
+
+
 @pytest.mark.parametrize("affine", [True, False])
 def test_batch_norm_in_eval_is_one_op_that_matches_the_reference(affine) -> None:
     """Eval-mode batch norm is recorded as one op (torch's decomposition records
