@@ -327,6 +327,13 @@ class _Recorder(TorchDispatchMode):
         provisional = not torch.is_grad_enabled()
         for i, t in enumerate(out_leaves):
             if is_tracked_dtype(t):
+                if t.is_complex():
+                    # Paths through complex values have no real weights; fail
+                    # rather than drop the imaginary part.
+                    raise UnsupportedOpError(
+                        f"{func} (in module '{self.module}') returns a complex tensor; "
+                        "only real floating-point values can be tracked"
+                    )
                 if t.layout != torch.strided:
                     raise UnsupportedOpError(
                         f"{func} (in module '{self.module}') returns a {t.layout} "
@@ -699,6 +706,55 @@ def _remember_order(graph: Graph, source: Source) -> None:
         graph.source_order.append((key, name))
 
 
+def _check_independent(tensors: list[Tensor]) -> None:
+    """Each tensor source is a leaf of the recording, so one that shares memory
+    with another, or was computed from another, would lose the paths between
+    them (autograd credits the earlier one with them)."""
+    for i, a in enumerate(tensors):
+        for j, b in enumerate(tensors):
+            if a is b:
+                continue
+            if j < i and _overlap(a, b):
+                raise ValueError(
+                    f"tensor sources {j} and {i} share memory (one is a view of "
+                    "the other); pass only the base tensor"
+                )
+            if b.is_leaf and _computed_from(a, b):
+                raise ValueError(
+                    f"tensor source {i} was computed from tensor source {j} "
+                    "before the recording; compute it inside the `with` block"
+                )
+
+
+def _overlap(a: Tensor, b: Tensor) -> bool:
+    """Whether two tensors share an element of memory."""
+    if a.layout != torch.strided or b.layout != torch.strided:
+        return False  # sparse: rejected when recorded
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+    if a.element_size() != b.element_size():
+        return True  # views as another dtype: treat as shared
+    elements = a.untyped_storage().nbytes() // a.element_size()
+    cells = torch.arange(elements)
+    used = torch.zeros(elements, dtype=torch.bool)
+    used[cells.as_strided(a.shape, a.stride(), a.storage_offset())] = True
+    return bool(used[cells.as_strided(b.shape, b.stride(), b.storage_offset())].any())
+
+
+def _computed_from(t: Tensor, leaf: Tensor) -> bool:
+    """Whether autograd's graph of ``t`` reaches the leaf tensor ``leaf``."""
+    seen, stack = set(), [t.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if getattr(fn, "variable", None) is leaf:
+            return True
+        stack.extend(next_fn for next_fn, _ in fn.next_functions)
+    return False
+
+
 def _mark_sources(
     graph: Graph,
     sources: tuple[Source, ...],
@@ -707,6 +763,7 @@ def _mark_sources(
 ) -> None:
     """Register tensor sources now, and hooks that mark module outputs and inputs
     as sources when they run."""
+    _check_independent([s for s in sources if isinstance(s, Tensor)])
     for source in sources:
         _remember_order(graph, source)
         if isinstance(source, Tensor):

@@ -102,6 +102,46 @@ def test_integer_and_complex_sources_are_rejected(dtype):
             pass
 
 
+@pytest.mark.parametrize(
+    "other, message",
+    [
+        (lambda x: x[1], "share memory"),
+        (lambda x: x.view(4), "share memory"),
+        (lambda x: x.detach(), "share memory"),
+        (lambda x: x * 2, "computed from tensor source 0"),
+    ],
+)
+def test_sources_that_depend_on_each_other_are_rejected(other, message):
+    """A source that is a view of another, or was computed from it, would lose
+    the paths between them, which autograd credits to the first (it gave
+    res[x] = 1 where autograd gives 1 + 2 x[1])."""
+    x = torch.randn(2, 2, requires_grad=True)
+    y = other(x)
+    with pytest.raises(ValueError, match=message):
+        with cs.record(x, y):
+            pass
+    assert x.requires_grad and not (y.is_leaf and y.requires_grad)
+
+
+def test_disjoint_views_of_one_tensor_are_independent_sources():
+    """Slices of one input (as a tuple of Captum inputs may be) share storage but
+    no element, so each is its own source."""
+    base = torch.randn(2, 4, dtype=torch.float64)
+    a, b = base[:, :2], base[:, 2:]
+    with cs.record(a, b) as graph:
+        out = (a * b.exp()).sum()
+    torch.testing.assert_close(graph.backward(out, "sum")[a], b.exp())
+
+
+def test_a_complex_intermediate_is_a_clear_error():
+    """Paths through complex values have no real weights: rfft(x).abs() used to
+    drop the imaginary part's paths silently."""
+    x = torch.randn(4)
+    with pytest.raises(cs.UnsupportedOpError, match="_fft_r2c.*complex"):
+        with cs.record(x):
+            torch.fft.rfft(x).abs().sum()
+
+
 def test_inplace_on_recorded_tensor_is_exact():
     x = torch.randn(4, dtype=torch.float64)
     with cs.record(x) as graph:
