@@ -714,7 +714,7 @@ def _check_independent(tensors: list[Tensor]) -> None:
         for j, b in enumerate(tensors):
             if a is b:
                 continue
-            if j < i and _overlap(a, b):
+            if j < i and _shares_memory(a, b):
                 raise ValueError(
                     f"tensor sources {j} and {i} share memory (one is a view of "
                     "the other); pass only the base tensor"
@@ -726,19 +726,12 @@ def _check_independent(tensors: list[Tensor]) -> None:
                 )
 
 
-def _overlap(a: Tensor, b: Tensor) -> bool:
-    """Whether two tensors share an element of memory."""
-    if a.layout != torch.strided or b.layout != torch.strided:
-        return False  # sparse: rejected when recorded
-    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+def _shares_memory(a: Tensor, b: Tensor) -> bool:
+    key = storage_key(a)  # None for sparse tensors, rejected when recorded
+    if key is None or key != storage_key(b):
         return False
-    if a.element_size() != b.element_size():
-        return True  # views as another dtype: treat as shared
-    elements = a.untyped_storage().nbytes() // a.element_size()
-    cells = torch.arange(elements)
-    used = torch.zeros(elements, dtype=torch.bool)
-    used[cells.as_strided(a.shape, a.stride(), a.storage_offset())] = True
-    return bool(used[cells.as_strided(b.shape, b.stride(), b.storage_offset())].any())
+    # views as another dtype count as shared
+    return a.element_size() != b.element_size() or _overlaps(a, b)
 
 
 def _computed_from(t: Tensor, leaf: Tensor) -> bool:
